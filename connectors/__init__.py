@@ -1,0 +1,1 @@
+"""Everything that touches the outside: Kafka, Speechmatics, the local worker, the CLI."""

@@ -1,0 +1,48 @@
+"""Kafka client settings from the environment, shared by every consumer, producer and admin client.
+
+KAFKA_BOOTSTRAP_SERVERS (default localhost:9092) plus the usual security settings, so SASL/TLS reach every
+client the project creates: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
+KAFKA_SASL_PASSWORD, KAFKA_SSL_CA_LOCATION, KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION.
+Any other librdkafka property passes through as KAFKA_CONF_<NAME> with dots written as underscores
+(KAFKA_CONF_SOCKET_TIMEOUT_MS=30000 -> socket.timeout.ms=30000).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+DEFAULT_BOOTSTRAP = "localhost:9092"
+
+_NAMED = {
+    "KAFKA_SECURITY_PROTOCOL": "security.protocol",
+    "KAFKA_SASL_MECHANISM": "sasl.mechanism",
+    "KAFKA_SASL_USERNAME": "sasl.username",
+    "KAFKA_SASL_PASSWORD": "sasl.password",
+    "KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
+    "KAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
+    "KAFKA_SSL_KEY_LOCATION": "ssl.key.location",
+}
+_PASSTHROUGH_PREFIX = "KAFKA_CONF_"
+
+
+def bootstrap_servers(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP
+
+
+def security_config(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka properties for security and pass-through settings (no bootstrap servers)."""
+    env = os.environ if env is None else env
+    conf = {prop: env[name] for name, prop in _NAMED.items() if env.get(name)}
+    for name, value in env.items():
+        if name.startswith(_PASSTHROUGH_PREFIX) and value:
+            conf[name[len(_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")] = value
+    return conf
+
+
+def client_config(extra: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None) -> dict:
+    """A complete confluent-kafka config: bootstrap + security + `extra` (which wins)."""
+    conf: dict[str, object] = {"bootstrap.servers": bootstrap_servers(env), **security_config(env)}
+    conf.update(extra or {})
+    return conf

@@ -1,0 +1,1 @@
+"""Dataflows and the stateful logic they are built from (chunking, submission, stitching)."""

@@ -1,0 +1,1 @@
+"""The public contracts: audio frames, chunks, transcript events, and their JSON/AsyncAPI documents."""

@@ -1,0 +1,68 @@
+"""Transcript events of `calls.transcripts`: build, encode (orjson) and decode them, always validated.
+
+The JSON Schema file beside this module is the contract; validation here uses that very file, so the
+Python side can never drift from what consumers in other languages check against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from .errors import ContractError
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_FILE = "transcript_event.schema.json"
+
+Event = dict[str, Any]
+
+
+@lru_cache(maxsize=1)
+def event_schema() -> dict[str, Any]:
+    """The transcript event JSON Schema, read from the installed package."""
+    return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text())
+
+
+@lru_cache(maxsize=1)
+def _validator():  # noqa: ANN202 - jsonschema's validator type
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(event_schema())
+    return cls(event_schema())
+
+
+def validate_event(event: Event, where: str = "transcript event") -> Event:
+    """Raise ContractError naming the first field that breaks the schema; return the event."""
+    error = next(iter(_validator().iter_errors(event)), None)
+    if error is not None:
+        path = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ContractError(f"field {path}: {error.message}", where)
+    return event
+
+
+def event_id(*parts: object) -> str:
+    """A deterministic id from the parts that identify a segment: same segment, same id."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return digest[:32]
+
+
+def encode_event(event: Event) -> bytes:
+    """Validate, then serialize with orjson (the bytes of a calls.transcripts message value)."""
+    validate_event(event, where=f"event {event.get('event_id', '?')} of call {event.get('call_id', '?')}")
+    return orjson.dumps(event)
+
+
+def decode_event(value: bytes, where: str = "calls.transcripts message") -> Event:
+    """Parse and validate one message value; ContractError on anything else."""
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError(f"not JSON: {exc}", where) from exc
+    if not isinstance(event, dict):
+        raise ContractError("not a JSON object", where)
+    return validate_event(event, where)
