@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+# Fixtures that live in their own modules (tests/ is on sys.path under pytest).
+pytest_plugins = ["worker_fixtures"]
+
 
 def _docker_answers() -> bool:
     try:

@@ -1,0 +1,1 @@
+"""Fixtures for the local Speechmatics-compatible worker (filled in by the worker's issue)."""
