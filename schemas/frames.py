@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import ContractError
+
+_DIGITS = re.compile(r"[0-9]+")
 
 #: Bytes per sample per channel for each encoding the contract allows.
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "mulaw": 1}
@@ -67,11 +70,11 @@ def _headers_dict(headers: Iterable[tuple[str, bytes | str | None]] | None, wher
 
 def _int_header(headers: dict[str, str], name: str, default: int | None, allowed: Sequence[int], where: str) -> int:
     raw = headers.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         if default is None:
             raise ContractError(f"header {name!r} is missing", where)
         return default
-    if not raw.strip().isdigit():
+    if not _DIGITS.fullmatch(raw):
         raise ContractError(f"header {name!r} must be a non-negative decimal integer, got {raw[:40]!r}", where)
     value = int(raw)
     if allowed and value not in allowed:
@@ -82,7 +85,7 @@ def _int_header(headers: dict[str, str], name: str, default: int | None, allowed
 def _end_header(headers: dict[str, str], where: str) -> bool:
     if "end" not in headers:
         return False
-    raw = headers["end"].strip().lower()
+    raw = headers["end"]
     if raw in ("", "1", "true"):
         return True
     if raw in ("0", "false"):
@@ -112,7 +115,7 @@ def decode_frame(
     seq = _int_header(h, "seq", None, (), where)
     sample_rate = _int_header(h, "sample_rate", DEFAULT_SAMPLE_RATE, SAMPLE_RATES, where)
     channels = _int_header(h, "channels", 1, CHANNELS, where)
-    encoding = h.get("encoding") or DEFAULT_ENCODING
+    encoding = h.get("encoding", DEFAULT_ENCODING)
     if encoding not in BYTES_PER_SAMPLE:
         raise ContractError(f"header 'encoding' must be one of {list(BYTES_PER_SAMPLE)}, got {encoding[:40]!r}", where)
     audio = bytes(value or b"")

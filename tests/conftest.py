@@ -6,6 +6,7 @@ answers; else the project's local KRaft broker from the Maven Central jars (star
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,7 +62,5 @@ def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     yield make
     if created:
         for future in admin.delete_topics(created).values():
-            try:
+            with contextlib.suppress(Exception):  # best-effort clean-up
                 future.result(timeout=30)
-            except Exception:  # noqa: BLE001 - best effort clean-up
-                pass
