@@ -6,7 +6,8 @@ metadata requests; `down` stops it with SIGTERM (a clean controlled shutdown), t
 deadline. Logs go to a file in the cache, never to the terminal.
 
 Environment: BWSM_KAFKA_VERSION (4.1.1), BWSM_KAFKA_PORT (9092), BWSM_KAFKA_CONTROLLER_PORT
-(port + 1), BWSM_CACHE_DIR (~/.cache/bytewax-speechmatics), BWSM_KAFKA_HEAP (1g).
+(port + 1), BWSM_CACHE_DIR (~/.cache/bytewax-speechmatics), BWSM_KAFKA_HEAP (1g),
+BWSM_MAVEN_REPO (Maven's local repository; default Maven's own, ~/.m2/repository).
 """
 
 from __future__ import annotations
@@ -147,8 +148,9 @@ def resolve_jars(kafka: LocalKafka) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     (work / "pom.xml").write_text(POM_TEMPLATE.format(kafka=kafka.version, log4j=LOG4J_VERSION))
     print(f"kafka: resolving org.apache.kafka:kafka_2.13:{kafka.version} from Maven Central ...", flush=True)
+    repo = [f"-Dmaven.repo.local={os.environ['BWSM_MAVEN_REPO']}"] if os.environ.get("BWSM_MAVEN_REPO") else []
     proc = subprocess.run(
-        ["mvn", "-B", "-q", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+        ["mvn", "-B", "-q", "-f", str(work / "pom.xml"), *repo, "dependency:copy-dependencies",
          f"-DoutputDirectory={kafka.libs}", "-DincludeScope=runtime"],
         capture_output=True, text=True,
     )
