@@ -6,6 +6,7 @@ import dataclasses
 import socket
 
 import pytest
+
 from bytewax.speechmatics.connectors.local_kafka import LocalKafka, _read_pid, broker_answers, down, up
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -78,7 +78,7 @@ def test_file_comes_back_sample_exact(kafka_bootstrap, make_topic, tmp_path, rat
 
 def test_several_files_publish_concurrently_as_separate_calls(kafka_bootstrap, make_topic, tmp_path) -> None:  # noqa: ANN001
     paths = [tmp_path / "a.wav", tmp_path / "b.wav"]
-    pcms = [write_audio(p, 16000, 1, seconds=s, seed=i) for i, (p, s) in enumerate(zip(paths, (1.5, 2.2)))]
+    pcms = [write_audio(p, 16000, 1, seconds=s, seed=i) for i, (p, s) in enumerate(zip(paths, (1.5, 2.2), strict=True))]
     topic = make_topic("audio")
     publish(kafka_bootstrap, topic, paths, "--call-id", "pair", "--frame-ms", "100")
     calls = consume_calls(kafka_bootstrap, topic, expected_calls=2)
