@@ -1,0 +1,57 @@
+"""The flow's own settings (topics, partitions, sources), read from the environment once at start-up.
+
+Chunking, submission and Kafka security settings live beside the code they configure; this module only holds what
+wires the dataflow together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..connectors.kafka_config import bootstrap_servers
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Topic names, partition count for topics the runner creates, and source options."""
+
+    brokers: tuple[str, ...]
+    audio_topic: str = "calls.audio"
+    rt_topic: str = "calls.rt"
+    transcript_topic: str = "calls.transcripts"
+    dlq_topic: str = "calls.audio.dlq"
+    topic_partitions: int = 4
+    realtime: bool = True
+    source_batch_size: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FlowSettings:
+        env = os.environ if env is None else env
+        return cls(
+            brokers=tuple(bootstrap_servers(env).split(",")),
+            audio_topic=env.get("BWSM_AUDIO_TOPIC", cls.audio_topic),
+            rt_topic=env.get("BWSM_RT_TOPIC", cls.rt_topic),
+            transcript_topic=env.get("BWSM_TRANSCRIPT_TOPIC", cls.transcript_topic),
+            dlq_topic=env.get("BWSM_DLQ_TOPIC", cls.dlq_topic),
+            topic_partitions=int(env.get("BWSM_TOPIC_PARTITIONS", cls.topic_partitions)),
+            realtime=env_flag(env, "BWSM_REALTIME", cls.realtime),
+            source_batch_size=int(env.get("BWSM_SOURCE_BATCH_SIZE", cls.source_batch_size)),
+        )
+
+    def topics(self) -> list[str]:
+        """Every topic the flow reads or writes."""
+        inputs = [self.audio_topic, self.rt_topic] if self.realtime else [self.audio_topic]
+        return [*inputs, self.transcript_topic, self.dlq_topic]
