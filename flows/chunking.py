@@ -1,0 +1,489 @@
+"""Per-call chunking, as pure code: reorder frames by seq, fill lost frames with silence, cut chunks.
+
+No Bytewax here (flows/chunker.py wraps CallChunker in a stateful operator), so every rule below is
+unit- and property-tested on its own.
+
+Rules (all lengths are samples per channel, counted from the call's first sample):
+- Reorder: frames are released in seq order. A frame whose seq was already released (or filled) is dropped
+  and counted as a duplicate: replays after recovery and producer retries are normal. A missing seq is
+  waited for until a frame `reorder_window_frames` or more seqs ahead of it arrives; then it is filled
+  with silence and never blocks the call.
+- Length of a filled frame: the length of the last real frame released before it (producers send frames of
+  a fixed size; the call's final frame may be shorter, so the frame *after* a gap is not trusted); when no
+  frame has been released yet, the length of the first frame received. Empty frames are never a reference.
+- A seq more than `max_gap_frames` ahead of the next expected one is refused (dead letter): filling it
+  would mean allocating minutes of silence for what is almost certainly a producer bug.
+- fixed: chunks of `chunk_seconds` (overlap included); each next chunk starts `overlap_seconds` before the
+  previous one ended.
+- vad: once a chunk holds `vad_min_seconds`, webrtcvad classifies its audio from that point on, each VAD
+  frame once (a cursor); at the first run of non-speech frames lasting `vad_min_silence_seconds` the chunk
+  is cut in the middle of that run, with no overlap. A chunk that reaches `vad_max_seconds` is forced to
+  cut there, and the next chunk starts with the fixed overlap so no word is lost.
+- The `end` frame flushes at once: every seq still missing before the highest one held is filled, and the
+  last chunk is marked `last`. An idle flush (no frames for `idle_timeout_seconds`, driven by the operator)
+  does the same; frames arriving after an idle flush continue the call with the next chunk index.
+- After an `end`, frames with a seq at or below the end's are duplicates; frames beyond it are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from ..schemas.chunks import Chunk, ChunkSpan, SourceRange
+from ..schemas.dead_letters import DeadLetter, bad_message
+from ..schemas.frames import BYTES_PER_SAMPLE, AudioFrame, encode_frame
+from .vad import AGGRESSIVENESS, VAD_FRAME_MS, SpeechDetector
+
+POLICIES = ("fixed", "vad")
+STAGE = "chunker"
+
+#: Cut reasons (the label of the chunks-cut metric).
+CUT_FIXED = "fixed"
+CUT_PAUSE = "vad_pause"
+CUT_FORCED = "vad_forced"
+CUT_END = "end"
+CUT_IDLE = "idle"
+
+AudioFormat = tuple[int, str, int]
+#: What the chunker emits for a call.
+Output = list[Chunk | DeadLetter]
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw[:40]!r}") from None
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw[:40]!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkConfig:
+    """How calls are cut; `from_env()` reads the BWSM_* variables named in each field's comment."""
+
+    policy: str = "fixed"  # BWSM_CHUNK_POLICY: fixed | vad
+    chunk_seconds: float = 30.0  # BWSM_CHUNK_SECONDS (fixed window, overlap included)
+    overlap_seconds: float = 0.3  # BWSM_CHUNK_OVERLAP_SECONDS (fixed windows and forced VAD cuts)
+    vad_min_seconds: float = 25.0  # BWSM_VAD_MIN_SECONDS
+    vad_max_seconds: float = 35.0  # BWSM_VAD_MAX_SECONDS
+    vad_min_silence_seconds: float = 0.3  # BWSM_VAD_MIN_SILENCE_SECONDS
+    vad_aggressiveness: int = 2  # BWSM_VAD_AGGRESSIVENESS: 0..3
+    vad_frame_ms: int = 30  # BWSM_VAD_FRAME_MS: 10 | 20 | 30
+    idle_timeout_seconds: float = 10.0  # BWSM_IDLE_TIMEOUT_SECONDS
+    forget_seconds: float = 3600.0  # BWSM_FORGET_SECONDS: how long a flushed call's tombstone is kept
+    reorder_window_frames: int = 50  # BWSM_REORDER_WINDOW_FRAMES
+    max_gap_frames: int = 30000  # BWSM_MAX_GAP_FRAMES
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"BWSM_CHUNK_POLICY must be one of {POLICIES}, got {self.policy!r}")
+        if not 0 <= self.overlap_seconds < self.chunk_seconds:
+            raise ValueError("BWSM_CHUNK_OVERLAP_SECONDS must be >= 0 and below BWSM_CHUNK_SECONDS")
+        if not self.overlap_seconds < self.vad_min_seconds <= self.vad_max_seconds:
+            raise ValueError("need BWSM_CHUNK_OVERLAP_SECONDS < BWSM_VAD_MIN_SECONDS <= BWSM_VAD_MAX_SECONDS")
+        if self.vad_min_silence_seconds <= 0:
+            raise ValueError("BWSM_VAD_MIN_SILENCE_SECONDS must be > 0")
+        if self.vad_aggressiveness not in AGGRESSIVENESS:
+            raise ValueError(f"BWSM_VAD_AGGRESSIVENESS must be one of {AGGRESSIVENESS}")
+        if self.vad_frame_ms not in VAD_FRAME_MS:
+            raise ValueError(f"BWSM_VAD_FRAME_MS must be one of {VAD_FRAME_MS}")
+        if self.idle_timeout_seconds <= 0 or self.forget_seconds <= 0:
+            raise ValueError("BWSM_IDLE_TIMEOUT_SECONDS and BWSM_FORGET_SECONDS must be > 0")
+        if self.reorder_window_frames < 0 or self.max_gap_frames < self.reorder_window_frames:
+            raise ValueError("need 0 <= BWSM_REORDER_WINDOW_FRAMES <= BWSM_MAX_GAP_FRAMES")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ChunkConfig:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            policy=env.get("BWSM_CHUNK_POLICY", "").strip().lower() or d.policy,
+            chunk_seconds=_env_float(env, "BWSM_CHUNK_SECONDS", d.chunk_seconds),
+            overlap_seconds=_env_float(env, "BWSM_CHUNK_OVERLAP_SECONDS", d.overlap_seconds),
+            vad_min_seconds=_env_float(env, "BWSM_VAD_MIN_SECONDS", d.vad_min_seconds),
+            vad_max_seconds=_env_float(env, "BWSM_VAD_MAX_SECONDS", d.vad_max_seconds),
+            vad_min_silence_seconds=_env_float(env, "BWSM_VAD_MIN_SILENCE_SECONDS", d.vad_min_silence_seconds),
+            vad_aggressiveness=_env_int(env, "BWSM_VAD_AGGRESSIVENESS", d.vad_aggressiveness),
+            vad_frame_ms=_env_int(env, "BWSM_VAD_FRAME_MS", d.vad_frame_ms),
+            idle_timeout_seconds=_env_float(env, "BWSM_IDLE_TIMEOUT_SECONDS", d.idle_timeout_seconds),
+            forget_seconds=_env_float(env, "BWSM_FORGET_SECONDS", d.forget_seconds),
+            reorder_window_frames=_env_int(env, "BWSM_REORDER_WINDOW_FRAMES", d.reorder_window_frames),
+            max_gap_frames=_env_int(env, "BWSM_MAX_GAP_FRAMES", d.max_gap_frames),
+        )
+
+    @property
+    def max_seconds(self) -> float:
+        """The longest chunk this configuration can cut."""
+        return self.chunk_seconds if self.policy == "fixed" else self.vad_max_seconds
+
+
+def silence(encoding: str, nbytes: int) -> bytes:
+    """Digital silence in the given encoding (mu-law's zero level is 0xFF, not 0x00)."""
+    return (b"\xff" if encoding == "mulaw" else b"\x00") * nbytes
+
+
+class Tally:
+    """Counts since the operator last published them as metrics (kept out of the snapshot on purpose)."""
+
+    __slots__ = ("frames", "duplicates", "gaps", "dead", "cuts")
+
+    def __init__(self) -> None:
+        self.frames = self.duplicates = self.gaps = self.dead = 0
+        self.cuts: dict[str, int] = {}
+
+
+#: Returned by ReorderBuffer.push for a frame it refuses.
+DUPLICATE = "duplicate"
+TOO_FAR = "too_far"
+
+
+class ReorderBuffer:
+    """Releases one call's frames in seq order; an int in the output is a lost frame's silence, in samples."""
+
+    __slots__ = ("next_seq", "pending", "ref_samples", "window", "max_gap")
+
+    def __init__(self, window: int, max_gap: int, next_seq: int = 0,
+                 pending: dict[int, AudioFrame] | None = None, ref_samples: int = -1) -> None:
+        self.window = window
+        self.max_gap = max_gap
+        self.next_seq = next_seq
+        self.pending: dict[int, AudioFrame] = dict(pending or {})
+        self.ref_samples = ref_samples  # length a lost frame is filled with; -1 until a frame is seen
+
+    def push(self, frame: AudioFrame) -> list[AudioFrame | int] | str:
+        """The frames (and fills) this frame releases, or DUPLICATE / TOO_FAR."""
+        seq = frame.seq
+        nxt = self.next_seq
+        if seq == nxt and not self.pending:  # the hot path: in order, nothing held
+            self.next_seq = nxt + 1
+            if frame.audio:
+                self.ref_samples = frame.samples
+            return [frame]
+        if seq < nxt or seq in self.pending:
+            return DUPLICATE
+        if seq - nxt > self.max_gap:
+            return TOO_FAR
+        self.pending[seq] = frame
+        if self.ref_samples < 0 and frame.audio:
+            self.ref_samples = frame.samples
+        return self.release(force=False)
+
+    def release(self, force: bool) -> list[AudioFrame | int]:
+        """Release in order; fill a missing seq once the window has passed it (or at once when forced)."""
+        out: list[AudioFrame | int] = []
+        pending = self.pending
+        if not pending:
+            return out
+        highest = max(pending)
+        nxt = self.next_seq
+        while pending:
+            frame = pending.pop(nxt, None)
+            if frame is not None:
+                out.append(frame)
+                if frame.audio:
+                    self.ref_samples = frame.samples
+            elif force or highest - nxt >= self.window:
+                out.append(max(self.ref_samples, 0))
+            else:
+                break
+            nxt += 1
+        self.next_seq = nxt
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CallSnapshot:
+    """Everything a call's chunker needs to resume: plain values and bytes (small, picklable)."""
+
+    call_id: str
+    audio_format: AudioFormat | None
+    next_seq: int
+    pending: tuple[AudioFrame, ...]
+    ref_samples: int
+    index: int
+    start: int
+    overlap: int
+    audio: bytes
+    markers: tuple[tuple[int, tuple[str, int, int] | None], ...]
+    vad_pos: int
+    run_start: int
+    open: bool
+    end_seq: int  # -1 while the call has not ended
+
+
+class Cutter:
+    """Holds the open chunk's audio and cuts it by the policy; knows nothing of seqs."""
+
+    def __init__(self, config: ChunkConfig, call_id: str, audio_format: AudioFormat, tally: Tally,
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.call_id = call_id
+        self.rate, self.encoding, self.channels = audio_format
+        self.width = BYTES_PER_SAMPLE[self.encoding] * self.channels
+        self.tally = tally
+        self.clock = clock
+        rate = self.rate
+        self.overlap_len = round(config.overlap_seconds * rate)
+        self.fixed_len = round(config.chunk_seconds * rate)
+        self.min_len = round(config.vad_min_seconds * rate)
+        self.max_len = round(config.vad_max_seconds * rate)
+        self.silence_len = round(config.vad_min_silence_seconds * rate)
+        self.vad = config.policy == "vad"
+        # Bytes at which a cut may be due: below this, appending a frame costs one comparison.
+        self.trigger = (self.min_len if self.vad else self.fixed_len) * self.width
+        self.index = 0
+        self.start = 0  # call sample where `buf` starts
+        self.overlap = 0  # samples at the head of `buf` that repeat the previous chunk
+        self.buf = bytearray()
+        # (call sample where a frame starts, (topic, partition, offset) or None for a filled gap)
+        self.markers: list[tuple[int, tuple[str, int, int] | None]] = []
+        self.vad_pos = -1  # chunk-relative sample of the next frame to classify; -1: not scanning yet
+        self.run_start = -1  # chunk-relative start of the current non-speech run; -1: none
+        self._detector: SpeechDetector | None = None
+
+    @property
+    def new_samples(self) -> int:
+        """Samples held beyond the overlap: what a flush would add to the call."""
+        return len(self.buf) // self.width - self.overlap
+
+    def append(self, audio: bytes, source: tuple[str, int, int] | None, out: Output) -> None:
+        self.markers.append((self.start + len(self.buf) // self.width, source))
+        self.buf += audio
+        if len(self.buf) >= self.trigger:
+            self._cut_due(out)
+
+    def _cut_due(self, out: Output) -> None:
+        while True:
+            held = len(self.buf) // self.width
+            if not self.vad:
+                if held < self.fixed_len:
+                    return
+                self._emit(self.fixed_len, self.overlap_len, False, CUT_FIXED, out)
+                continue
+            if held < self.min_len:
+                return
+            cut = self._find_pause(min(held, self.max_len))
+            if cut is not None:
+                self._emit(cut, 0, False, CUT_PAUSE, out)
+            elif held >= self.max_len:
+                self._emit(self.max_len, self.overlap_len, False, CUT_FORCED, out)
+            else:
+                return
+
+    def _new_detector(self) -> SpeechDetector:
+        cfg = self.config
+        return SpeechDetector(self.rate, self.encoding, self.channels, cfg.vad_aggressiveness, cfg.vad_frame_ms)
+
+    def _find_pause(self, limit: int) -> int | None:
+        """Classify the VAD frames not yet seen up to `limit`; the cut point if a long enough pause ends them."""
+        w = self.width
+        if self.vad_pos < 0:
+            self.vad_pos, self.run_start, self._detector = self.min_len, -1, None
+        if self._detector is None:  # fresh, or restored: replay what was classified so the VAD's state matches
+            self._detector = self._new_detector()
+            if self.vad_pos > self.min_len:
+                self._detector.classify(bytes(self.buf[self.min_len * w : self.vad_pos * w]))
+        step = self._detector.frame_samples
+        count = (limit - self.vad_pos) // step
+        if count <= 0:
+            return None
+        first = self.vad_pos
+        flags = self._detector.classify(bytes(self.buf[first * w : (first + count * step) * w]))
+        self.vad_pos = first + count * step
+        for i, speech in enumerate(flags):
+            pos = first + i * step
+            if speech:
+                self.run_start = -1
+                continue
+            if self.run_start < 0:
+                self.run_start = pos
+            if pos + step - self.run_start >= self.silence_len:
+                return (self.run_start + pos + step) // 2
+        return None
+
+    def _marker_spans(self) -> list[tuple[int, int, tuple[str, int, int] | None]]:
+        """(first sample, end sample, source) of each frame held, in call samples."""
+        markers = self.markers
+        if not markers:
+            return []
+        ends = [m[0] for m in markers[1:]]
+        ends.append(self.start + len(self.buf) // self.width)
+        return [(begin, end, src) for (begin, src), end in zip(markers, ends, strict=True)]
+
+    def _sources(self, lo: int, hi: int) -> tuple[SourceRange, ...]:
+        """(topic, partition, first, last offset) of the frames overlapping call samples [lo, hi]."""
+        ranges: dict[tuple[str, int], list[int]] = {}
+        for begin, end, src in self._marker_spans():
+            if src is None:
+                continue
+            if (begin < hi and end > lo) or (begin == end and lo <= begin <= hi):
+                topic, partition, offset = src
+                seen = ranges.get((topic, partition))
+                if seen is None:
+                    ranges[(topic, partition)] = [offset, offset]
+                else:
+                    seen[0] = min(seen[0], offset)
+                    seen[1] = max(seen[1], offset)
+        return tuple((t, p, lo_off, hi_off) for (t, p), (lo_off, hi_off) in ranges.items())
+
+    def _emit(self, cut: int, next_overlap: int, last: bool, reason: str, out: Output) -> None:
+        """Cut the open chunk at `cut` (chunk-relative) and open the next one `next_overlap` before it."""
+        w = self.width
+        start, end = self.start, self.start + cut
+        new_from = start + self.overlap
+        gaps = sum(1 for pos, src in self.markers
+                   if src is None and new_from <= pos and (pos < end or (last and pos == end)))
+        span = ChunkSpan(
+            call_id=self.call_id, index=self.index, start_sample=start, end_sample=end,
+            overlap_samples=self.overlap, sample_rate=self.rate, encoding=self.encoding,
+            channels=self.channels, gaps_filled=gaps, last=last, closed_at=self.clock(),
+        )
+        out.append(Chunk(span=span, audio=bytes(self.buf[: cut * w]), source=self._sources(start, end)))
+        self.tally.cuts[reason] = self.tally.cuts.get(reason, 0) + 1
+        next_start = end - next_overlap
+        self.markers = [(b, src) for b, e, src in self._marker_spans() if e > next_start or b >= next_start]
+        del self.buf[: (next_start - start) * w]
+        self.start, self.overlap, self.index = next_start, next_overlap, self.index + 1
+        self.vad_pos, self.run_start, self._detector = -1, -1, None
+
+    def finish(self, reason: str, emitted_from: int, out: Output) -> None:
+        """Flush everything held as the call's last chunk; with nothing new, mark or add an empty last one."""
+        if self.new_samples > 0:
+            self._emit(len(self.buf) // self.width, 0, True, reason, out)
+            return
+        for i in range(len(out) - 1, emitted_from - 1, -1):
+            if isinstance(out[i], Chunk) and out[i].span.call_id == self.call_id:
+                out[i] = replace(out[i], span=replace(out[i].span, last=True))
+                self._drop_overlap()
+                return
+        self._drop_overlap()
+        self._emit(0, 0, True, reason, out)
+
+    def _drop_overlap(self) -> None:
+        """Forget the overlap head: after a flush the next chunk (if the call revives) starts fresh."""
+        del self.buf[: self.overlap * self.width]
+        self.start += self.overlap
+        self.overlap = 0
+        self.markers = [m for m in self.markers if m[0] >= self.start]
+
+
+class CallChunker:
+    """One call: format check, reorder, gap fill, cutting, end/idle flush, tombstone, snapshot/restore."""
+
+    def __init__(self, config: ChunkConfig, snapshot: CallSnapshot | None = None, *,
+                 tally: Tally | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.tally = tally or Tally()
+        self.clock = clock
+        self.call_id = ""
+        self.audio_format: AudioFormat | None = None
+        self.reorder = ReorderBuffer(config.reorder_window_frames, config.max_gap_frames)
+        self.cutter: Cutter | None = None
+        self.open = False  # frames accepted since the last flush: an idle timeout must flush them
+        self.end_seq = -1
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    @property
+    def ended(self) -> bool:
+        return self.end_seq >= 0
+
+    def push(self, frame: AudioFrame, out: Output) -> None:
+        """Take one frame; append the chunks and dead letters it causes to `out`."""
+        cutter = self.cutter
+        if cutter is None:
+            self.call_id, self.audio_format = frame.call_id, frame.audio_format
+            cutter = self.cutter = Cutter(self.config, frame.call_id, frame.audio_format, self.tally, self.clock)
+        elif frame.audio_format != self.audio_format:
+            self._refuse(frame, f"audio format changed mid-call: call is {self._fmt(self.audio_format)}, "
+                                f"frame seq {frame.seq} is {self._fmt(frame.audio_format)}", out)
+            return
+        if self.end_seq >= 0 and frame.seq > self.end_seq:
+            self._refuse(frame, f"frame seq {frame.seq} arrived after the call ended at seq {self.end_seq}", out)
+            return
+        released = self.reorder.push(frame)
+        if released is DUPLICATE:
+            self.tally.duplicates += 1
+            return
+        if released is TOO_FAR:
+            self._refuse(frame, f"frame seq {frame.seq} is more than {self.config.max_gap_frames} frames "
+                                f"ahead of the next expected seq {self.reorder.next_seq}", out)
+            return
+        self.tally.frames += 1
+        self.open = True
+        first = len(out)
+        self._append(released, out)
+        if frame.end:
+            self._flush(CUT_END, first, out)
+            self.end_seq = self.reorder.next_seq - 1
+
+    def flush_idle(self, out: Output) -> None:
+        """The call went quiet: flush what it holds as a last chunk (it may still revive)."""
+        if self.open:
+            self._flush(CUT_IDLE, len(out), out)
+
+    def _flush(self, reason: str, first: int, out: Output) -> None:
+        self._append(self.reorder.release(force=True), out)
+        assert self.cutter is not None
+        self.cutter.finish(reason, first, out)
+        self.open = False
+
+    def _append(self, released: list[AudioFrame | int], out: Output) -> None:
+        cutter = self.cutter
+        assert cutter is not None
+        for item in released:
+            if isinstance(item, int):
+                self.tally.gaps += 1
+                cutter.append(silence(cutter.encoding, item * cutter.width), None, out)
+            else:
+                cutter.append(item.audio, (item.topic, item.partition, item.offset), out)
+
+    def _refuse(self, frame: AudioFrame, reason: str, out: Output) -> None:
+        key, value, headers = encode_frame(frame)
+        out.append(bad_message(f"{reason} (call {frame.call_id!r})", STAGE, key, value, list(headers),
+                               frame.topic, frame.partition, frame.offset))
+        self.tally.dead += 1
+
+    @staticmethod
+    def _fmt(fmt: AudioFormat | None) -> str:
+        if fmt is None:
+            return "unknown"
+        rate, encoding, channels = fmt
+        return f"{rate} Hz {encoding} x{channels}"
+
+    def snapshot(self) -> CallSnapshot:
+        c = self.cutter
+        return CallSnapshot(
+            call_id=self.call_id, audio_format=self.audio_format, next_seq=self.reorder.next_seq,
+            pending=tuple(self.reorder.pending[s] for s in sorted(self.reorder.pending)),
+            ref_samples=self.reorder.ref_samples,
+            index=c.index if c else 0, start=c.start if c else 0, overlap=c.overlap if c else 0,
+            audio=bytes(c.buf) if c else b"", markers=tuple(c.markers) if c else (),
+            vad_pos=c.vad_pos if c else -1, run_start=c.run_start if c else -1,
+            open=self.open, end_seq=self.end_seq,
+        )
+
+    def _restore(self, s: CallSnapshot) -> None:
+        self.call_id, self.audio_format, self.open, self.end_seq = s.call_id, s.audio_format, s.open, s.end_seq
+        self.reorder = ReorderBuffer(self.config.reorder_window_frames, self.config.max_gap_frames,
+                                     s.next_seq, {f.seq: f for f in s.pending}, s.ref_samples)
+        if s.audio_format is None:
+            return
+        c = self.cutter = Cutter(self.config, s.call_id, s.audio_format, self.tally, self.clock)
+        c.index, c.start, c.overlap, c.buf = s.index, s.start, s.overlap, bytearray(s.audio)
+        c.markers, c.vad_pos, c.run_start = list(s.markers), s.vad_pos, s.run_start
