@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.local_kafka",
     "bytewax.speechmatics.connectors.publish",
     "bytewax.speechmatics.connectors.tail",
+    "bytewax.speechmatics.connectors.worker_cli",
 ]
 
 
