@@ -99,11 +99,12 @@ def read_audio(blob: bytes) -> RawAudio:
     return RawAudio(samples.tobytes(), int(rate), int(samples.shape[1]), "pcm_s16le")
 
 
-def wav_bytes(raw: RawAudio) -> bytes:
-    """A WAV file holding raw audio unchanged (format tag 1 or 7): what a submitter uploads."""
-    tag, bits = (_WAVE_FORMAT_PCM, 16) if raw.encoding == "pcm_s16le" else (_WAVE_FORMAT_MULAW, 8)
-    block = raw.frame_bytes
-    fmt = struct.pack("<HHIIHH", tag, raw.channels, raw.sample_rate, raw.sample_rate * block, block, bits)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(raw.data))
-    pad = b"\0" if len(raw.data) & 1 else b""
-    return b"RIFF" + struct.pack("<I", len(body) + len(raw.data) + len(pad)) + body + raw.data + pad
+
+#: mu-law has two zeros (0x7F = -0, 0xFF = +0); a decode/encode round trip (as libsndfile does when a
+#: submitter writes a ULAW WAV) turns 0x7F into 0xFF, so exact comparison folds them together.
+_MULAW_CANONICAL = bytes(0xFF if code == 0x7F else code for code in range(256))
+
+
+def canonical_samples(raw: RawAudio) -> bytes:
+    """The sample bytes in a form where equal audio compares equal (mu-law's two zeros folded)."""
+    return raw.data.translate(_MULAW_CANONICAL) if raw.encoding == "mulaw" else raw.data

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .worker_audio import RawAudio
+from .worker_audio import RawAudio, canonical_samples
 
 EDGE_RULES = ("midpoint", "drop", "keep")
 WORD, PUNCTUATION = "word", "punctuation"
@@ -189,6 +189,7 @@ class ReferenceEngine:
     def register(self, call_id: str, audio: RawAudio, words: list[dict[str, Any]], edge_rule: str = "midpoint") -> None:
         if edge_rule not in EDGE_RULES:
             raise TruthError(f"edge_rule must be one of {EDGE_RULES}, got {edge_rule!r}")
+        audio = RawAudio(canonical_samples(audio), audio.sample_rate, audio.channels, audio.encoding)
         call = RegisteredCall(call_id, audio, parse_truth(words), edge_rule)
         with self._lock:
             self._calls[call_id] = call
@@ -213,11 +214,12 @@ class ReferenceEngine:
         """The registered call holding this chunk and the chunk's first frame in it."""
         with self._lock:
             calls = list(self._calls.values())
+        needle = canonical_samples(chunk)
         for call in calls:
             a = call.audio
             if (a.encoding, a.sample_rate, a.channels) != (chunk.encoding, chunk.sample_rate, chunk.channels):
                 continue
-            offset = find_offset(a.data, chunk.data, chunk.frame_bytes)
+            offset = find_offset(a.data, needle, chunk.frame_bytes)
             if offset is not None:
                 return call, offset
         return None
