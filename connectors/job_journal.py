@@ -1,0 +1,151 @@
+"""A durable journal of reference -> job id, so a job learned after the last Bytewax snapshot is not paid twice.
+
+Bytewax persists operator state only at epoch ends. A POST that returned after the last snapshot and
+before a SIGKILL would be forgotten, and the replayed chunk posted again. So the job id is appended
+(and fsynced) the moment the POST returns, and consulted before every POST.
+
+Layout: one JSON-lines file per process (`journal-p<process index>.jsonl`) in BWSM_JOURNAL_DIR, else a
+sibling of the Bytewax recovery directory (`<recovery dir>-bwsm-journal`), else
+`$XDG_CACHE_HOME/bytewax-speechmatics/journal`. A process reads every file in the directory (a call may be
+routed to another process after a rescale) and writes only its own. Lines: `{"r": reference, "j": job id,
+"h": audio hash, "t": unix time}`, and `{"r": reference, "d": unix time}` once the chunk's result was
+emitted. Compaction rewrites the own file with the live entries, dropping references whose result was
+emitted more than `retention` seconds ago (long after any snapshot that could replay them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    job_id: str
+    audio_hash: str
+    written_at: float
+    done_at: float | None = None
+
+
+def default_journal_dir(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """BWSM_JOURNAL_DIR, else next to the recovery directory, else the user's cache directory."""
+    argv = sys.argv if argv is None else argv
+    env = os.environ if env is None else env
+    if env.get("BWSM_JOURNAL_DIR"):
+        return Path(env["BWSM_JOURNAL_DIR"])
+    recovery = env.get("BYTEWAX_RECOVERY_DIRECTORY")
+    for i, arg in enumerate(argv):
+        if arg in ("-r", "--recovery-directory") and i + 1 < len(argv):
+            recovery = argv[i + 1]
+    if recovery:
+        path = Path(recovery).resolve()
+        return path.with_name(path.name + "-bwsm-journal")
+    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "bytewax-speechmatics" / "journal"
+
+
+class JobJournal:
+    """Reference -> job id, durable on disk; thread-safe."""
+
+    def __init__(self, directory: Path | str, process_index: int = 0, retention: float = 86400.0) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / f"journal-p{process_index}.jsonl"
+        self.retention = retention
+        self._lock = threading.Lock()
+        self._entries: dict[str, JournalEntry] = {}
+        self._lines = 0
+        for path in sorted(self.directory.glob("journal-p*.jsonl")):
+            self._load(path)
+        self.compact()
+
+    def _load(self, path: Path) -> None:
+        with open(path, "rb") as handle:
+            for raw in handle:
+                try:
+                    line = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # a line torn by a crash mid-write: its POST's id is also in the API's job list
+                self._apply(line)
+
+    def _apply(self, line: dict) -> None:
+        ref = line.get("r")
+        if not isinstance(ref, str):
+            return
+        if "j" in line:
+            self._entries[ref] = JournalEntry(str(line["j"]), str(line.get("h", "")), float(line.get("t", 0.0)))
+        elif "d" in line and ref in self._entries:
+            entry = self._entries[ref]
+            self._entries[ref] = JournalEntry(entry.job_id, entry.audio_hash, entry.written_at, float(line["d"]))
+
+    def _append(self, line: dict, durable: bool) -> None:
+        data = orjson.dumps(line) + b"\n"
+        with open(self.path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        self._lines += 1
+
+    def lookup(self, reference: str) -> JournalEntry | None:
+        with self._lock:
+            return self._entries.get(reference)
+
+    def record(self, reference: str, job_id: str, audio_hash: str) -> None:
+        """Make `reference -> job_id` durable before anything else happens (fsync)."""
+        line = {"r": reference, "j": job_id, "h": audio_hash, "t": time.time()}
+        with self._lock:
+            self._append(line, durable=True)
+            self._apply(line)
+            if self._lines > 2 * len(self._entries) + 1000:
+                self._compact_locked()
+
+    def mark_done(self, reference: str) -> None:
+        """The chunk's result was emitted; the entry may go after `retention` (no fsync: losing it is harmless)."""
+        line = {"r": reference, "d": time.time()}
+        with self._lock:
+            if reference in self._entries:
+                self._append(line, durable=False)
+                self._apply(line)
+
+    def forget(self, reference: str) -> None:
+        """The job is gone at the server (expired, deleted): a new POST is the only way forward."""
+        with self._lock:
+            self._entries.pop(reference, None)
+            self._compact_locked()
+
+    def compact(self) -> None:
+        with self._lock:
+            self._compact_locked()
+
+    def _compact_locked(self) -> None:
+        horizon = time.time() - self.retention
+        live = {r: e for r, e in self._entries.items() if e.done_at is None or e.done_at >= horizon}
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            for ref, entry in live.items():
+                handle.write(orjson.dumps({"r": ref, "j": entry.job_id, "h": entry.audio_hash, "t": entry.written_at})
+                             + b"\n")
+                if entry.done_at is not None:
+                    handle.write(orjson.dumps({"r": ref, "d": entry.done_at}) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._entries = live
+        self._lines = len(live)
+        log.debug("journal compacted: %d live entries in %s", len(live), self.path)

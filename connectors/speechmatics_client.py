@@ -1,0 +1,525 @@
+"""The Speechmatics side of submission: one asyncio loop on a background thread holding ONE AsyncClient.
+
+Why one loop per process (not per Bytewax worker): the POST/GET limits, the in-flight cap and the journal are
+per process by definition (the cluster share rule in throttle.py), and the SDK asks for one client per
+process. On one loop they are plain asyncio objects served FIFO, with one connection pool; per-worker loops
+would need cross-thread locks for the same result. Workers of a process share it through `get_service`.
+
+Bytewax operators hand chunks in with `submit` (non-blocking, thread-safe) and collect what happened with
+`take(call_id)`: `JobKnown` as soon as a job id is known (so it enters operator state), then exactly one
+`ChunkDone` or `ChunkFailed` per chunk. A 401/403 sets `fatal` and stops all requests at once.
+
+Per chunk: journal lookup (a job posted before a crash) -> POST through the POST limiter with retries ->
+on an ambiguous failure, look the job up by tracking.reference before posting again -> fsync the id into the
+journal -> wait (poll via the GET limiter, server-side `wait=`, or webhook + slow poll) -> fetch json-v2.
+The API key never appears in our messages: the SDK reads it, and reasons are passed through `redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from speechmatics.batch import (
+    AsyncClient,
+    JobConfig,
+    JobDetails,
+    JobStatus,
+    JobType,
+    NotificationConfig,
+)
+from speechmatics.batch._models import TrackingConfig
+
+from bytewax.speechmatics.schemas.chunks import Chunk
+
+from . import submit_metrics as metrics
+from .job_journal import JobJournal, default_journal_dir
+from .retry import Backoff, Classified, ErrorClass, RetryBudget, classify
+from .settings import SubmitSettings
+from .throttle import AimdRate, ClusterPlace, RateLimiter, cluster_place, cluster_share
+from .wav import audio_hash, chunk_wav
+from .webhook_receiver import WebhookReceiver, auth_header_line
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: list_jobs pages to walk back (100 jobs each) when looking for a job by reference.
+MAX_LIST_PAGES = 20
+#: How far before our first POST attempt a job may have been created (clock skew with the API).
+LOOKUP_SKEW_SECONDS = 60.0
+HASH_TAG_PREFIX = "audio-sha256:"
+
+
+# ---- what goes in and what comes out -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """One chunk to transcribe; `job_id` when a job is already known (resume: wait for it, never re-post)."""
+
+    chunk: Chunk
+    job_id: str | None = None
+    speaker_config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobKnown:
+    index: int
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone:
+    index: int
+    job_id: str
+    transcript: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFailed:
+    index: int
+    reason: str
+    job_id: str | None
+    attempts: int
+
+
+SubmitEvent = JobKnown | ChunkDone | ChunkFailed
+
+
+class FatalSubmitError(RuntimeError):
+    """Submission cannot work at all (bad API key): the flow must stop."""
+
+
+class ChunkFailure(Exception):
+    """This chunk cannot be transcribed; the reason is safe to log and dead-letter."""
+
+
+class _RequestFailed(Exception):
+    def __init__(self, classified: Classified) -> None:
+        super().__init__(classified.description)
+        self.classified = classified
+
+
+class _Gone(Exception):
+    """The job is unknown, expired or deleted at the server: post the chunk again."""
+
+
+def redact(text: str) -> str:
+    """Remove the API key from a message, should a server ever echo it."""
+    key = os.environ.get("SPEECHMATICS_API_KEY")
+    return text.replace(key, "***") if key and len(key) >= 4 else text
+
+
+def _parse_created(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Per chunk: POST attempts so far, and the first POST attempt's wall time (for lookups)."""
+
+    posts: int = 0
+    first_post_at: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+# ---- the service -----------------------------------------------------------------------------------------------
+
+
+class SubmitService:
+    """Background loop + one AsyncClient + limiters + journal, shared by all workers of a process."""
+
+    def __init__(self, settings: SubmitSettings, *, place: ClusterPlace | None = None,
+                 journal: JobJournal | None = None, client_factory: Callable[[], AsyncClient] | None = None) -> None:
+        self.settings = settings
+        self.place = place or cluster_place()
+        self.post_limit = cluster_share(settings.post_rate, self.place)
+        self.get_limit = cluster_share(settings.get_rate, self.place)
+        self._journal = journal or JobJournal(default_journal_dir(), self.place.index, settings.journal_retention)
+        self._client_factory = client_factory or AsyncClient
+        self._client: AsyncClient | None = None
+        self._cond = threading.Condition()
+        self._events: dict[str, list[SubmitEvent]] = {}
+        self._fatal: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._wakers: dict[str, asyncio.Event] = {}
+        self._receiver: WebhookReceiver | None = None
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self._rng = random.Random()  # noqa: S311 - poll jitter
+        self.identity = _identity()
+
+    # -- lifecycle (called from any thread) --
+
+    def start(self) -> SubmitService:
+        """Create the client (fails at once on a missing key) and start the loop thread."""
+        try:
+            self._client = self._client_factory()
+        except ValueError as exc:
+            raise FatalSubmitError(f"Speechmatics client not configured: {redact(str(exc))}") from None
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="bwsm-submit", daemon=True)
+        self._thread.start()
+        ready.wait()
+        log.info("submit service: process %d of %d, POST %.2f/s, GET %.2f/s, in-flight cap %d, wait mode %s, "
+                 "journal %s", self.place.index, self.place.processes, self.post_limit, self.get_limit,
+                 self.settings.max_in_flight, self.settings.wait_mode, self._journal.path)
+        return self
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        s = self.settings
+        self._post_limiter = RateLimiter("post", AimdRate(self.post_limit, decrease=s.aimd_decrease,
+                                                          floor=s.aimd_floor, recovery=s.aimd_recovery),
+                                         s.rate_margin)
+        self._get_limiter = RateLimiter("get", AimdRate(self.get_limit, decrease=s.aimd_decrease,
+                                                        floor=s.aimd_floor, recovery=s.aimd_recovery), s.rate_margin)
+        self._in_flight = asyncio.Semaphore(s.max_in_flight)
+        if s.wait_mode == "webhook":
+            self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, s.webhook_port)
+            loop.run_until_complete(self._receiver.start())
+        ready.set()
+        loop.run_forever()
+
+    def close(self) -> None:
+        """Cancel outstanding work, close the client and stop the loop thread."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return
+
+        async def shutdown() -> None:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._receiver is not None:
+                await self._receiver.stop()
+            if self._client is not None:
+                await self._client.close()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- the operator's side (any thread) --
+
+    @property
+    def fatal(self) -> str | None:
+        return self._fatal
+
+    def submit(self, request: SubmitRequest) -> None:
+        """Start transcribing a chunk; never blocks."""
+        assert self._loop is not None, "start() the service first"
+        metrics.CHUNKS_SUBMITTED.inc()
+        self._loop.call_soon_threadsafe(self._spawn, request)
+
+    def take(self, call_id: str) -> list[SubmitEvent]:
+        """What happened to a call's chunks since the last take (non-blocking)."""
+        with self._cond:
+            return self._events.pop(call_id, [])
+
+    def wait(self, call_id: str, timeout: float) -> list[SubmitEvent]:
+        """Like take, but block up to `timeout` seconds for at least one event (or a fatal error)."""
+        with self._cond:
+            self._cond.wait_for(lambda: call_id in self._events or self._fatal is not None, timeout)
+            return self._events.pop(call_id, [])
+
+    def mark_done(self, reference: str) -> None:
+        """The operator emitted this chunk's result: its journal entry may expire."""
+        self._journal.mark_done(reference)
+
+    # -- the loop's side --
+
+    def _emit(self, call_id: str, event: SubmitEvent) -> None:
+        with self._cond:
+            self._events.setdefault(call_id, []).append(event)
+            self._cond.notify_all()
+
+    def _set_fatal(self, reason: str) -> None:
+        if self._fatal is None:
+            self._fatal = reason
+            log.error("Speechmatics submission stopped: %s", reason)
+            for task in list(self._tasks):
+                if task is not asyncio.current_task():
+                    task.cancel()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _spawn(self, request: SubmitRequest) -> None:
+        if self._fatal is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._run_chunk(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _wake_job(self, job_id: str, status: str) -> None:
+        waker = self._wakers.get(job_id)
+        if waker is not None:
+            waker.set()
+
+    async def _run_chunk(self, request: SubmitRequest) -> None:
+        span = request.chunk.span
+        progress = _Progress()
+        job_id = request.job_id
+        try:
+            async with self._in_flight:
+                metrics.JOBS_IN_FLIGHT.inc()
+                try:
+                    job_id, transcript = await self._transcribe(request, progress)
+                finally:
+                    metrics.JOBS_IN_FLIGHT.dec()
+            metrics.CHUNKS_DONE.inc()
+            metrics.CHUNK_LATENCY.observe(time.monotonic() - progress.started)
+            self._emit(span.call_id, ChunkDone(span.index, job_id, transcript, max(1, progress.posts)))
+        except FatalSubmitError as exc:
+            self._set_fatal(str(exc))
+        except ChunkFailure as exc:
+            reason = redact(str(exc))
+            metrics.CHUNKS_FAILED.labels(reason=reason.split(":", 1)[0][:40]).inc()
+            log.warning("chunk %s failed after %d POST attempts: %s", span.reference, progress.posts, reason)
+            self._emit(span.call_id, ChunkFailed(span.index, reason, job_id, progress.posts))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not strand the chunk: dead-letter it and say what broke
+            log.exception("chunk %s: unexpected error", span.reference)
+            self._emit(span.call_id, ChunkFailed(span.index, f"internal error: {type(exc).__name__}", job_id,
+                                                 progress.posts))
+
+    async def _transcribe(self, request: SubmitRequest, progress: _Progress) -> tuple[str, dict[str, Any]]:
+        chunk = request.chunk
+        ref = chunk.span.reference
+        digest = audio_hash(chunk.audio)
+        budget = RetryBudget(self.settings.max_attempts, time.monotonic() + self.settings.max_chunk_seconds)
+        job_id = request.job_id
+        if job_id is None:
+            entry = self._journal.lookup(ref)
+            if entry is not None and entry.audio_hash == digest:
+                job_id = entry.job_id
+                metrics.JOBS_RECOVERED.labels(via="journal").inc()
+                self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id))
+        for _ in range(self.settings.max_attempts):
+            if job_id is None:
+                job_id = await self._post(request, digest, budget, progress)
+                self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id))
+            try:
+                return job_id, await self._await_job(job_id, budget)
+            except _Gone:
+                log.warning("chunk %s: job %s is gone at the server; posting again", ref, job_id)
+                self._journal.forget(ref)
+                job_id = None
+        raise ChunkFailure(f"jobs kept disappearing: {self.settings.max_attempts} jobs gone")
+
+    async def _request(self, route: str, call: Callable[[], Awaitable[T]], budget: RetryBudget) -> T:
+        """One API request with throttling and retries of transient failures (capped attempts and time)."""
+        limiter = self._post_limiter if route == "post" else self._get_limiter
+        failures = 0
+        while True:
+            if self._fatal is not None:
+                raise FatalSubmitError(self._fatal)
+            await limiter.acquire()
+            try:
+                return await call()
+            except Exception as exc:
+                classified = classify(exc, posting=route == "post")
+            if classified.throttled:
+                metrics.HTTP_429.labels(route=route).inc()
+                if limiter.throttled():
+                    metrics.RATE_LIMIT.labels(route=route).set(limiter.rate.current())
+            if classified.kind is ErrorClass.FATAL:
+                raise FatalSubmitError(classified.description)
+            if classified.kind is not ErrorClass.RETRYABLE:
+                raise _RequestFailed(classified)
+            failures += 1
+            now = time.monotonic()
+            if failures >= budget.max_attempts or now >= budget.deadline:
+                raise ChunkFailure(f"{route} gave up after {failures} attempts: {classified.description}")
+            metrics.RETRIES.labels(route=route, kind=classified.kind.value).inc()
+            await asyncio.sleep(budget.clip(self._backoff.delay(failures - 1), now))
+
+    def _job_config(self, request: SubmitRequest, digest: str) -> JobConfig:
+        s = self.settings
+        notifications = None
+        if s.wait_mode == "webhook" and s.webhook_url:
+            notifications = [NotificationConfig(url=s.webhook_url, contents=["jobinfo"],
+                                                auth_headers=[auth_header_line(s.webhook_secret)])]
+        return JobConfig(
+            type=JobType.TRANSCRIPTION,
+            transcription_config=s.transcription_config(request.speaker_config),
+            tracking=TrackingConfig(reference=request.chunk.span.reference, tags=[HASH_TAG_PREFIX + digest]),
+            notification_config=notifications,
+        )
+
+    async def _post(self, request: SubmitRequest, digest: str, budget: RetryBudget, progress: _Progress) -> str:
+        """POST the chunk once, however many tries it takes; after an ambiguous failure, find it first."""
+        ref = request.chunk.span.reference
+        wav = chunk_wav(request.chunk)
+        config = self._job_config(request, digest)
+        s = self.settings
+        ambiguous = 0
+
+        async def post() -> JobDetails:
+            progress.posts += 1
+            if progress.first_post_at is None:
+                progress.first_post_at = time.time()
+            return await self._client.submit_job(io.BytesIO(wav), config=config, parallel_engines=s.parallel_engines,
+                                                 user_id=s.user_id)
+
+        while True:
+            if ambiguous:
+                found = await self._find_by_reference(ref, digest, progress.first_post_at or time.time(), budget)
+                if found is not None:
+                    metrics.JOBS_RECOVERED.labels(via="lookup").inc()
+                    self._journal.record(ref, found, digest)
+                    return found
+            try:
+                job = await self._request("post", post, budget)
+            except _RequestFailed as exc:
+                if exc.classified.kind is not ErrorClass.AMBIGUOUS:
+                    raise ChunkFailure(f"POST refused: {exc.classified.description}") from None
+                ambiguous += 1
+                now = time.monotonic()
+                if ambiguous >= budget.max_attempts or now >= budget.deadline:
+                    raise ChunkFailure(f"post gave up after {ambiguous} ambiguous failures: "
+                                       f"{exc.classified.description}") from None
+                metrics.RETRIES.labels(route="post", kind="ambiguous").inc()
+                await asyncio.sleep(budget.clip(self._backoff.delay(ambiguous - 1), now))
+                continue
+            self._journal.record(ref, job.id, digest)
+            metrics.JOBS_POSTED.inc()
+            return job.id
+
+    async def _find_by_reference(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:
+        """The newest job carrying this reference and audio hash, walking list_jobs back to `since`."""
+        tag = HASH_TAG_PREFIX + digest
+        created_before: str | None = None
+        for _ in range(MAX_LIST_PAGES):
+            async def page(before: str | None = created_before) -> list[JobDetails]:
+                return await self._client.list_jobs(limit=100, created_before=before)
+
+            try:
+                jobs = await self._request("get", page, budget)
+            except _RequestFailed as exc:
+                raise ChunkFailure(f"could not look for an existing job: {exc.classified.description}") from None
+            for job in jobs:
+                tracking = job.config.tracking if job.config else None
+                if tracking is None or tracking.reference != ref or job.status == JobStatus.DELETED:
+                    continue
+                if not tracking.tags or tag in tracking.tags:
+                    return job.id
+            if len(jobs) < 100:
+                return None
+            oldest = jobs[-1].created_at
+            oldest_t = _parse_created(oldest)
+            if oldest_t is None or oldest_t < since - LOOKUP_SKEW_SECONDS:
+                return None
+            created_before = oldest
+        return None
+
+    async def _pause(self, job_id: str, interval: float) -> None:
+        """Between status checks: a jittered poll interval, or until the job's webhook arrives."""
+        if self.settings.wait_mode != "webhook":
+            await asyncio.sleep(interval * self._rng.uniform(0.8, 1.2))
+            return
+        waker = self._wakers.setdefault(job_id, asyncio.Event())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(waker.wait(), self.settings.webhook_fallback_poll)
+        waker.clear()
+
+    async def _await_job(self, job_id: str, budget: RetryBudget) -> dict[str, Any]:
+        """Wait until the job is done and return its json-v2 transcript; _Gone / ChunkFailure otherwise."""
+        s = self.settings
+        interval = s.poll_min
+        wait = s.wait_seconds if s.wait_mode == "wait" else None
+        try:
+            while True:
+                if wait is None:
+                    await self._pause(job_id, interval)
+                    interval = min(interval * 1.5, s.poll_max)
+
+                async def status() -> JobDetails:
+                    return await self._client.get_job_info(job_id, wait=wait)
+
+                try:
+                    info = await self._request("get", status, budget)
+                except _RequestFailed as exc:
+                    if exc.classified.kind is ErrorClass.GONE:
+                        raise _Gone() from None
+                    raise ChunkFailure(f"status of job {job_id}: {exc.classified.description}") from None
+                if info.status == JobStatus.DONE:
+                    return await self._fetch(job_id, budget)
+                if info.status == JobStatus.REJECTED:
+                    detail = "; ".join(e.message for e in info.errors or [])[:300]
+                    raise ChunkFailure(f"job rejected: {detail or 'no reason given'}")
+                if info.status == JobStatus.DELETED:
+                    raise _Gone()
+                if time.monotonic() >= budget.deadline:
+                    raise ChunkFailure(f"job not done within {s.max_chunk_seconds:.0f} s (BWSM_MAX_CHUNK_SECONDS)")
+        finally:
+            self._wakers.pop(job_id, None)
+
+    async def _fetch(self, job_id: str, budget: RetryBudget) -> dict[str, Any]:
+        """The json-v2 transcript as the API sent it (the SDK's Transcript object cannot give the dict back)."""
+        transport = self._client._transport  # noqa: SLF001 - raw json-v2, through the SDK's own transport
+
+        async def get() -> dict[str, Any]:
+            return await transport.get(f"/jobs/{job_id}/transcript", params={"format": "json-v2"})
+
+        for attempt in range(budget.max_attempts):
+            try:
+                body = await self._request("get", get, budget)
+            except _RequestFailed as exc:
+                if exc.classified.status == 404:  # done but not yet readable: the API's eventual consistency
+                    await asyncio.sleep(self._backoff.delay(attempt))
+                    continue
+                if exc.classified.kind is ErrorClass.GONE:
+                    raise _Gone() from None
+                raise ChunkFailure(f"transcript of job {job_id}: {exc.classified.description}") from None
+            if not isinstance(body.get("results"), list):
+                raise ChunkFailure(f"transcript of job {job_id} is not json-v2")
+            return body
+        raise ChunkFailure(f"transcript of job {job_id} never became readable")
+
+
+# ---- one service per process ---------------------------------------------------------------------------------
+
+
+def _identity() -> tuple[str, str]:
+    """Which API the SDK would talk to now (URL and a hash of the key: the key itself is never kept)."""
+    key = os.environ.get("SPEECHMATICS_API_KEY", "")
+    return os.environ.get("SPEECHMATICS_BATCH_URL", ""), hashlib.sha256(key.encode()).hexdigest()
+
+
+_services: dict[int, SubmitService] = {}
+_services_lock = threading.Lock()
+
+
+def get_service(settings: SubmitSettings) -> SubmitService:
+    """The process's running service for these settings and API; replaces one built for others."""
+    with _services_lock:
+        current = _services.get(os.getpid())
+        if current is not None and current.settings == settings and current.identity == _identity():
+            return current
+        if current is not None:
+            current.close()
+        service = SubmitService(settings).start()
+        _services[os.getpid()] = service
+        return service

@@ -1,0 +1,167 @@
+"""Holding the API's request limits exactly: cluster share, AIMD on 429, strict spacing, in-flight cap.
+
+Why spacing and not a bursty token bucket: the limit is "N requests in any 1 s window" at the server.
+A bucket with capacity > 1 lets N + capacity through in one window. We grant requests at least
+(1 + margin) / rate seconds apart, so any N + 1 consecutive grants span more than 1 + margin seconds:
+arrival jitter up to `margin` seconds cannot push N + 1 requests into one window at the server.
+
+Cluster share rule (processes do not talk to each other, so each must stay within a fixed share):
+the cluster has P processes (the number of `-a` addresses Bytewax was started with, BYTEWAX_ADDRESSES,
+the lines of BYTEWAX_HOSTFILE_PATH, or BWSM_CLUSTER_PROCESSES which overrides all); process i gets
+floor(N / P) requests per second, plus one if i < N mod P. The integer shares add up to exactly N, and an
+integer share keeps the "any window" guarantee per process, so the sum holds it for the cluster. When
+P > N the share would be 0: each process then gets N / P (averages hold, single windows may not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPlace:
+    """How many Bytewax processes share the API limits, and which one this is."""
+
+    processes: int
+    index: int
+
+
+def _argv_value(argv: Sequence[str], short: str, long: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg in (short, long) and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(long + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _count_addresses(value: str) -> int:
+    return len([a for a in value.split(";") if a.strip()])
+
+
+def cluster_place(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ClusterPlace:
+    """Learn the cluster size and this process's index from how `bytewax.run` was started (see module doc)."""
+    import sys
+
+    argv = sys.argv if argv is None else argv
+    env = os.environ if env is None else env
+    index_raw = _argv_value(argv, "-i", "--process-id") or env.get("BYTEWAX_PROCESS_ID")
+    if index_raw is None and "BYTEWAX_POD_NAME" in env and "BYTEWAX_STATEFULSET_NAME" in env:
+        index_raw = env["BYTEWAX_POD_NAME"].replace(env["BYTEWAX_STATEFULSET_NAME"] + "-", "")
+    index = int(index_raw) if index_raw and index_raw.strip().isdigit() else 0
+    processes = 1
+    addresses = _argv_value(argv, "-a", "--addresses") or env.get("BYTEWAX_ADDRESSES")
+    if addresses:
+        processes = _count_addresses(addresses)
+    elif env.get("BYTEWAX_HOSTFILE_PATH") and os.path.exists(env["BYTEWAX_HOSTFILE_PATH"]):
+        with open(env["BYTEWAX_HOSTFILE_PATH"]) as hostfile:
+            processes = len([line for line in hostfile if line.strip()])
+    override = env.get("BWSM_CLUSTER_PROCESSES", "").strip()
+    if override:
+        processes = int(override)
+    processes = max(1, processes)
+    return ClusterPlace(processes=processes, index=min(index, processes - 1))
+
+
+def cluster_share(limit: float, place: ClusterPlace) -> float:
+    """This process's requests per second: the integer share rule of the module doc."""
+    whole = int(limit)
+    if place.processes <= 1:
+        return limit
+    if whole < place.processes:
+        return limit / place.processes
+    base, extra = divmod(whole, place.processes)
+    return float(base + (1 if place.index < extra else 0))
+
+
+class AimdRate:
+    """Additive increase, multiplicative decrease of a request rate, driven by 429 answers.
+
+    A 429 multiplies the rate by `decrease` (at most once per `cooldown` seconds, so a burst of 429s
+    from requests already on the wire counts as one signal), never below `floor * ceiling`. Without
+    429s the rate climbs back by `recovery * ceiling` per second up to the ceiling.
+    """
+
+    def __init__(self, ceiling: float, *, decrease: float = 0.7, floor: float = 0.25, recovery: float = 0.05,
+                 cooldown: float = 1.0, clock: Clock = time.monotonic) -> None:
+        self.ceiling = ceiling
+        self.decrease = decrease
+        self.minimum = max(ceiling * floor, 1e-3)
+        self.recovery = recovery * ceiling
+        self.cooldown = cooldown
+        self._clock = clock
+        self._rate = ceiling
+        self._since = clock()
+        self._last_cut = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self) -> float:
+        with self._lock:
+            return self._current(self._clock())
+
+    def _current(self, now: float) -> float:
+        return min(self.ceiling, self._rate + self.recovery * max(0.0, now - self._since))
+
+    def on_throttled(self) -> bool:
+        """Record a 429; return True if it lowered the rate (False inside the cooldown)."""
+        with self._lock:
+            now = self._clock()
+            if now - self._last_cut < self.cooldown:
+                return False
+            self._rate = max(self.minimum, self._current(now) * self.decrease)
+            self._since = now
+            self._last_cut = now
+            return True
+
+
+class SpacedSchedule:
+    """Pure grant arithmetic: the earliest time the next request may start, given the current rate."""
+
+    def __init__(self, margin: float) -> None:
+        self.margin = margin
+        self.last: float | None = None
+
+    def next_slot(self, now: float, rate: float) -> float:
+        """When the next grant may happen (>= now); call `take` with it once granted."""
+        if self.last is None:
+            return now
+        return max(now, self.last + (1.0 + self.margin) / rate)
+
+    def take(self, slot: float) -> None:
+        self.last = slot
+
+
+class RateLimiter:
+    """An asyncio limiter for one route (POST or GET): FIFO waiters, strict spacing, AIMD rate."""
+
+    def __init__(self, name: str, rate: AimdRate, margin: float, clock: Clock = time.monotonic) -> None:
+        self.name = name
+        self.rate = rate
+        self._schedule = SpacedSchedule(margin)
+        self._clock = clock
+        self._fifo: asyncio.Lock | None = None
+
+    async def acquire(self) -> None:
+        """Wait for this request's slot; waiters are served in arrival order."""
+        if self._fifo is None:
+            self._fifo = asyncio.Lock()
+        async with self._fifo:
+            while True:
+                now = self._clock()
+                slot = self._schedule.next_slot(now, self.rate.current())
+                if slot <= now:
+                    self._schedule.take(now)
+                    return
+                # Re-check after sleeping: a 429 meanwhile may have lowered the rate.
+                await asyncio.sleep(slot - now)
+
+    def throttled(self) -> bool:
+        """Tell the limiter the server answered 429; returns True if the rate was lowered."""
+        return self.rate.on_throttled()

@@ -1,0 +1,241 @@
+"""The submit step: chunks of a call -> Speechmatics jobs -> ChunkResults (and DeadLetters), keyed by call id.
+
+How it fits Bytewax 0.21.1 without ever blocking the dataflow:
+- `on_item` puts the chunk into this call's state and hands it to the process's SubmitService (a background
+  asyncio loop); it returns at once.
+- While the call has pending chunks, `notify_at` asks to be woken every BWSM_COLLECT_INTERVAL (0.1 s);
+  `on_notify` takes what the loop has finished for this call (a thread-safe per-call queue). Bytewax routes
+  a key to the same worker every time, so the worker that submitted is the one that collects. Notifications
+  are per key and only for keys with state, which is why the pending chunks live in the state.
+- A job id enters the state as soon as the loop learns it (`JobKnown`), so a snapshot taken while the job
+  runs lets a recovered flow wait for that same job instead of posting again; ids learned after the last
+  snapshot are in the durable journal that the loop consults before any POST.
+- Bytewax ends a run at EOF without firing pending notifications, so `on_eof` drains: it blocks until the
+  call's chunks are done (only ever at the end of a bounded input, or on resume before EOF).
+- A 401/403 is raised from the operator (FatalSubmitError), which aborts the Bytewax run with that message.
+
+Outputs per call: one ChunkResult per chunk (error set when it failed, so the stitcher never waits) and one
+DeadLetter per failed chunk; `submit_chunks` splits them with op.branch.
+
+Speakers (BWSM_DIARIZATION=speaker): a call's jobs run one after another so each job can be given the
+speakers enrolled from the previous ones (flows/speakers.py SpeakerBook), and each transcript is relabelled
+before it is emitted. With no or channel diarization, a call's chunks are submitted in parallel.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.operators import KeyedStream, StatefulLogic
+
+from bytewax.speechmatics.connectors.settings import SubmitSettings
+from bytewax.speechmatics.connectors.speechmatics_client import (
+    ChunkDone,
+    ChunkFailed,
+    FatalSubmitError,
+    JobKnown,
+    SubmitEvent,
+    SubmitRequest,
+    SubmitService,
+    get_service,
+)
+from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult
+from bytewax.speechmatics.schemas.dead_letters import DeadLetter, failed_chunk
+
+log = logging.getLogger(__name__)
+
+STAGE = "submit"
+SubmitOutput = ChunkResult | DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChunk:
+    """A chunk without a result yet, and its job once known."""
+
+    chunk: Chunk
+    job_id: str | None = None
+
+
+@dataclass
+class SubmitState:
+    """One call's submit state (pickled in snapshots)."""
+
+    pending: dict[int, PendingChunk] = field(default_factory=dict)
+    held: list[int] = field(default_factory=list)  # speaker chaining: pending chunks not yet handed to the loop
+    done: set[int] = field(default_factory=set)  # chunk indexes already answered (replays are ignored)
+    last_seen: bool = False
+    speakers: Any = None  # SpeakerBook when diarization=speaker
+
+
+def _speaker_book() -> Any:
+    from bytewax.speechmatics.flows.speakers import SpeakerBook
+
+    return SpeakerBook()
+
+
+class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
+    """Per call: hand chunks to the loop, collect their jobs' results (see module doc)."""
+
+    def __init__(self, call_id: str | None, service: SubmitService, state: SubmitState | None,
+                 book_factory: Callable[[], Any] = _speaker_book) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.state = state or SubmitState()
+        self.call_id = call_id
+        self._book_factory = book_factory
+        self._handed: set[int] = set()
+        if self.state.pending:  # resumed from a snapshot: the loop knows nothing of these chunks yet
+            self.call_id = next(iter(self.state.pending.values())).chunk.span.call_id
+            self._hand_ready()
+
+    # -- Bytewax hooks --
+
+    def on_item(self, value: Chunk) -> tuple[Iterable[SubmitOutput], bool]:
+        self._check_fatal()
+        index = value.span.index
+        self.call_id = value.span.call_id
+        if index in self.state.pending or index in self.state.done:
+            return [], StatefulLogic.RETAIN  # a replay after recovery: this chunk is already on its way
+        self.state.pending[index] = PendingChunk(value)
+        self.state.last_seen = self.state.last_seen or value.span.last
+        if self.settings.speaker_chaining:
+            self.state.held.append(index)
+            self.state.held.sort()
+        self._hand_ready()
+        return [], StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[SubmitOutput], bool]:
+        self._check_fatal()
+        out = self._apply(self.service.take(self.call_id)) if self.call_id else []
+        return out, self._finished()
+
+    def on_eof(self) -> tuple[Iterable[SubmitOutput], bool]:
+        """Input ended: wait for this call's chunks (Bytewax would otherwise drop the pending notifications)."""
+        out: list[SubmitOutput] = []
+        limit = time.monotonic() + self.settings.max_chunk_seconds * max(1, len(self.state.pending)) + 60
+        while self.state.pending and time.monotonic() < limit:
+            self._check_fatal()
+            out.extend(self._apply(self.service.wait(self.call_id, timeout=1.0)))
+        self._check_fatal()
+        return out, self._finished()
+
+    def notify_at(self) -> datetime | None:
+        if not self.state.pending:
+            return None
+        return datetime.now(timezone.utc) + timedelta(seconds=self.settings.collect_interval)
+
+    def snapshot(self) -> SubmitState:
+        s = self.state
+        return SubmitState(dict(s.pending), list(s.held), set(s.done), s.last_seen, copy.deepcopy(s.speakers))
+
+    # -- the work --
+
+    def _check_fatal(self) -> None:
+        if self.service.fatal is not None:
+            raise FatalSubmitError(f"stopping the flow: {self.service.fatal}")
+
+    def _finished(self) -> bool:
+        """Discard the call's state when nothing is pending (with speakers: once the last chunk is done)."""
+        if self.state.pending:
+            return StatefulLogic.RETAIN
+        if self.settings.speaker_chaining and not self.state.last_seen:
+            return StatefulLogic.RETAIN
+        return StatefulLogic.DISCARD
+
+    def _hand(self, index: int) -> None:
+        pending = self.state.pending[index]
+        speaker_config = None
+        if self.settings.speaker_chaining:
+            if self.state.speakers is None:
+                self.state.speakers = self._book_factory()
+            speaker_config = {"get_speakers": True}
+            enrolled = self.state.speakers.enrollment()
+            if enrolled:
+                speaker_config["speakers"] = enrolled
+        self.service.submit(SubmitRequest(pending.chunk, pending.job_id, speaker_config))
+        self._handed.add(index)
+
+    def _hand_ready(self) -> None:
+        """Hand over what may run now: everything, or with speaker chaining the next chunk when none runs."""
+        if not self.settings.speaker_chaining:
+            for index in sorted(self.state.pending):
+                if index not in self._handed:
+                    self._hand(index)
+            return
+        if any(i in self._handed for i in self.state.pending):
+            return
+        held = [i for i in self.state.held if i in self.state.pending]
+        if held:
+            self._hand(held[0])
+
+    def _apply(self, events: list[SubmitEvent]) -> list[SubmitOutput]:
+        out: list[SubmitOutput] = []
+        for event in events:
+            pending = self.state.pending.get(event.index)
+            if pending is None:
+                continue
+            if isinstance(event, JobKnown):
+                self.state.pending[event.index] = replace(pending, job_id=event.job_id)
+            elif isinstance(event, ChunkDone):
+                out.append(self._done(pending, event))
+            elif isinstance(event, ChunkFailed):
+                out.extend(self._failed(pending, event))
+        if out:
+            self._hand_ready()
+        return out
+
+    def _close(self, index: int) -> None:
+        del self.state.pending[index]
+        self._handed.discard(index)
+        if index in self.state.held:
+            self.state.held.remove(index)
+        self.state.done.add(index)
+
+    def _done(self, pending: PendingChunk, event: ChunkDone) -> ChunkResult:
+        span = pending.chunk.span
+        transcript = event.transcript
+        if self.settings.speaker_chaining and self.state.speakers is not None:
+            transcript = self.state.speakers.relabel(span, transcript)
+        self._close(span.index)
+        self.service.mark_done(span.reference)
+        return ChunkResult(span=span, transcript=transcript, job_id=event.job_id, attempts=event.attempts,
+                           source=pending.chunk.source)
+
+    def _failed(self, pending: PendingChunk, event: ChunkFailed) -> list[SubmitOutput]:
+        span = pending.chunk.span
+        self._close(span.index)
+        self.service.mark_done(span.reference)
+        attempts = max(1, event.attempts)
+        letter = failed_chunk(event.reason, STAGE, span, pending.chunk.source, event.job_id, attempts)
+        result = ChunkResult(span=span, error=event.reason, job_id=event.job_id, attempts=attempts,
+                             source=pending.chunk.source)
+        return [letter, result]
+
+
+@dataclass(frozen=True)
+class SubmitOutputs:
+    """The submit step's two streams: results for the stitcher, dead letters for the DLQ."""
+
+    results: KeyedStream[ChunkResult]
+    dead_letters: Stream[DeadLetter]
+
+
+def submit_chunks(step_id: str, chunks: KeyedStream[Chunk], settings: SubmitSettings | None = None) -> SubmitOutputs:
+    """Transcribe each call's chunks (keyed by call id); settings default to SubmitSettings.from_env()."""
+    settings = settings or SubmitSettings.from_env()
+
+    def build(resume: SubmitState | None) -> SubmitLogic:
+        return SubmitLogic(None, get_service(settings), resume)
+
+    outputs = op.stateful(f"{step_id}.jobs", chunks, build)
+    split = op.branch(f"{step_id}.split", outputs, lambda kv: isinstance(kv[1], ChunkResult))
+    letters = op.map(f"{step_id}.letters", split.falses, lambda kv: kv[1])
+    return SubmitOutputs(results=split.trues, dead_letters=letters)
