@@ -10,15 +10,57 @@ waits for /ready (deadline 120 s) and returns a `WorkerProcess` with:
   .stop() (also done at teardown), .pid
 `reference_worker` is one shared reference-engine worker (parallel 4) per session, reset before each test
 that uses it: cheaper than a process per test when a test needs no special flags.
+`synthetic_call(...)` makes a call's audio (noise, so every stretch is unique, opening in digital silence)
+and a word timeline to register as its truth.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 
 from bytewax.speechmatics.connectors.worker_control import WorkerProcess, start_worker
+from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE
+
+
+def synthetic_call(
+    seconds: float = 60.0,
+    *,
+    sample_rate: int = 16000,
+    encoding: str = "pcm_s16le",
+    channels: int = 1,
+    voices: tuple[str, ...] = ("alice", "bob"),
+    leading_silence: float = 1.0,
+    seed: int = 0,
+) -> tuple[bytes, list[dict]]:
+    """(raw audio in the given contract format, truth words): a word every 0.5 s lasting 0.4 s, voices taking
+    turns of three words, a "." after every fifth word; on 2 channels each voice speaks on its own channel."""
+    rng = np.random.default_rng(seed)
+    frames = int(seconds * sample_rate)
+    silent = int(leading_silence * sample_rate)
+    if encoding == "mulaw":
+        audio = rng.integers(0, 256, (frames, channels), dtype=np.uint8)
+        audio[:silent] = 0xFF
+    else:
+        audio = rng.integers(-8000, 8000, (frames, channels)).astype("<i2")
+        audio[:silent] = 0
+    assert audio.dtype.itemsize == BYTES_PER_SAMPLE[encoding]
+    words: list[dict] = []
+    n = 0
+    t = leading_silence
+    while t + 0.4 <= seconds:
+        voice = voices[(n // 3) % len(voices)]
+        word = {"text": f"word{n}", "start_time": round(t, 3), "end_time": round(t + 0.4, 3), "speaker": voice}
+        if channels == 2:
+            word["channel"] = 1 + voices.index(voice) % 2
+        words.append(word)
+        if n % 5 == 4:
+            words.append({**word, "text": ".", "type": "punctuation", "start_time": word["end_time"]})
+        n += 1
+        t += 0.5
+    return audio.tobytes(), words
 
 
 @pytest.fixture
