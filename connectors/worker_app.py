@@ -20,6 +20,8 @@ Admin (no auth, for tests and demos):
   GET    /admin/faults, PUT|POST /admin/faults   the fault document in force (see worker_faults).
   GET    /admin/stats                  requests by route and status, jobs by reference, POST arrival times,
                                        jobs by status, webhook attempts, where reference chunks were located.
+  POST   /admin/release                end the injected `job_duration` of every job holding engines now
+                                       (capacity tests fill the worker with long jobs, then release them).
   POST   /admin/reset                  clear counters, faults, finished jobs, registered calls.
 Job statuses are the SDK's lower-case values (see worker_jobs). Logs carry ids, counts and timings only.
 """
@@ -103,6 +105,13 @@ class WorkerState:
         self.stats = WorkerStats()
         self.tasks: set[asyncio.Task] = set()
         self.session: aiohttp.ClientSession | None = None
+        self.release = asyncio.Event()
+
+    async def hold(self, seconds: float) -> None:
+        """Keep a job's engines for the injected duration, or until /admin/release."""
+        if seconds > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.release.wait(), timeout=seconds)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -302,12 +311,12 @@ async def _run_job(state: WorkerState, job: Job, audio: bytes, reject: bool) -> 
     started = time.monotonic()
     try:
         if reject:
-            await asyncio.sleep(state.faults.job_seconds())
+            await state.hold(state.faults.job_seconds())
             job.finish(REJECTED, error="job rejected (injected fault)")
             return
         job.note(f"engine {state.engine.name} started")
         out = await state.engine.transcribe(job, audio)
-        await asyncio.sleep(state.faults.job_seconds())
+        await state.hold(state.faults.job_seconds())
         if out.get("located") is not None:
             state.stats.located[job.id] = out["located"]
         job.note(f"engine finished results={len(out['results'])} seconds={time.monotonic() - started:.3f}")
@@ -496,10 +505,20 @@ async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def release(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    held = len(state.capacity.snapshot()["active_jobs"])
+    state.release.set()
+    state.release = asyncio.Event()  # jobs started from now on are held again
+    return web.json_response({"released": held})
+
+
 async def reset(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.stats.reset()
     state.faults = FaultPlan.parse(None)
+    state.release.set()
+    state.release = asyncio.Event()
     running = [job for job in state.jobs.all() if job.status == RUNNING]
     state.jobs.clear()
     for job in running:
@@ -534,6 +553,7 @@ def create_app(state: WorkerState) -> web.Application:
             web.put("/admin/faults", set_faults),
             web.post("/admin/faults", set_faults),
             web.get("/admin/stats", get_stats),
+            web.post("/admin/release", release),
             web.post("/admin/reset", reset),
         ]
     )

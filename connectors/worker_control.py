@@ -104,6 +104,10 @@ class WorkerAdmin:
     def stats(self) -> dict[str, Any]:
         return self._json("GET", "/admin/stats")
 
+    def release(self) -> dict[str, Any]:
+        """End the injected job_duration of every running job now."""
+        return self._json("POST", "/admin/release", {})
+
     def reset(self) -> dict[str, Any]:
         return self._json("POST", "/admin/reset", {})
 

@@ -6,7 +6,8 @@ waits for /ready (deadline 120 s) and returns a `WorkerProcess` with:
   .url    base for the SDK / SPEECHMATICS_BATCH_URL (ends in /v2)
   .base   http://host:port (health endpoints /jobs, /live, /ready)
   .admin  WorkerAdmin: register_call(call_id, audio, words, sample_rate=, encoding=, channels=, edge_rule=),
-          set_faults(doc), clear_faults(), faults(), stats(), reset(), engines(), ready(), calls()
+          set_faults(doc), clear_faults(), faults(), stats(), release(), reset(), engines(),
+          ready(), calls()
   .stop() (also done at teardown), .pid
 `reference_worker` is one shared reference-engine worker (parallel 4) per session, reset before each test
 that uses it: cheaper than a process per test when a test needs no special flags.
