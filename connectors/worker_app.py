@@ -19,7 +19,8 @@ Admin (no auth, for tests and demos):
   GET    /admin/calls                  registered calls; DELETE /admin/calls/{call_id}.
   GET    /admin/faults, PUT|POST /admin/faults   the fault document in force (see worker_faults).
   GET    /admin/stats                  requests by route and status, jobs by reference, POST arrival times,
-                                       jobs by status, webhook attempts, where reference chunks were located.
+                                       jobs by status, webhook attempts, where reference chunks were located,
+                                       whisper runs (engine pid, start and end wall time per job).
   POST   /admin/release                end the injected `job_duration` of every job holding engines now
                                        (capacity tests fill the worker with long jobs, then release them).
   POST   /admin/reset                  clear counters, faults, finished jobs, registered calls.
@@ -319,6 +320,8 @@ async def _run_job(state: WorkerState, job: Job, audio: bytes, reject: bool) -> 
         await state.hold(state.faults.job_seconds())
         if out.get("located") is not None:
             state.stats.located[job.id] = out["located"]
+        if out.get("engine_run") is not None:
+            state.stats.engine_runs[job.id] = out["engine_run"]
         job.note(f"engine finished results={len(out['results'])} seconds={time.monotonic() - started:.3f}")
         job.finish(DONE, transcript=json_v2(job, out["results"], out.get("speakers")))
     except AudioFormatError as exc:

@@ -20,6 +20,7 @@ class WorkerStats:
         self.post_arrivals: list[float] = []
         self.webhooks: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.located: dict[str, Any] = {}
+        self.engine_runs: dict[str, Any] = {}
 
     def request(self, route: str, status: int | str) -> None:
         self.requests[route][str(status)] += 1
@@ -33,4 +34,5 @@ class WorkerStats:
             "post_arrivals": list(self.post_arrivals),
             "webhooks": {url: dict(c) for url, c in self.webhooks.items()},
             "located": dict(self.located),
+            "engine_runs": dict(self.engine_runs),
         }

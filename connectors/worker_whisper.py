@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,7 @@ def transcribe_audio(blob: bytes, transcription_config: dict[str, Any]) -> dict[
     """Recognise one submitted file in an engine process."""
     from faster_whisper import decode_audio
 
+    started = time.time()
     tc = transcription_config or {}
     language = str(tc.get("language") or "en")
     by_channel = str(tc.get("diarization") or "") in ("channel", "channel_and_speaker")
@@ -181,7 +183,8 @@ def transcribe_audio(blob: bytes, transcription_config: dict[str, Any]) -> dict[
         words = [(w.word, w.start, w.end, w.probability) for seg in segments for w in (seg.words or [])]
         results.extend(words_to_results(words, language, channel))
     results.sort(key=lambda r: (r["start_time"], r["type"] == "punctuation"))
-    return {"results": results, "speakers": None}
+    run = {"pid": os.getpid(), "started": started, "finished": time.time()}
+    return {"results": results, "speakers": None, "engine_run": run}
 
 
 # ---------------------------------------------------------------- the worker side
