@@ -135,6 +135,7 @@ class _Progress:
 
     posts: int = 0
     first_post_at: float | None = None
+    job_id: str | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -150,7 +151,8 @@ class SubmitService:
         self.place = place or cluster_place()
         self.post_limit = cluster_share(settings.post_rate, self.place)
         self.get_limit = cluster_share(settings.get_rate, self.place)
-        self._journal = journal or JobJournal(default_journal_dir(), self.place.index, settings.journal_retention)
+        self._journal = journal or JobJournal(settings.journal_dir or default_journal_dir(), self.place.index,
+                                              settings.journal_retention)
         self._client_factory = client_factory or AsyncClient
         self._client: AsyncClient | None = None
         self._cond = threading.Condition()
@@ -278,8 +280,7 @@ class SubmitService:
 
     async def _run_chunk(self, request: SubmitRequest) -> None:
         span = request.chunk.span
-        progress = _Progress()
-        job_id = request.job_id
+        progress = _Progress(job_id=request.job_id)
         try:
             async with self._in_flight:
                 metrics.JOBS_IN_FLIGHT.inc()
@@ -296,13 +297,13 @@ class SubmitService:
             reason = redact(str(exc))
             metrics.CHUNKS_FAILED.labels(reason=reason.split(":", 1)[0][:40]).inc()
             log.warning("chunk %s failed after %d POST attempts: %s", span.reference, progress.posts, reason)
-            self._emit(span.call_id, ChunkFailed(span.index, reason, job_id, progress.posts))
+            self._emit(span.call_id, ChunkFailed(span.index, reason, progress.job_id, progress.posts))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not strand the chunk: dead-letter it and say what broke
             log.exception("chunk %s: unexpected error", span.reference)
-            self._emit(span.call_id, ChunkFailed(span.index, f"internal error: {type(exc).__name__}", job_id,
-                                                 progress.posts))
+            self._emit(span.call_id, ChunkFailed(span.index, f"internal error: {type(exc).__name__}",
+                                                 progress.job_id, progress.posts))
 
     async def _transcribe(self, request: SubmitRequest, progress: _Progress) -> tuple[str, dict[str, Any]]:
         chunk = request.chunk
@@ -313,19 +314,19 @@ class SubmitService:
         if job_id is None:
             entry = self._journal.lookup(ref)
             if entry is not None and entry.audio_hash == digest:
-                job_id = entry.job_id
+                job_id = progress.job_id = entry.job_id
                 metrics.JOBS_RECOVERED.labels(via="journal").inc()
                 self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id))
         for _ in range(self.settings.max_attempts):
             if job_id is None:
-                job_id = await self._post(request, digest, budget, progress)
+                job_id = progress.job_id = await self._post(request, digest, budget, progress)
                 self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id))
             try:
                 return job_id, await self._await_job(job_id, budget)
             except _Gone:
                 log.warning("chunk %s: job %s is gone at the server; posting again", ref, job_id)
                 self._journal.forget(ref)
-                job_id = None
+                job_id = progress.job_id = None
         raise ChunkFailure(f"jobs kept disappearing: {self.settings.max_attempts} jobs gone")
 
     async def _request(self, route: str, call: Callable[[], Awaitable[T]], budget: RetryBudget) -> T:

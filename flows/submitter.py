@@ -235,7 +235,7 @@ def submit_chunks(step_id: str, chunks: KeyedStream[Chunk], settings: SubmitSett
     def build(resume: SubmitState | None) -> SubmitLogic:
         return SubmitLogic(None, get_service(settings), resume)
 
-    outputs = op.stateful(f"{step_id}.jobs", chunks, build)
-    split = op.branch(f"{step_id}.split", outputs, lambda kv: isinstance(kv[1], ChunkResult))
-    letters = op.map(f"{step_id}.letters", split.falses, lambda kv: kv[1])
+    outputs = op.stateful(f"{step_id}_jobs", chunks, build)
+    split = op.branch(f"{step_id}_split", outputs, lambda kv: isinstance(kv[1], ChunkResult))
+    letters = op.map(f"{step_id}_letters", split.falses, lambda kv: kv[1])
     return SubmitOutputs(results=split.trues, dead_letters=letters)
