@@ -262,9 +262,10 @@ class Cutter:
         return len(self.buf) // self.width - self.overlap
 
     def append(self, audio: bytes, source: tuple[str, int, int] | None, out: Output) -> None:
-        self.markers.append((self.start + len(self.buf) // self.width, source))
-        self.buf += audio
-        if len(self.buf) >= self.trigger:
+        buf = self.buf
+        self.markers.append((self.start + len(buf) // self.width, source))
+        buf += audio
+        if len(buf) >= self.trigger:
             self._cut_due(out)
 
     def _cut_due(self, out: Output) -> None:
@@ -417,12 +418,12 @@ class CallChunker:
             self._refuse(frame, f"frame seq {frame.seq} arrived after the call ended at seq {self.end_seq}", out)
             return
         released = self.reorder.push(frame)
-        if released is DUPLICATE:
-            self.tally.duplicates += 1
-            return
-        if released is TOO_FAR:
-            self._refuse(frame, f"frame seq {frame.seq} is more than {self.config.max_gap_frames} frames "
-                                f"ahead of the next expected seq {self.reorder.next_seq}", out)
+        if released.__class__ is str:
+            if released is DUPLICATE:
+                self.tally.duplicates += 1
+            else:
+                self._refuse(frame, f"frame seq {frame.seq} is more than {self.config.max_gap_frames} frames "
+                                    f"ahead of the next expected seq {self.reorder.next_seq}", out)
             return
         self.tally.frames += 1
         self.open = True
@@ -446,12 +447,13 @@ class CallChunker:
     def _append(self, released: list[AudioFrame | int], out: Output) -> None:
         cutter = self.cutter
         assert cutter is not None
+        append = cutter.append
         for item in released:
-            if isinstance(item, int):
+            if item.__class__ is int:
                 self.tally.gaps += 1
-                cutter.append(silence(cutter.encoding, item * cutter.width), None, out)
+                append(silence(cutter.encoding, item * cutter.width), None, out)
             else:
-                cutter.append(item.audio, (item.topic, item.partition, item.offset), out)
+                append(item.audio, (item.topic, item.partition, item.offset), out)
 
     def _refuse(self, frame: AudioFrame, reason: str, out: Output) -> None:
         key, value, headers = encode_frame(frame)

@@ -1,0 +1,129 @@
+"""Throughput of decode + chunker on one Bytewax worker: frames/s and audio-seconds/s at 20 ms and 100 ms frames.
+
+Pre-built KafkaSourceMessage objects (many interleaved calls of speech-like audio with pauses) go through
+TestingSource -> decode -> chunk_calls -> a counting sink in one worker, so Kafka's own cost is left out.
+The same frames also go through the pure path (decode_message + CallChunker.push, no Bytewax) to show what
+the dataflow adds. Run: .venv/bin/python bench/chunker_bench.py [--calls 40 --seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import time
+from collections.abc import Callable
+
+import bytewax.operators as op
+import numpy as np
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import TestingSource, run_main
+
+from bytewax.speechmatics.flows.chunker import chunk_calls
+from bytewax.speechmatics.flows.chunking import CallChunker, ChunkConfig
+from bytewax.speechmatics.flows.decode import decode, decode_message
+from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
+
+
+class _Count(StatelessSinkPartition):
+    def __init__(self, box: list[int]) -> None:
+        self.box = box
+
+    def write_batch(self, items: list) -> None:
+        self.box[0] += len(items)
+
+
+class CountingSink(DynamicSink):
+    """Counts what reaches it (keeps nothing, so the sink costs next to nothing)."""
+
+    def __init__(self) -> None:
+        self.box = [0]
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Count:
+        return _Count(self.box)
+
+
+def call_audio(seconds: float, rate: int, seed: int = 1) -> bytes:
+    """Speech-like audio (harmonic, modulated) with a 0.6 s pause every ~7 s, as 16-bit PCM."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voiced = sum((1.0 / k) * np.sin(k * phase) for k in range(1, 8))
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
+    pcm = voiced * envelope * 6000
+    for start in np.arange(6.5, seconds, 7.0) + rng.uniform(0, 0.5):
+        pcm[int(start * rate) : int((start + 0.6) * rate)] = 0
+    return pcm.astype("<i2").tobytes()
+
+
+def messages(calls: int, seconds: float, frame_ms: int, rate: int) -> list[KafkaSourceMessage]:
+    """All calls' frames, interleaved round-robin as a partition would carry concurrent calls."""
+    audio = call_audio(seconds, rate)
+    step = rate * frame_ms // 1000 * 2
+    slices = [audio[i : i + step] for i in range(0, len(audio), step)]
+    out = []
+    for seq, piece in enumerate(slices):
+        for c in range(calls):
+            frame = AudioFrame(f"call-{c}", seq, piece, rate, end=seq == len(slices) - 1)
+            key, value, headers = encode_frame(frame)
+            out.append(KafkaSourceMessage(key, value, topic="calls.audio", headers=headers,
+                                          offset=len(out), partition=0))
+    return out
+
+
+def run_flow(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float, int]:
+    sink = CountingSink()
+    flow = Dataflow("chunker_bench")
+    decoded = decode("decode", op.input("in", flow, TestingSource(msgs, batch_size=1000)))
+    op.output("out", chunk_calls("chunker", decoded.frames, config), sink)
+    gc.collect()
+    t0 = time.perf_counter()
+    run_main(flow)
+    return time.perf_counter() - t0, sink.box[0]
+
+
+def run_pure(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float, int]:
+    chunkers: dict[str, CallChunker] = {}
+    out: list = []
+    gc.collect()
+    t0 = time.perf_counter()
+    for m in msgs:
+        frame = decode_message(m)
+        chunker = chunkers.get(frame.call_id)
+        if chunker is None:
+            chunker = chunkers[frame.call_id] = CallChunker(config)
+        chunker.push(frame, out)
+    return time.perf_counter() - t0, len(out)
+
+
+def report(label: str, runner: Callable, msgs: list, config: ChunkConfig, audio_seconds: float) -> None:
+    elapsed, outputs = runner(msgs, config)
+    print(f"  {label:<22} {len(msgs) / elapsed:>11,.0f} frames/s {audio_seconds / elapsed:>11,.0f} audio-s/s "
+          f"({elapsed:.2f} s, {outputs} chunks)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each call")
+    parser.add_argument("--rate", type=int, default=16000)
+    args = parser.parse_args()
+    audio_seconds = args.calls * args.seconds
+    print(f"{args.calls} calls x {args.seconds:.0f} s, {args.rate} Hz pcm_s16le mono, one worker")
+    for frame_ms in (20, 100):
+        msgs = messages(args.calls, args.seconds, frame_ms, args.rate)
+        print(f"{frame_ms} ms frames ({len(msgs)} messages):")
+        for policy in ("fixed", "vad"):
+            config = ChunkConfig(policy=policy)
+            report(f"bytewax decode+{policy}", run_flow, msgs, config, audio_seconds)
+            report(f"pure decode+{policy}", run_pure, msgs, config, audio_seconds)
+        del msgs
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
