@@ -1,0 +1,51 @@
+"""ChunkerLogic's timers and lifecycle, driven directly (deadlines are moved, never slept on)."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+from bytewax.operators import StatefulBatchLogic
+
+from bytewax.speechmatics.flows.chunker import ChunkerLogic
+from bytewax.speechmatics.flows.chunking import ChunkConfig
+from bytewax.speechmatics.schemas.frames import AudioFrame
+
+CONFIG = ChunkConfig(idle_timeout_seconds=10, forget_seconds=600)
+
+
+def frame(seq: int, end: bool = False) -> AudioFrame:
+    return AudioFrame("call-7", seq, b"\x01\x00" * 160, 8000, end=end)
+
+
+def test_idle_flush_then_tombstone_then_forget() -> None:
+    logic = ChunkerLogic(CONFIG, None)
+    assert logic.notify_at() is None
+    out, discard = logic.on_batch([frame(0), frame(1)])
+    assert out == [] and discard is StatefulBatchLogic.RETAIN
+    idle_at = logic.notify_at().timestamp()
+    assert 0 < idle_at - time.time() <= 10
+    assert logic.on_notify() == ([], StatefulBatchLogic.RETAIN)  # woken early: nothing happens
+    logic.deadline = time.time() - 1
+    out, discard = logic.on_notify()
+    assert [(c.span.index, c.span.end_sample, c.span.last) for c in out] == [(0, 320, True)]
+    assert discard is StatefulBatchLogic.RETAIN
+    assert 10 < logic.notify_at().timestamp() - time.time() <= 600  # the tombstone waits to be forgotten
+    tombstone = logic.snapshot()
+    assert tombstone.audio == b"" and tombstone.index == 1 and tombstone.next_seq == 2
+    assert len(pickle.dumps(tombstone)) < 600
+    logic.deadline = time.time() - 1
+    assert logic.on_notify() == ([], StatefulBatchLogic.DISCARD)
+
+
+def test_a_revived_call_continues_and_a_restored_one_gets_a_fresh_idle_timer() -> None:
+    logic = ChunkerLogic(CONFIG, None)
+    logic.on_batch([frame(0)])
+    logic.deadline = time.time() - 1
+    logic.on_notify()
+    logic.on_batch([frame(1)])
+    restored = ChunkerLogic(CONFIG, pickle.loads(pickle.dumps(logic.snapshot())))
+    assert 0 < restored.notify_at().timestamp() - time.time() <= 10
+    out, _ = restored.on_batch([frame(2, end=True)])
+    assert [(c.span.index, c.span.start_sample, c.span.end_sample, c.span.last) for c in out] == [(1, 160, 480, True)]
+    assert 10 < restored.notify_at().timestamp() - time.time() <= 600
