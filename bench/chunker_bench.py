@@ -3,20 +3,24 @@
 Pre-built KafkaSourceMessage objects (many interleaved calls of speech-like audio with pauses) go through
 TestingSource -> decode -> chunk_calls -> a counting sink in one worker, so Kafka's own cost is left out.
 The same frames also go through the pure path (decode_message + CallChunker.push, no Bytewax) to show what
-the dataflow adds. Run: .venv/bin/python bench/chunker_bench.py [--calls 40 --seconds 60]
+the dataflow adds. With --kafka the frames are first produced to a fresh one-partition topic of a real broker
+(KAFKA_BOOTSTRAP_SERVERS, else the project's local broker) and read back by KafkaSource (tail=False), so the
+figure includes consuming. Run: .venv/bin/python bench/chunker_bench.py [--calls 40 --seconds 60] [--kafka]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import time
+import uuid
 from collections.abc import Callable
 
 import bytewax.operators as op
 import numpy as np
-from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
@@ -86,6 +90,49 @@ def run_flow(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float
     return time.perf_counter() - t0, sink.box[0]
 
 
+def kafka_bootstrap() -> str:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    from bytewax.speechmatics.connectors.local_kafka import LocalKafka, up
+
+    return up(LocalKafka.from_env())
+
+
+def produce(bootstrap: str, msgs: list[KafkaSourceMessage]) -> str:
+    """The messages on a new one-partition topic (its name is returned)."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from bytewax.speechmatics.connectors.kafka_config import client_config
+
+    topic = f"bench-chunker-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(client_config({"bootstrap.servers": bootstrap}))
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    producer = Producer(client_config({"bootstrap.servers": bootstrap, "linger.ms": 20,
+                                       "queue.buffering.max.messages": 1_000_000}))
+    for m in msgs:
+        producer.produce(topic, m.value, m.key, headers=m.headers)
+        producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("messages still unsent after 60 s")
+    return topic
+
+
+def run_kafka(bootstrap: str, topic: str, config: ChunkConfig) -> tuple[float, int]:
+    from bytewax.speechmatics.connectors.kafka_config import client_config
+
+    sink = CountingSink()
+    flow = Dataflow("chunker_bench_kafka")
+    extra = {k: v for k, v in client_config({"bootstrap.servers": bootstrap}).items() if k != "bootstrap.servers"}
+    source = KafkaSource([bootstrap], [topic], tail=False, add_config=extra, batch_size=1000)
+    decoded = decode("decode", op.input("in", flow, source))
+    op.output("out", chunk_calls("chunker", decoded.frames, config), sink)
+    gc.collect()
+    t0 = time.perf_counter()
+    run_main(flow)
+    return time.perf_counter() - t0, sink.box[0]
+
+
 def run_pure(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float, int]:
     chunkers: dict[str, CallChunker] = {}
     out: list = []
@@ -111,7 +158,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each call")
     parser.add_argument("--rate", type=int, default=16000)
+    parser.add_argument("--kafka", action="store_true", help="also read the frames from a real Kafka topic")
     args = parser.parse_args()
+    bootstrap = kafka_bootstrap() if args.kafka else ""
     audio_seconds = args.calls * args.seconds
     print(f"{args.calls} calls x {args.seconds:.0f} s, {args.rate} Hz pcm_s16le mono, one worker")
     for frame_ms in (20, 100):
@@ -121,6 +170,11 @@ def main() -> None:
             config = ChunkConfig(policy=policy)
             report(f"bytewax decode+{policy}", run_flow, msgs, config, audio_seconds)
             report(f"pure decode+{policy}", run_pure, msgs, config, audio_seconds)
+        if bootstrap:
+            topic = produce(bootstrap, msgs)
+            for policy in ("fixed", "vad"):
+                report(f"kafka decode+{policy}", lambda m, c, t=topic: run_kafka(bootstrap, t, c), msgs,
+                       ChunkConfig(policy=policy), audio_seconds)
         del msgs
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
