@@ -13,6 +13,7 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.publish",
     "bytewax.speechmatics.connectors.tail",
     "bytewax.speechmatics.connectors.worker_cli",
+    "bytewax.speechmatics.flows.runner",
 ]
 
 

@@ -22,6 +22,7 @@ import soundfile as sf
 
 from ..schemas.frames import SAMPLE_RATES, AudioFrame, encode_frame
 from .kafka_config import client_config
+from .kafka_sink import PRODUCER_DEFAULTS, produce_with_backpressure
 
 DEFAULT_AUDIO_TOPIC = "calls.audio"
 
@@ -123,8 +124,7 @@ def publish_calls(
     """Produce the calls' frames (interleaved, paced by `speed`; 0 = as fast as possible); return frames sent."""
     from confluent_kafka import Producer
 
-    conf = client_config({"enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                          "compression.type": "lz4", **(producer_config or {})})
+    conf = client_config({**PRODUCER_DEFAULTS, **(producer_config or {})})
     producer = Producer(conf)
     errors: list[str] = []
 
@@ -142,7 +142,7 @@ def publish_calls(
                 producer.poll(0)
                 time.sleep(delay)
         key, value, headers = encode_frame(frame)
-        _produce(producer, topic, key, value, headers, on_delivery)
+        produce_with_backpressure(producer, topic, key, value, headers, on_delivery)
         sent += 1
         if sent % 500 == 0:
             bar.update(at, sent)
@@ -152,16 +152,6 @@ def publish_calls(
         raise RuntimeError(f"publish: {remaining} frames undelivered, {len(errors)} delivery errors "
                            f"(first: {errors[0] if errors else '-'})")
     return sent
-
-
-def _produce(producer, topic: str, key: bytes, value: bytes, headers: list, on_delivery) -> None:  # noqa: ANN001
-    """Produce one message, waiting for queue space instead of failing when librdkafka's buffer is full."""
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 def call_ids_for(paths: Sequence[str], call_id: str | None) -> list[str]:
