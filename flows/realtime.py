@@ -1,0 +1,153 @@
+"""Real-time results from `calls.rt` (raw Speechmatics RT messages, key = call id) as transcript events.
+
+Message by message, per call (in Kafka order, which the key's partition keeps):
+- AddPartialTranscript -> `segment` (source realtime, is_final false);
+- AddTranscript -> `segment` (is_final true) that replaces the partials before it;
+- EndOfUtterance, SpeakersResult, RecognitionStarted, AudioAdded, Info, Warning -> nothing (no event type fits;
+  real-time speaker labels are already stable within a session);
+- EndOfTranscript -> nothing, and the call's state is dropped;
+- anything that is not such a message -> a dead letter (stage `realtime`), and the call goes on.
+
+Event ids: a final replaces its partials. An RT session finalises words in order: every partial shows the
+words after the last final, and the next final confirms a prefix of them. So a channel's results fall into
+consecutive *segments* numbered n = 0, 1, ...: segment n is everything after the n-th final up to and
+including the (n+1)-th; its partials and its final share the id event_id(call, "realtime", channel, n). The id
+deliberately does not use the partials' start time, which can shift as the recogniser revises them (and a
+final may confirm only part of what the partials showed: the rest comes back in segment n+1's partials).
+A final with no words finalises nothing, so it is dropped without ending the segment; an empty partial is only
+emitted to clear a segment that already showed text. Times are seconds since the RT session started, taken as
+the call's start.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+from bytewax.operators import KeyedStream, StatefulLogic
+
+from ..schemas.dead_letters import DeadLetter
+from ..schemas.errors import ContractError
+from ..schemas.events import Event
+from .decode import DEAD_LETTERS
+from .segments import Produced, realtime_segment
+from .stitching import UNDETERMINED_LANGUAGE, group_units, parse_tokens
+
+log = logging.getLogger(__name__)
+
+STAGE = "realtime"
+PARTIAL, FINAL = "AddPartialTranscript", "AddTranscript"
+END = "EndOfTranscript"
+SILENT = frozenset({"EndOfUtterance", "SpeakersResult", "RecognitionStarted", "AudioAdded", "Info", "Warning",
+                    "ChannelAudioAdded", "AudioEventStarted", "AudioEventEnded"})
+_RT_DEAD = DEAD_LETTERS.labels(stage=STAGE)
+
+
+@dataclass(slots=True)
+class RealtimeState:
+    """Per call: finals seen per channel (the open segment's number) and whether it has shown text."""
+
+    finals: dict[str, int] = field(default_factory=dict)
+    showing: dict[str, bool] = field(default_factory=dict)
+    language: str = UNDETERMINED_LANGUAGE
+    ended: bool = False
+
+
+def _seconds(meta: Mapping[str, Any], name: str, default: float, where: str) -> float:
+    value = meta.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractError(f"metadata.{name} must be a number, got {value!r}", where)
+    return float(value)
+
+
+def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) -> list[Event]:
+    """The events one RT message makes (0 or 1); updates `state`. ContractError for a malformed message."""
+    where = f"RT message of call {call_id}"
+    kind = message.get("message")
+    if kind == END:
+        state.ended = True
+        return []
+    if kind in SILENT:
+        return []
+    if kind not in (PARTIAL, FINAL):
+        raise ContractError(f"unknown message type {kind!r}", where)
+    tokens = parse_tokens(message, 0.0, where)
+    channel = message.get("channel")
+    channel = str(channel) if channel is not None else next((t.channel for t in tokens if t.channel), None)
+    key = channel or ""
+    number = state.finals.get(key, 0)
+    has_words = any(t.kind == "word" for t in tokens)
+    if kind == FINAL and not has_words:
+        return []
+    if kind == PARTIAL and not tokens and not state.showing.get(key):
+        return []
+    language = next((t.language for t in tokens if t.language), state.language)
+    state.language = language
+    meta = message.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        raise ContractError("metadata must be an object", where)
+    start = _seconds(meta, "start_time", min((t.start for t in tokens), default=0.0), where)
+    end = _seconds(meta, "end_time", max((t.end for t in tokens), default=start), where)
+    event = realtime_segment(call_id, f"{key}/{number}", is_final=kind == FINAL, start=start, end=end,
+                             units=group_units(tokens), language=language, channel=channel)
+    if kind == FINAL:
+        state.finals[key] = number + 1
+        state.showing[key] = False
+    else:
+        state.showing[key] = bool(tokens)
+    return [event]
+
+
+def decode_message(value: bytes | None, where: str) -> dict[str, Any]:
+    """One calls.rt message value as a JSON object (ContractError otherwise)."""
+    if value is None:
+        raise ContractError("empty message", where)
+    try:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError(f"not JSON: {exc}", where) from exc
+    if not isinstance(message, dict):
+        raise ContractError("not a JSON object", where)
+    return message
+
+
+class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", RealtimeState]):
+    """One call's RT messages -> events; a bad message becomes a dead letter and the call goes on."""
+
+    def __init__(self, resume: RealtimeState | None) -> None:
+        self.state = resume if resume is not None else RealtimeState()
+
+    def on_item(self, value: tuple[str, bytes]) -> tuple[list[Produced | DeadLetter], bool]:
+        call_id, raw = value
+        try:
+            events = normalize(call_id, decode_message(raw, f"calls.rt message of call {call_id}"), self.state)
+        except ContractError as exc:
+            _RT_DEAD.inc()
+            log.warning("bad RT message for call %s: %s", call_id, exc.what)
+            return [DeadLetter(reason=str(exc), stage=STAGE, key=call_id.encode(), value=raw)], False
+        out: list[Produced | DeadLetter] = [Produced(event) for event in events]
+        return out, self.state.ended
+
+    def snapshot(self) -> RealtimeState:
+        return copy.deepcopy(self.state)
+
+
+@dataclass(frozen=True)
+class RealtimeOutputs:
+    """The RT branch's two outputs: events for calls.transcripts, dead letters for the DLQ topic."""
+
+    events: KeyedStream[Produced]
+    dead_letters: KeyedStream[DeadLetter]
+
+
+def realtime_events(step_id: str, messages: KeyedStream[bytes]) -> RealtimeOutputs:
+    """The real-time branch: (call_id, raw RT message bytes) -> (call_id, Produced) and (call_id, DeadLetter)."""
+    keyed = op.map(f"{step_id}_with_call", messages, lambda kv: (kv[0], (kv[0], kv[1])))
+    out = op.stateful(f"{step_id}_normalize", keyed, RealtimeLogic)
+    split = op.branch(f"{step_id}_split", out, lambda kv: isinstance(kv[1], Produced))
+    return RealtimeOutputs(events=split.trues, dead_letters=split.falses)

@@ -1,0 +1,127 @@
+"""The stitching operator: one CallTimeline per call id inside Bytewax's `stateful`, emitting transcript events.
+
+Input: (call_id, ChunkResult) from the submitter, in any order. Output: (call_id, Produced): each event with the
+`closed_at` of the chunk it came from, so the flow can measure "chunk closed -> event produced" (and count
+events) where it produces them, while the events themselves carry no clock and replay byte for byte.
+
+Speaker labels: the submitter relabels transcripts with its per-call SpeakerBook (flows/speakers.py) before they
+get here, so by default the stitcher trusts the labels it is given and maps nothing. `relabel_speakers=True`
+gives the stitcher a SpeakerBook of its own (applied in chunk order), for flows whose transcripts arrive with a
+job's raw S<n> labels; then labels are only as stable as overlap evidence can make them (no enrolment).
+
+After a call's call_completed the state shrinks to a tombstone kept `linger_seconds` (wall clock, via notify_at),
+so a repeated result (a replay, a retried job) is ignored instead of opening the call again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import bytewax.operators as op
+from bytewax.operators import KeyedStream, StatefulLogic
+from prometheus_client import Counter
+
+from ..schemas.chunks import ChunkResult
+from .segments import Produced, batch_segment, call_completed
+from .speakers import SpeakerBook
+from .stitching import CallTimeline, Completion, StitchSettings
+
+log = logging.getLogger(__name__)
+
+EVENTS = Counter("bwsm_stitcher_events_total", "Batch events emitted by the stitcher, by type", ["type"])
+FAILED_SEGMENTS = Counter("bwsm_stitcher_failed_segments_total", "Segments emitted for chunks that failed")
+DEFAULT_LINGER_SECONDS = 600.0
+
+
+def linger_from_env(env: Mapping[str, str] | None = None) -> float:
+    """BWSM_STITCH_LINGER_SECONDS: how long a completed call's tombstone is kept (default 600)."""
+    env = os.environ if env is None else env
+    raw = env.get("BWSM_STITCH_LINGER_SECONDS") or str(DEFAULT_LINGER_SECONDS)
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"BWSM_STITCH_LINGER_SECONDS must be a number of seconds, got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"BWSM_STITCH_LINGER_SECONDS must be >= 0, got {raw!r}")
+    return value
+
+
+@dataclass(slots=True)
+class StitchState:
+    """What is snapshotted per call: the timeline, the optional book, when the call completed (wall clock)."""
+
+    timeline: CallTimeline
+    book: SpeakerBook | None = None
+    completed_at: float | None = None
+
+
+def _produce(item: object) -> Produced:
+    if isinstance(item, Completion):
+        EVENTS.labels(type="call_completed").inc()
+        log.info("call %s completed: %d chunks, %d failed, %d words", item.call_id, item.chunks,
+                 item.failed_chunks, item.words)
+        return Produced(call_completed(item), item.closed_at)
+    event = batch_segment(item)  # type: ignore[arg-type]
+    EVENTS.labels(type="segment").inc()
+    if event["error"] is not None:
+        FAILED_SEGMENTS.inc()
+    return Produced(event, item.span.closed_at)  # type: ignore[attr-defined]
+
+
+class StitchLogic(StatefulLogic[ChunkResult, Produced, StitchState]):
+    """Per call: hold results until they are next in order, release them through the timeline, emit events."""
+
+    def __init__(self, settings: StitchSettings, linger_seconds: float, relabel_speakers: bool,
+                 resume: StitchState | None) -> None:
+        self.settings = settings
+        self.linger = linger_seconds
+        self.relabel_speakers = relabel_speakers
+        self.state = resume
+
+    def on_item(self, value: ChunkResult) -> tuple[list[Produced], bool]:
+        if self.state is None:
+            self.state = StitchState(CallTimeline(value.span.call_id),
+                                     SpeakerBook() if self.relabel_speakers else None)
+        book = self.state.book
+        items = self.state.timeline.push(value, self.settings, book.relabel if book is not None else None)
+        out = [_produce(item) for item in items]
+        if self.state.timeline.completed and self.state.completed_at is None:
+            self.state.completed_at = time.time()
+            self.state.book = None
+        return out, StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Produced], bool]:
+        return [], self._expired()
+
+    def on_eof(self) -> tuple[list[Produced], bool]:
+        return [], StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.state is None or self.state.completed_at is None:
+            return None
+        return datetime.fromtimestamp(self.state.completed_at + self.linger, tz=timezone.utc)
+
+    def _expired(self) -> bool:
+        done = self.state.completed_at if self.state is not None else None
+        return done is not None and time.time() >= done + self.linger
+
+    def snapshot(self) -> StitchState:
+        return copy.deepcopy(self.state)  # type: ignore[return-value]
+
+
+def stitch_calls(step_id: str, results: KeyedStream[ChunkResult], settings: StitchSettings | None = None,
+                 *, linger_seconds: float | None = None, relabel_speakers: bool = False) -> KeyedStream[Produced]:
+    """Stitch each call's chunk results into ordered, validated transcript events (see module docstring)."""
+    cfg = settings if settings is not None else StitchSettings.from_env()
+    linger = linger_seconds if linger_seconds is not None else linger_from_env()
+
+    def build(resume: StitchState | None) -> StitchLogic:
+        return StitchLogic(cfg, linger, relabel_speakers, resume)
+
+    return op.stateful(step_id, results, build)

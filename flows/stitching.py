@@ -1,0 +1,459 @@
+"""Stitch per-chunk transcripts into one timeline per call (pure: no Bytewax, no I/O, no clock).
+
+Chunk k's first `overlap_samples` repeat the end of chunk k-1, so words near a seam can come back from both
+jobs, and a recogniser cuts words at a chunk edge (clipping their times, or dropping them). The rule here:
+
+1. Every result is moved to call time (offset by its chunk's start) and grouped into *units*: a word plus the
+   punctuation attached to it (`attaches_to`), so punctuation always travels with its word.
+2. At a seam with overlap [a, b] and cut c = (a + b) / 2, the previous chunk's units near its end are paired
+   with the new chunk's units: same text, same channel, and time intervals that intersect by more than
+   `MATCH_EPS`. Both copies are then one word; its times are the union of the two (each copy is the word clipped
+   to the audio its chunk heard, so the union is the best the audio allows) and its other fields come from the
+   copy whose chunk owns the merged midpoint (before c: previous chunk; else the new one).
+3. An unpaired unit is kept from the chunk where its midpoint lies relative to c: previous chunk iff midpoint
+   < c, new chunk iff midpoint >= c.
+4. Safety net for real recognisers that time the same word differently in the two chunks: a repeated n-gram
+   (n <= 5) exactly at the seam is dropped from the new chunk, but only when every one of those new-chunk words
+   lies wholly inside the overlap and near its earlier copy.
+
+Why this is exact for the reference engine's artefacts (`midpoint`, `drop` and `keep` rules, times clipped),
+given that words of one channel never overlap in time:
+- two copies of one word intersect in [s, e] ∩ [a, b], which is longer than min(duration / 2, overlap) when
+  both chunks kept it; copies of different words intersect in at most a point, so pairing is exact;
+- a word only the previous chunk kept ends before a, or was cut at a (midpoint < a, or it straddles a and
+  ends by b): its (clipped) midpoint is < c; a word only the new chunk kept starts at or after b, or was cut
+  at b: its midpoint is >= c and it ends after b. So rule 3 keeps every unpaired word exactly once;
+- rule 4 needs a new-chunk word wholly inside [a, b] that was not paired, which the artefacts never produce.
+
+Low latency: a chunk's words are released as soon as it is in order, except its *held* tail (units ending in
+the last `hold_seconds`, the only ones a later chunk can still extend); they go out with the next chunk.
+Units released recently stay as *context* (no longer re-emitted) so the next chunk's copies of them are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..schemas.chunks import ChunkResult, ChunkSpan
+from ..schemas.errors import ContractError
+
+#: Minimum intersection (seconds) of two copies' intervals for them to be one word.
+MATCH_EPS = 1e-3
+#: Decimal places of emitted times: removes float noise from offsetting, far below any recogniser's precision.
+TIME_DECIMALS = 6
+#: Longest repeated n-gram the seam check looks for.
+MAX_NGRAM = 5
+UNKNOWN_SPEAKER = "UU"
+UNDETERMINED_LANGUAGE = "und"
+_KINDS = ("word", "punctuation")
+
+#: Maps a chunk's speaker labels to the call's: `SpeakerBook.relabel` fits.
+Relabel = Callable[[ChunkSpan, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StitchSettings:
+    """Tuning of the seam (env BWSM_STITCH_*). Defaults suit 0.2-2 s overlaps."""
+
+    hold_seconds: float = 0.5  # units ending this close to a chunk's end wait for the next chunk
+    context_seconds: float = 5.0  # released units kept for matching; must exceed the largest overlap
+    seam_tolerance: float = 0.3  # safety net: max distance (s) between midpoints of a repeated n-gram
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StitchSettings:
+        env = os.environ if env is None else env
+        values = {}
+        for name, field_name in (("BWSM_STITCH_HOLD_SECONDS", "hold_seconds"),
+                                 ("BWSM_STITCH_CONTEXT_SECONDS", "context_seconds"),
+                                 ("BWSM_STITCH_SEAM_TOLERANCE", "seam_tolerance")):
+            raw = env.get(name)
+            if raw:
+                try:
+                    values[field_name] = float(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+                if values[field_name] < 0:
+                    raise ValueError(f"{name} must be >= 0, got {raw!r}")
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One json-v2 result (word or punctuation), times in seconds from the call's start."""
+
+    text: str
+    start: float
+    end: float
+    confidence: float
+    speaker: str | None
+    kind: str
+    channel: str | None = None
+    attaches_to: str | None = None
+    is_eos: bool | None = None
+    language: str | None = None
+
+    @property
+    def mid(self) -> float:
+        return (self.start + self.end) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A word with the punctuation attached to it: the unit that is kept, merged or dropped as a whole."""
+
+    host: Token
+    before: tuple[Token, ...] = ()
+    after: tuple[Token, ...] = ()
+
+    def tokens(self) -> tuple[Token, ...]:
+        return (*self.before, self.host, *self.after)
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        """What must be equal for two copies to be one word."""
+        return (self.host.text.casefold(), self.host.channel, self.host.kind)
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractError(f"expected a number, got {value!r}", where)
+    return float(value)
+
+
+def parse_tokens(transcript: Mapping[str, Any], offset: float, where: str = "transcript") -> list[Token]:
+    """json-v2 results as Tokens in call time; entities and unknown result types are skipped.
+
+    A word's speaker is its label, or with channel diarization (label UU) its channel's label.
+    """
+    results = transcript.get("results")
+    if not isinstance(results, list):
+        raise ContractError("'results' must be a list", where)
+    out = []
+    for n, result in enumerate(results):
+        at = f"{where}.results[{n}]"
+        if not isinstance(result, Mapping):
+            raise ContractError("expected an object", at)
+        kind = result.get("type")
+        if kind not in _KINDS:
+            continue
+        alts = result.get("alternatives")
+        if not isinstance(alts, list) or not alts or not isinstance(alts[0], Mapping):
+            raise ContractError("'alternatives' must be a non-empty list of objects", at)
+        alt = alts[0]
+        content = alt.get("content")
+        if not isinstance(content, str):
+            raise ContractError("alternatives[0].content must be a string", at)
+        start = _number(result.get("start_time"), f"{at}.start_time")
+        end = max(start, _number(result.get("end_time"), f"{at}.end_time"))
+        confidence = min(1.0, max(0.0, _number(alt.get("confidence", 1.0), f"{at}.confidence")))
+        channel = None if result.get("channel") is None else str(result["channel"])
+        speaker = alt.get("speaker")
+        speaker = channel if speaker in (None, UNKNOWN_SPEAKER) else str(speaker)  # channel diarization
+        out.append(Token(
+            text=content, start=start + offset, end=end + offset, confidence=confidence,
+            speaker=speaker, kind=kind, channel=channel,
+            attaches_to=result.get("attaches_to") if kind == "punctuation" else None,
+            is_eos=result.get("is_eos") if kind == "punctuation" else None,
+            language=alt.get("language"),
+        ))
+    return out
+
+
+def transcript_language(transcript: Mapping[str, Any], tokens: Iterable[Token] = ()) -> str:
+    """The language words were recognised in, else the job's configured one, else 'und'."""
+    for token in tokens:
+        if token.language:
+            return token.language
+    config = (transcript.get("metadata") or {}).get("transcription_config") or {}
+    return str(config.get("language") or UNDETERMINED_LANGUAGE)
+
+
+def group_units(tokens: list[Token]) -> list[Unit]:
+    """Attach punctuation to its word: `next` to the following word, anything else to the preceding one.
+
+    Punctuation with no word to attach to stands alone (a unit of its own, never paired).
+    """
+    units: list[Unit] = []
+    waiting: list[Token] = []  # `next` punctuation before its word
+    for token in tokens:
+        if token.kind == "word":
+            units.append(Unit(token, before=tuple(waiting)))
+            waiting = []
+        elif token.attaches_to == "next":
+            waiting.append(token)
+        elif units and not waiting:
+            last = units[-1]
+            units[-1] = replace(last, after=(*last.after, token))
+        else:
+            units.extend(Unit(t) for t in waiting)
+            waiting = []
+            units.append(Unit(token))
+    units.extend(Unit(t) for t in waiting)
+    return units
+
+
+def chunk_units(result: ChunkResult) -> tuple[list[Unit], str]:
+    """A successful chunk's units in call time, sorted, and its language."""
+    assert result.transcript is not None
+    where = f"transcript of chunk {result.span.reference}"
+    tokens = parse_tokens(result.transcript, result.span.start_time, where)
+    return sort_units(group_units(tokens)), transcript_language(result.transcript, tokens)
+
+
+def sort_units(units: Iterable[Unit]) -> list[Unit]:
+    return sorted(units, key=lambda u: (u.host.start, u.host.end))
+
+
+# --------------------------------------------------------------------------------------------- the seam
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """What a chunk leaves for the next one: its end, units held back, recently released units (context)."""
+
+    span: ChunkSpan
+    job_id: str | None
+    attempts: int
+    language: str
+    released_until: float  # end of the time span the released units are authoritative for
+    held: tuple[Unit, ...] = ()
+    context: tuple[Unit, ...] = ()
+
+
+def _intersection(x: Token, y: Token) -> float:
+    return min(x.end, y.end) - max(x.start, y.start)
+
+
+def _merge(left: Unit, right: Unit, cut: float) -> Unit:
+    """One word from two copies: union of times, other fields from the copy whose chunk owns the midpoint."""
+    start, end = min(left.host.start, right.host.start), max(left.host.end, right.host.end)
+    owner = left if (start + end) / 2 < cut else right
+    return replace(owner, host=replace(owner.host, start=start, end=end))
+
+
+def _cut_at(seam: float, left: Token, right: Token) -> bool:
+    """The left copy ends at the seam and the right copy starts there: one word cut in two."""
+    return abs(left.end - seam) <= MATCH_EPS and abs(right.start - seam) <= MATCH_EPS and left.start < seam
+
+
+def _pair(candidates: list[Unit], used: set[int], unit: Unit, seam: float | None) -> int | None:
+    """Index of the unused candidate that is the same word as `unit` (largest intersection), if any.
+
+    `seam` is set when the chunks do not overlap: then a word cut at the seam and kept by both chunks comes
+    back as two copies that only touch there (one ending at it, the other starting at it).
+    """
+    best, best_overlap = None, 0.0
+    for i, cand in enumerate(candidates):
+        if i in used or cand.key != unit.key:
+            continue
+        overlap = _intersection(cand.host, unit.host)
+        if overlap <= MATCH_EPS:
+            if seam is None or not _cut_at(seam, cand.host, unit.host):
+                continue
+            overlap = MATCH_EPS / 2
+        if overlap > best_overlap:
+            best, best_overlap = i, overlap
+    return best
+
+
+def _seam_repeats(left: list[Unit], right: list[Unit], lo: float, hi: float, tolerance: float) -> int:
+    """How many leading `right` units repeat the last units of `left` (safety net; 0 when none).
+
+    Only new-chunk units wholly inside the overlap [lo, hi], which both chunks heard in full, can count as
+    repeats, so a word that occurs once (which the artefacts always leave partly outside) is never dropped.
+    """
+    inside = []
+    for unit in right[:MAX_NGRAM]:
+        if not (lo <= unit.host.start and unit.host.end <= hi):
+            break
+        inside.append(unit)
+    for n in range(min(len(inside), len(left)), 0, -1):
+        pairs = zip(left[-n:], inside[:n], strict=True)
+        if all(x.key == y.key and abs(x.host.mid - y.host.mid) <= tolerance for x, y in pairs):
+            return n
+    return 0
+
+
+def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSettings) -> list[Unit]:
+    """The units to release at the seam between `tail`'s chunk and the next chunk: held ones and new ones."""
+    b = tail.span.end_time
+    a = min(span.start_time, b)
+    cut = (a + b) / 2
+    floor = max(cut, b - settings.context_seconds)  # earlier than this, the previous chunk already spoke
+    held = list(tail.held)
+    candidates = held + list(tail.context)
+    used: set[int] = set()
+    merged: dict[int, Unit] = {}
+    kept_new: list[Unit] = []
+    for unit in units:
+        if unit.host.start < b + MATCH_EPS:
+            j = _pair(candidates, used, unit, b if b - a <= MATCH_EPS else None)
+            if j is not None:
+                used.add(j)
+                if j < len(held):
+                    merged[j] = _merge(held[j], unit, cut)
+                continue  # a copy of an already released word: drop it
+        if unit.host.mid >= floor:
+            kept_new.append(unit)
+    kept_old = [merged.get(i, h) for i, h in enumerate(held) if i in merged or h.host.mid < cut]
+    left = sort_units([*tail.context, *kept_old])
+    repeats = _seam_repeats(left, kept_new, a, b, settings.seam_tolerance)
+    return sort_units([*kept_old, *kept_new[repeats:]])
+
+
+def split_release(units: list[Unit], span: ChunkSpan, settings: StitchSettings) -> tuple[list[Unit], list[Unit]]:
+    """(released now, held for the next chunk): hold from the first unit ending near the chunk's end on."""
+    if span.last:
+        return units, []
+    edge = span.end_time - settings.hold_seconds
+    for i, unit in enumerate(units):
+        if unit.host.end > edge:
+            return units[:i], units[i:]
+    return units, []
+
+
+def context_of(released: list[Unit], tail: Tail | None, span: ChunkSpan, settings: StitchSettings) -> tuple[Unit, ...]:
+    """Released units recent enough that the next chunk may repeat them."""
+    floor = span.end_time - settings.context_seconds
+    earlier = tail.context if tail is not None and tail.span.index == span.index - 1 else ()
+    return tuple(u for u in (*earlier, *released) if u.host.end > floor)
+
+
+# --------------------------------------------------------------------------------------------- in order
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Units that became final together, for one chunk's segment (or the held tail of a chunk whose successor
+    failed: `part` == "tail"). `supersedes` is the time span the release is authoritative for (None on error)."""
+
+    span: ChunkSpan
+    units: tuple[Unit, ...]
+    supersedes: tuple[float, float] | None
+    language: str
+    job_id: str | None
+    attempts: int
+    error: str | None = None
+    part: str = "segment"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The call is complete: every chunk up to the last one has been released."""
+
+    call_id: str
+    chunks: int
+    failed_chunks: int
+    words: int
+    audio_seconds: float
+    gaps_filled: int
+    speakers: tuple[str, ...]
+    language: str
+    closed_at: float
+
+
+def _speakers(units: Iterable[Unit]) -> set[str]:
+    return {t.speaker for u in units for t in u.tokens() if t.speaker is not None}
+
+
+def _word_count(units: Iterable[Unit]) -> int:
+    return sum(1 for u in units if u.host.kind == "word")
+
+
+@dataclass(slots=True)
+class CallTimeline:
+    """One call's stitching state: results wait here until every earlier chunk has been released.
+
+    Picklable and small: out-of-order results, the previous chunk's tail, and counters.
+    """
+
+    call_id: str
+    next_index: int = 0
+    waiting: dict[int, ChunkResult] | None = None
+    tail: Tail | None = None
+    failed: int = 0
+    words: int = 0
+    gaps_filled: int = 0
+    speakers: frozenset[str] = frozenset()
+    language: str = UNDETERMINED_LANGUAGE
+    completed: bool = False
+
+    def push(self, result: ChunkResult, settings: StitchSettings,
+             relabel: Relabel | None = None) -> list[Release | Completion]:
+        """Accept one result (any order, repeats ignored); return what became releasable, in chunk order.
+
+        `relabel(span, transcript) -> transcript` (optional) maps speaker labels, called in chunk order.
+        """
+        index = result.span.index
+        if self.completed or index < self.next_index:
+            return []
+        waiting = self.waiting if self.waiting is not None else {}
+        waiting.setdefault(index, result)
+        out: list[Release | Completion] = []
+        while self.next_index in waiting and not self.completed:
+            out.extend(self._release(waiting.pop(self.next_index), settings, relabel))
+            self.next_index += 1
+        self.waiting = waiting or None
+        return out
+
+    def _release(self, result: ChunkResult, settings: StitchSettings,
+                 relabel: Relabel | None) -> list[Release | Completion]:
+        span = result.span
+        self.gaps_filled += span.gaps_filled
+        error, units, language = result.error, [], self.language
+        if error is None and result.transcript is None:
+            error = "no transcript"
+        if error is None:
+            try:
+                transcript = relabel(span, result.transcript) if relabel is not None else result.transcript
+                units, language = chunk_units(replace(result, transcript=transcript))
+            except ContractError as exc:
+                error = f"bad transcript: {exc}"
+        out: list[Release | Completion] = []
+        if error is not None:
+            self.failed += 1
+            if self.tail is not None and self.tail.held:
+                out.append(self._note(Release(
+                    span=self.tail.span, units=self.tail.held, job_id=self.tail.job_id, attempts=self.tail.attempts,
+                    supersedes=(self.tail.released_until, max(self.tail.released_until, self.tail.span.end_time)),
+                    language=self.tail.language, part="tail",
+                )))
+            self.tail = None
+            out.append(Release(span=span, units=(), supersedes=None, language=language, job_id=result.job_id,
+                               attempts=result.attempts, error=error))
+        else:
+            self.language = language
+            follows = self.tail is not None and self.tail.span.index == span.index - 1
+            if follows:
+                assert self.tail is not None
+                units = join_seam(self.tail, span, units, settings)
+                lo = self.tail.released_until
+            else:
+                lo = span.start_time
+            released, held = split_release(units, span, settings)
+            hi = max(lo, held[0].host.start if held else span.end_time)
+            out.append(self._note(Release(span=span, units=tuple(released), supersedes=(lo, hi), language=language,
+                                          job_id=result.job_id, attempts=result.attempts)))
+            self.tail = Tail(span=span, job_id=result.job_id, attempts=result.attempts, language=language,
+                             released_until=hi, held=tuple(held),
+                             context=context_of(released, self.tail if follows else None, span, settings))
+        if span.last:
+            self.completed = True
+            self.tail = None
+            out.append(Completion(
+                call_id=self.call_id, chunks=span.index + 1, failed_chunks=self.failed, words=self.words,
+                audio_seconds=span.end_time, gaps_filled=self.gaps_filled, speakers=tuple(sorted(self.speakers)),
+                language=self.language, closed_at=span.closed_at,
+            ))
+        return out
+
+    def _note(self, release: Release) -> Release:
+        self.words += _word_count(release.units)
+        self.speakers = self.speakers | _speakers(release.units)
+        return release
