@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -26,6 +27,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -116,11 +118,15 @@ def resolve_model(model_dir: str | None = None) -> str:
 _MODEL: Any = None
 
 
-def _load(model: str, threads: int) -> None:
+def _load(model: str, threads: int, loaded: Any) -> None:
+    """Process initializer: load the model, then wait until every engine process has (so that `ready`
+    means all engines are warm, and the warm-up tasks land one per process)."""
     global _MODEL
     from faster_whisper import WhisperModel
 
     _MODEL = WhisperModel(model, device="cpu", compute_type="int8", cpu_threads=threads)
+    with contextlib.suppress(threading.BrokenBarrierError):
+        loaded.wait(timeout=600)
 
 
 def _loaded() -> int:
@@ -209,9 +215,10 @@ class WhisperBackend:
     async def start(self) -> None:
         model = await asyncio.to_thread(resolve_model, self.model_dir)
         threads = default_threads(self.parallel)
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(self.parallel)
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.parallel, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load, initargs=(model, threads),
+            max_workers=self.parallel, mp_context=context, initializer=_load, initargs=(model, threads, barrier),
         )
         loop = asyncio.get_running_loop()
         pids = await asyncio.gather(*(loop.run_in_executor(self._pool, _loaded) for _ in range(self.parallel)))
@@ -226,5 +233,16 @@ class WhisperBackend:
         return await loop.run_in_executor(self._pool, transcribe_audio, audio, tc)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the engine processes: gracefully when idle, terminated after a few seconds when busy
+        (a job still running dies with the worker anyway)."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        processes = list((pool._processes or {}).values())  # noqa: SLF001 - no public handle
+        stopping = asyncio.ensure_future(asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True))
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), timeout=5)
+        except asyncio.TimeoutError:
+            for process in processes:
+                process.terminate()
+            await stopping
