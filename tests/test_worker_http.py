@@ -163,3 +163,26 @@ def test_api_key_is_required_on_the_job_api_only(local_worker):
     assert asyncio.run(go()).results == []
     requests = worker.admin.stats()["requests"]
     assert requests["POST /v2/jobs"] == {"401": 1, "201": 1}
+
+
+def test_faults_from_cli_flags(local_worker):
+    worker = local_worker(engine="reference", parallel=2, faults={"schedule": {"post": ["503"]}},
+                          extra_args=["--fault-reject", "1", "--fault-seed", "1"])
+    wav = encode_wav(synthetic_call(3, seed=14)[0], 16000, "pcm_s16le", 1)
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            first = await post(s, worker.base, wav)
+            status, job = await post(s, worker.base, wav)
+            assert status == 201
+
+            async def rejected():
+                _, body = await get(s, f"{worker.url}/jobs/{job['id']}")
+                return body["job"]["status"] == "rejected" and body["job"]
+
+            return first, await until(rejected)
+
+    first, job = asyncio.run(go())
+    assert first == (503, {"code": 503, "error": "injected fault 503", "detail": "injected fault 503"})
+    assert job["errors"][0]["message"].startswith("job rejected")
+    assert worker.admin.faults()["rates"] == {"post": {"reject": 1.0}}

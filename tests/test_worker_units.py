@@ -261,3 +261,22 @@ def test_stm_text_and_wer_normalisation(tmp_path):
     stm.write_text("s 1 A 0.1 0.5 Oh, hello.\ns 1 B 0.6 1.0 <o,f0,male> I didn't know!\n")
     assert stm_text(stm) == "Oh, hello. I didn't know!"
     assert normalise_for_wer(stm_text(stm)) == "oh hello i didn't know"
+
+
+def test_cli_flags_merge_into_one_fault_document():
+    from bytewax.speechmatics.connectors.cli import build_parser
+    from bytewax.speechmatics.connectors.worker_cli import fault_document
+
+    args = build_parser().parse_args([
+        "worker", "--engine", "reference", "--port", "0", "--faults", '{"schedule": {"get": ["429"]}}',
+        "--fault-post-429", "0.2", "--fault-503", "0.1", "--fault-latency", "0.1:0.3", "--fault-seed", "4"])
+    assert fault_document(args) == {
+        "schedule": {"get": ["429"]},
+        "rates": {"post": {"429": 0.2, "503": 0.1}, "get": {"503": 0.1}},
+        "latency": {"post": {"dist": "uniform", "min": 0.1, "max": 0.3},
+                    "get": {"dist": "uniform", "min": 0.1, "max": 0.3}},
+        "seed": 4,
+    }
+    bad = build_parser().parse_args(["worker", "--fault-post-429", "1.5"])
+    with pytest.raises(FaultConfigError, match="probability"):
+        fault_document(bad)
