@@ -153,17 +153,20 @@ TOO_FAR = "too_far"
 
 
 class ReorderBuffer:
-    """Releases one call's frames in seq order; an int in the output is a lost frame's silence, in samples."""
+    """Releases one call's frames in seq order; an int in the output is a lost frame's silence, in bytes.
 
-    __slots__ = ("next_seq", "pending", "ref_samples", "window", "max_gap")
+    It only sees frames of the call's one audio format (others are refused before), so bytes measure length.
+    """
+
+    __slots__ = ("next_seq", "pending", "ref_bytes", "window", "max_gap")
 
     def __init__(self, window: int, max_gap: int, next_seq: int = 0,
-                 pending: dict[int, AudioFrame] | None = None, ref_samples: int = -1) -> None:
+                 pending: dict[int, AudioFrame] | None = None, ref_bytes: int = -1) -> None:
         self.window = window
         self.max_gap = max_gap
         self.next_seq = next_seq
         self.pending: dict[int, AudioFrame] = dict(pending or {})
-        self.ref_samples = ref_samples  # length a lost frame is filled with; -1 until a frame is seen
+        self.ref_bytes = ref_bytes  # bytes a lost frame is filled with; -1 until a frame with audio is seen
 
     def push(self, frame: AudioFrame) -> list[AudioFrame | int] | str:
         """The frames (and fills) this frame releases, or DUPLICATE / TOO_FAR."""
@@ -172,15 +175,15 @@ class ReorderBuffer:
         if seq == nxt and not self.pending:  # the hot path: in order, nothing held
             self.next_seq = nxt + 1
             if frame.audio:
-                self.ref_samples = frame.samples
+                self.ref_bytes = len(frame.audio)
             return [frame]
         if seq < nxt or seq in self.pending:
             return DUPLICATE
         if seq - nxt > self.max_gap:
             return TOO_FAR
         self.pending[seq] = frame
-        if self.ref_samples < 0 and frame.audio:
-            self.ref_samples = frame.samples
+        if self.ref_bytes < 0 and frame.audio:
+            self.ref_bytes = len(frame.audio)
         return self.release(force=False)
 
     def release(self, force: bool) -> list[AudioFrame | int]:
@@ -196,9 +199,9 @@ class ReorderBuffer:
             if frame is not None:
                 out.append(frame)
                 if frame.audio:
-                    self.ref_samples = frame.samples
+                    self.ref_bytes = len(frame.audio)
             elif force or highest - nxt >= self.window:
-                out.append(max(self.ref_samples, 0))
+                out.append(max(self.ref_bytes, 0))
             else:
                 break
             nxt += 1
@@ -214,7 +217,7 @@ class CallSnapshot:
     audio_format: AudioFormat | None
     next_seq: int
     pending: tuple[AudioFrame, ...]
-    ref_samples: int
+    ref_bytes: int
     index: int
     start: int
     overlap: int
@@ -451,7 +454,7 @@ class CallChunker:
         for item in released:
             if item.__class__ is int:
                 self.tally.gaps += 1
-                append(silence(cutter.encoding, item * cutter.width), None, out)
+                append(silence(cutter.encoding, item), None, out)
             else:
                 append(item.audio, (item.topic, item.partition, item.offset), out)
 
@@ -473,7 +476,7 @@ class CallChunker:
         return CallSnapshot(
             call_id=self.call_id, audio_format=self.audio_format, next_seq=self.reorder.next_seq,
             pending=tuple(self.reorder.pending[s] for s in sorted(self.reorder.pending)),
-            ref_samples=self.reorder.ref_samples,
+            ref_bytes=self.reorder.ref_bytes,
             index=c.index if c else 0, start=c.start if c else 0, overlap=c.overlap if c else 0,
             audio=bytes(c.buf) if c else b"", markers=tuple(c.markers) if c else (),
             vad_pos=c.vad_pos if c else -1, run_start=c.run_start if c else -1,
@@ -483,7 +486,7 @@ class CallChunker:
     def _restore(self, s: CallSnapshot) -> None:
         self.call_id, self.audio_format, self.open, self.end_seq = s.call_id, s.audio_format, s.open, s.end_seq
         self.reorder = ReorderBuffer(self.config.reorder_window_frames, self.config.max_gap_frames,
-                                     s.next_seq, {f.seq: f for f in s.pending}, s.ref_samples)
+                                     s.next_seq, {f.seq: f for f in s.pending}, s.ref_bytes)
         if s.audio_format is None:
             return
         c = self.cutter = Cutter(self.config, s.call_id, s.audio_format, self.tally, self.clock)

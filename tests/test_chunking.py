@@ -81,15 +81,15 @@ def test_reorder_fills_a_seq_once_the_window_passes_it_with_the_previous_frames_
     buf.push(frame(0, 100))
     assert buf.push(frame(2, 60)) == []
     assert buf.push(frame(3, 60)) == []
-    released = buf.push(frame(4, 60))  # 4 - 1 >= 3: seq 1 is lost; filled with seq 0's 50 samples
-    assert [x if isinstance(x, int) else x.seq for x in released] == [50, 2, 3, 4]
+    released = buf.push(frame(4, 60))  # 4 - 1 >= 3: seq 1 is lost; filled with as many bytes as seq 0
+    assert [x if isinstance(x, int) else x.seq for x in released] == [100, 2, 3, 4]
     assert buf.push(frame(1)) is DUPLICATE  # too late: already filled
 
 
 def test_reorder_gap_at_the_start_uses_the_first_frame_received() -> None:
     buf = ReorderBuffer(window=1, max_gap=100)
     released = buf.push(frame(2, 30))
-    assert [x if isinstance(x, int) else x.seq for x in released] == [15, 15, 2]
+    assert [x if isinstance(x, int) else x.seq for x in released] == [30, 30, 2]
 
 
 def test_reorder_forced_release_fills_every_hole_and_refuses_wild_jumps() -> None:
@@ -99,14 +99,14 @@ def test_reorder_forced_release_fills_every_hole_and_refuses_wild_jumps() -> Non
     buf.push(frame(5, 40))
     assert buf.push(frame(26)) is TOO_FAR
     released = buf.release(force=True)
-    assert [x if isinstance(x, int) else x.seq for x in released] == [20, 20, 3, 20, 5]
+    assert [x if isinstance(x, int) else x.seq for x in released] == [40, 40, 3, 40, 5]
     assert buf.next_seq == 6
 
 
 def test_window_zero_never_waits() -> None:
     buf = ReorderBuffer(window=0, max_gap=100)
     buf.push(frame(0, 20))
-    assert [x if isinstance(x, int) else x.seq for x in buf.push(frame(2, 20))] == [10, 2]
+    assert [x if isinstance(x, int) else x.seq for x in buf.push(frame(2, 20))] == [20, 2]
 
 
 # --- cutting ------------------------------------------------------------------------------------------
