@@ -23,6 +23,13 @@ Rules (all lengths are samples per channel, counted from the call's first sample
   last chunk is marked `last`. An idle flush (no frames for `idle_timeout_seconds`, driven by the operator)
   does the same; frames arriving after an idle flush continue the call with the next chunk index.
 - After an `end`, frames with a seq at or below the end's are duplicates; frames beyond it are refused.
+- A frame refused for its format (the call's format is its first frame's) leaves its seq missing, so it is
+  filled with silence like a lost frame: the call's timeline keeps its length, the frame is in the DLQ.
+- `last` marks the chunk that closed the call (end or idle). If the call closes right after a cut with
+  nothing new, the chunk just cut is marked when it is still in hand; otherwise a zero-length chunk
+  (start == end, no audio) carries the mark: downstream must pass it on without submitting it.
+- VAD repeatability: each chunk's scan starts with a fresh webrtcvad (which adapts to what it has heard);
+  after a restore, the frames already classified are fed again first, so a resumed run cuts identically.
 """
 
 from __future__ import annotations
