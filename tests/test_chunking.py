@@ -258,3 +258,14 @@ def test_vad_policy_cuts_in_the_pause_without_overlap_and_forces_with_overlap() 
     assert chunks[2].span.overlap_samples == int(0.2 * RATE)  # chunk 1 had no pause: forced at 3 s
     assert second.end_sample - second.start_sample == 3 * RATE
     assert b"".join(c.new_audio for c in chunks) == audio
+
+
+def test_a_wild_seq_jump_is_refused_and_the_call_goes_on() -> None:
+    cfg = dataclasses.replace(SMALL, max_gap_frames=100)
+    chunker, out = CallChunker(cfg), []
+    chunker.push(frame(0), out)
+    chunker.push(frame(10**9, offset=8), out)
+    chunker.push(frame(1, end=True), out)
+    (dead,) = [o for o in out if isinstance(o, DeadLetter)]
+    assert "seq 1000000000 is more than 100 frames ahead of the next expected seq 1" in dead.reason
+    assert [(c.span.end_sample, c.span.last) for c in chunks_of(out)] == [(320, True)]
