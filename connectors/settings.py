@@ -95,7 +95,7 @@ class SubmitSettings:
     wait_mode: str = "poll"
     wait_seconds: int = 30
     cluster_processes: int | None = None
-    rate_margin: float = 0.08
+    rate_margin: float = 0.06
     aimd_decrease: float = 0.7
     aimd_floor: float = 0.25
     aimd_recovery: float = 0.05
@@ -164,7 +164,7 @@ class SubmitSettings:
             "wait_mode": env.get("BWSM_WAIT_MODE", "").strip() or "poll",
             "wait_seconds": _int(env, "BWSM_WAIT_SECONDS", 30),
             "cluster_processes": _int(env, "BWSM_CLUSTER_PROCESSES", None),
-            "rate_margin": _float(env, "BWSM_RATE_MARGIN", 0.08),
+            "rate_margin": _float(env, "BWSM_RATE_MARGIN", 0.06),
             "aimd_decrease": _float(env, "BWSM_AIMD_DECREASE", 0.7),
             "aimd_floor": _float(env, "BWSM_AIMD_FLOOR", 0.25),
             "aimd_recovery": _float(env, "BWSM_AIMD_RECOVERY", 0.05),

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+import aiohttp
 from speechmatics.batch import (
     AsyncClient,
     JobConfig,
@@ -195,11 +196,32 @@ class SubmitService:
         self._get_limiter = RateLimiter("get", AimdRate(self.get_limit, decrease=s.aimd_decrease,
                                                         floor=s.aimd_floor, recovery=s.aimd_recovery), s.rate_margin)
         self._in_flight = asyncio.Semaphore(s.max_in_flight)
+        loop.run_until_complete(self._install_send_clock())
         if s.wait_mode == "webhook":
             self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, s.webhook_port)
             loop.run_until_complete(self._receiver.start())
         ready.set()
         loop.run_forever()
+
+    async def _install_send_clock(self) -> None:
+        """Give the SDK's transport a session whose trace hook tells the limiters when a request really left.
+
+        The SDK creates its aiohttp session lazily with only timeouts; we create the same session first, plus
+        the trace config. If a future SDK changes its internals we just keep grant-time spacing.
+        """
+        transport = getattr(self._client, "_transport", None)
+        conn = getattr(transport, "_conn_config", None)
+        if transport is None or conn is None or getattr(transport, "_session", "missing") is not None:
+            log.info("SDK transport not instrumentable: POSTs are spaced from grant time only")
+            return
+
+        async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
+            (self._post_limiter if params.method == "POST" else self._get_limiter).sent()
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(on_headers_sent)
+        timeout = aiohttp.ClientTimeout(total=conn.operation_timeout, connect=conn.connect_timeout)
+        transport._session = aiohttp.ClientSession(timeout=timeout, trace_configs=[trace])  # noqa: SLF001
 
     def close(self) -> None:
         """Cancel outstanding work, close the client and stop the loop thread."""

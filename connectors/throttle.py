@@ -3,7 +3,8 @@
 Why spacing and not a bursty token bucket: the limit is "N requests in any 1 s window" at the server.
 A bucket with capacity > 1 lets N + capacity through in one window. We grant requests at least
 (1 + margin) / rate seconds apart, so any N + 1 consecutive grants span more than 1 + margin seconds:
-arrival jitter up to `margin` seconds cannot push N + 1 requests into one window at the server.
+arrival jitter up to `margin` seconds cannot push N + 1 requests into one window at the server. Delays
+between grant and send on our side are removed by spacing from the real send time (`RateLimiter.sent`).
 
 Cluster share rule (processes do not talk to each other, so each must stay within a fixed share):
 the cluster has P processes (the number of `-a` addresses Bytewax was started with, BYTEWAX_ADDRESSES,
@@ -137,12 +138,23 @@ class SpacedSchedule:
     def take(self, slot: float) -> None:
         self.last = slot
 
+    def observe(self, sent_at: float, slack: float = 0.0) -> None:
+        """The granted request really left at `sent_at`: space the next one from then if that was later.
+
+        Delays up to `slack` are ignored (they are within the margin), so the usual millisecond between grant and
+        send does not slow every request down.
+        """
+        moved = sent_at - slack
+        self.last = moved if self.last is None else max(self.last, moved)
+
 
 class RateLimiter:
     """An asyncio limiter for one route (POST or GET): FIFO waiters, strict spacing, AIMD rate."""
 
-    def __init__(self, name: str, rate: AimdRate, margin: float, clock: Clock = time.monotonic) -> None:
+    def __init__(self, name: str, rate: AimdRate, margin: float, clock: Clock = time.monotonic,
+                 send_slack: float = 0.01) -> None:
         self.name = name
+        self.send_slack = send_slack
         self.rate = rate
         self._schedule = SpacedSchedule(margin)
         self._clock = clock
@@ -161,6 +173,14 @@ class RateLimiter:
                     return
                 # Re-check after sleeping: a 429 meanwhile may have lowered the rate.
                 await asyncio.sleep(slot - now)
+
+    def sent(self) -> None:
+        """Called when a granted request's headers are on the wire (an aiohttp trace hook).
+
+        A request delayed between grant and send (a busy loop, a connection from the pool) would bunch up
+        with the next one at the server; spacing the next one from the real send time removes that jitter.
+        """
+        self._schedule.observe(self._clock(), self.send_slack)
 
     def throttled(self) -> bool:
         """Tell the limiter the server answered 429; returns True if the rate was lowered."""
