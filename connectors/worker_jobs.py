@@ -84,6 +84,8 @@ class Job:
             "config": self.config,
             "request_id": self.id,
         }
+        if "tracking" in self.config:
+            out["tracking"] = self.config["tracking"]  # as the transcript's job.tracking
         if self.errors:
             out["errors"] = list(self.errors)
         return out
