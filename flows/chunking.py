@@ -336,20 +336,22 @@ class Cutter:
         ends.append(self.start + len(self.buf) // self.width)
         return [(begin, end, src) for (begin, src), end in zip(markers, ends, strict=True)]
 
-    def _sources(self, lo: int, hi: int) -> tuple[SourceRange, ...]:
+    @staticmethod
+    def _sources(spans: list[tuple[int, int, tuple[str, int, int] | None]], lo: int, hi: int
+                 ) -> tuple[SourceRange, ...]:
         """(topic, partition, first, last offset) of the frames overlapping call samples [lo, hi]."""
         ranges: dict[tuple[str, int], list[int]] = {}
-        for begin, end, src in self._marker_spans():
-            if src is None:
+        for begin, end, src in spans:
+            if src is None or not ((begin < hi and end > lo) or (begin == end and lo <= begin <= hi)):
                 continue
-            if (begin < hi and end > lo) or (begin == end and lo <= begin <= hi):
-                topic, partition, offset = src
-                seen = ranges.get((topic, partition))
-                if seen is None:
-                    ranges[(topic, partition)] = [offset, offset]
-                else:
-                    seen[0] = min(seen[0], offset)
-                    seen[1] = max(seen[1], offset)
+            topic, partition, offset = src
+            seen = ranges.get((topic, partition))
+            if seen is None:
+                ranges[(topic, partition)] = [offset, offset]
+            elif offset < seen[0]:
+                seen[0] = offset
+            elif offset > seen[1]:
+                seen[1] = offset
         return tuple((t, p, lo_off, hi_off) for (t, p), (lo_off, hi_off) in ranges.items())
 
     def _emit(self, cut: int, next_overlap: int, last: bool, reason: str, out: Output) -> None:
@@ -364,10 +366,11 @@ class Cutter:
             overlap_samples=self.overlap, sample_rate=self.rate, encoding=self.encoding,
             channels=self.channels, gaps_filled=gaps, last=last, closed_at=self.clock(),
         )
-        out.append(Chunk(span=span, audio=bytes(self.buf[: cut * w]), source=self._sources(start, end)))
+        spans = self._marker_spans()
+        out.append(Chunk(span=span, audio=bytes(self.buf[: cut * w]), source=self._sources(spans, start, end)))
         self.tally.cuts[reason] = self.tally.cuts.get(reason, 0) + 1
         next_start = end - next_overlap
-        self.markers = [(b, src) for b, e, src in self._marker_spans() if e > next_start or b >= next_start]
+        self.markers = [(b, src) for b, e, src in spans if e > next_start or b >= next_start]
         del self.buf[: (next_start - start) * w]
         self.start, self.overlap, self.index = next_start, next_overlap, self.index + 1
         self.vad_pos, self.run_start, self._detector = -1, -1, None
