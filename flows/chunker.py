@@ -20,6 +20,10 @@ rewinds to the snapshot. The one divergence left: an idle flush that happened af
 before the crash, in a call that then revived, is not repeated (the replay sees its frames without the
 pause), so that call's later chunk boundaries differ; keep `idle_timeout_seconds` well above the snapshot
 interval's worth of producer stalls if that matters.
+
+EOF of the input does not flush open calls: in Bytewax an EOF may be followed by a resumed execution that
+continues the same calls, and flushing there would cut chunks an uninterrupted run would not. Calls end with
+their `end` frame (or the idle timer, while the dataflow runs).
 """
 
 from __future__ import annotations
