@@ -126,8 +126,13 @@ class WorkerState:
 STATE = web.AppKey("state", WorkerState)
 
 
+def _error_body(status: int, message: str) -> dict[str, Any]:
+    """The error body of the API (`detail` as the on-prem worker's 503, `code`/`error` as the SaaS API's)."""
+    return {"code": status, "error": message, "detail": message}
+
+
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"code": status, "error": message, "detail": message}, status=status)
+    return web.json_response(_error_body(status, message), status=status)
 
 
 def _route_name(request: web.Request) -> str:
@@ -169,7 +174,7 @@ async def api_middleware(request: web.Request, handler: Callable[[web.Request], 
     except web.HTTPException as exc:
         state.stats.request(route, exc.status)
         raise
-    state.stats.request(route, request.get("dropped") and "drop" or response.status)
+    state.stats.request(route, "drop" if request.get("dropped") else response.status)
     return response
 
 
@@ -237,24 +242,21 @@ async def _read_submission(request: web.Request) -> tuple[dict[str, Any], bytes,
     return config, audio, name
 
 
-def _raise_with(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+def _http_error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
     """An aiohttp HTTP exception with the API's JSON error body."""
-    body = json.dumps({"code": cls.status_code, "error": message, "detail": message})
-    return cls(text=body, content_type="application/json")
+    return cls(text=json.dumps(_error_body(cls.status_code, message)), content_type="application/json")
 
 
 def _bad(message: str) -> web.HTTPException:
-    return _raise_with(web.HTTPBadRequest, message)
+    return _http_error(web.HTTPBadRequest, message)
 
 
 def _duration(audio: bytes) -> float:
+    """Seconds of audio for the job details; 0 for a file we cannot read (the job will be rejected)."""
     try:
-        return parse_wav(audio).duration
+        return read_audio(audio).duration
     except AudioFormatError:
-        try:
-            return read_audio(audio).duration
-        except AudioFormatError:
-            return 0.0
+        return 0.0
 
 
 async def _wait_for(job: Job, seconds: int | None) -> None:
@@ -364,7 +366,7 @@ def _notify(state: WorkerState, job: Job) -> None:
 def _job_or_404(request: web.Request) -> Job:
     job = request.app[STATE].jobs.get(request.match_info["job_id"])
     if job is None:
-        raise _raise_with(web.HTTPNotFound, "Job not found")
+        raise _http_error(web.HTTPNotFound, "Job not found")
     return job
 
 
@@ -441,7 +443,7 @@ async def ready(request: web.Request) -> web.Response:
 
 def _reference(state: WorkerState) -> ReferenceEngine:
     if not isinstance(state.engine, ReferenceBackend):
-        raise _raise_with(web.HTTPConflict, "calls can be registered with --engine reference only")
+        raise _http_error(web.HTTPConflict, "calls can be registered with --engine reference only")
     return state.engine.engine
 
 
