@@ -27,10 +27,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -47,6 +46,7 @@ from bytewax.speechmatics.connectors.speechmatics_client import (
     SubmitService,
     get_service,
 )
+from bytewax.speechmatics.flows.speakers import SpeakerBook, speaker_config
 from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, failed_chunk
 
@@ -72,25 +72,17 @@ class SubmitState:
     held: list[int] = field(default_factory=list)  # speaker chaining: pending chunks not yet handed to the loop
     done: set[int] = field(default_factory=set)  # chunk indexes already answered (replays are ignored)
     last_seen: bool = False
-    speakers: Any = None  # SpeakerBook when diarization=speaker
-
-
-def _speaker_book() -> Any:
-    from bytewax.speechmatics.flows.speakers import SpeakerBook
-
-    return SpeakerBook()
+    speakers: SpeakerBook | None = None  # when diarization=speaker
 
 
 class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
     """Per call: hand chunks to the loop, collect their jobs' results (see module doc)."""
 
-    def __init__(self, call_id: str | None, service: SubmitService, state: SubmitState | None,
-                 book_factory: Callable[[], Any] = _speaker_book) -> None:
+    def __init__(self, call_id: str | None, service: SubmitService, state: SubmitState | None) -> None:
         self.service = service
         self.settings = service.settings
         self.state = state or SubmitState()
         self.call_id = call_id
-        self._book_factory = book_factory
         self._handed: set[int] = set()
         if self.state.pending:  # resumed from a snapshot: the loop knows nothing of these chunks yet
             self.call_id = next(iter(self.state.pending.values())).chunk.span.call_id
@@ -152,15 +144,12 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
 
     def _hand(self, index: int) -> None:
         pending = self.state.pending[index]
-        speaker_config = None
+        speakers = None
         if self.settings.speaker_chaining:
             if self.state.speakers is None:
-                self.state.speakers = self._book_factory()
-            speaker_config = {"get_speakers": True}
-            enrolled = self.state.speakers.enrollment()
-            if enrolled:
-                speaker_config["speakers"] = enrolled
-        self.service.submit(SubmitRequest(pending.chunk, pending.job_id, speaker_config))
+                self.state.speakers = SpeakerBook()
+            speakers = speaker_config(self.state.speakers)
+        self.service.submit(SubmitRequest(pending.chunk, pending.job_id, speakers))
         self._handed.add(index)
 
     def _hand_ready(self) -> None:

@@ -6,11 +6,13 @@ The worker's own counters are the witness: jobs by tracking.reference, requests 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import urllib.request
 from pathlib import Path
 
 import bytewax.operators as op
+import numpy as np
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -19,7 +21,7 @@ from prometheus_client import REGISTRY
 from bytewax.speechmatics.connectors.settings import SubmitSettings
 from bytewax.speechmatics.connectors.webhook_receiver import AUTH_HEADER
 from bytewax.speechmatics.flows.submitter import submit_chunks
-from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult
+from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 
 _spec = importlib.util.spec_from_file_location("submit_bench_flow", Path(__file__).parents[1] / "bench/submit_flow.py")
@@ -146,3 +148,32 @@ def test_webhooks_wake_waiting_chunks_and_unauthenticated_callbacks_are_refused(
     request.add_header(AUTH_HEADER, "s3cret-hook")
     with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
         assert answer.status == 200
+
+
+def test_speaker_diarization_chains_a_calls_jobs_and_keeps_labels(api, tmp_path) -> None:
+    rate, seconds, chunks_n = 16000, 2, 3
+    audio = np.random.default_rng(3).integers(-3000, 3000, rate * seconds * chunks_n, dtype=np.int16).tobytes()
+    words = [{"text": f"w{i}", "start_time": i * 0.5 + 0.1, "end_time": i * 0.5 + 0.3, "speaker": "AB"[i // 2 % 2]}
+             for i in range(seconds * chunks_n * 2)]
+    api.admin.register_call("spk-call", audio, words, sample_rate=rate)
+    width = rate * seconds
+    chunks = [Chunk(ChunkSpan("spk-call", i, i * width, (i + 1) * width, 0, rate, "pcm_s16le", 1,
+                              last=i == chunks_n - 1), audio[i * width * 2:(i + 1) * width * 2])
+              for i in range(chunks_n)]
+    results, letters = run_submit(chunks, fast_settings(tmp_path, diarization="speaker"))
+    assert not letters and len(results) == chunks_n
+    voice_of = {w["text"]: w["speaker"] for w in words}
+    label_of: dict[str, set[str]] = {}
+    for result in results:
+        for item in result.transcript["results"]:
+            alt = item["alternatives"][0]
+            label_of.setdefault(voice_of[alt["content"]], set()).add(alt["speaker"])
+    assert len(label_of) == 2 and all(len(labels) == 1 for labels in label_of.values()), label_of
+    assert label_of["A"] != label_of["B"]
+    request = urllib.request.Request(api.url + "/jobs", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - local worker
+        jobs = json.loads(answer.read())["jobs"]
+    enrolled = {j["config"]["tracking"]["reference"]:
+                bool(j["config"]["transcription_config"]["speaker_diarization_config"].get("speakers")) for j in jobs}
+    # chunk 0 enrols nobody; chunks 1 and 2 carry identifiers from the jobs before them: they ran one after another
+    assert enrolled == {"spk-call/0": False, "spk-call/1": True, "spk-call/2": True}
