@@ -62,6 +62,7 @@ def test_capacity_accounting_busy_body_and_ready_flipping(reference_worker):
 
     async def go():
         async with aiohttp.ClientSession() as s:
+            await until(lambda: _idle(s, base))  # jobs an earlier test left behind have finished
             assert await get(s, f"{base}/ready") == (200, {"ready": True, "engines_used": 0})
             assert await get(s, f"{base}/jobs") == (200, {"active_jobs": [], "max_engines": 4, "unused_engines": 4})
             status, a = await post(s, base, wav, {"parallel_engines": 2, "user_id": "MY_USER_ID"})
@@ -92,6 +93,11 @@ def test_capacity_accounting_busy_body_and_ready_flipping(reference_worker):
                 assert body["job"]["status"] == "done"
 
     asyncio.run(go())
+
+
+async def _idle(session: aiohttp.ClientSession, base: str) -> bool:
+    _, engines = await get(session, f"{base}/jobs")
+    return engines["unused_engines"] == engines["max_engines"]
 
 
 async def _ready(session: aiohttp.ClientSession, base: str) -> bool:
