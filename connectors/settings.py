@@ -137,8 +137,8 @@ class SubmitSettings:
     def transcription_config(self, speaker_config: dict[str, Any] | None = None) -> TranscriptionConfig:
         """The SDK's TranscriptionConfig: our fields, then BWSM_TRANSCRIPTION_CONFIG merged over them."""
         fields: dict[str, Any] = {"language": self.language}
-        if self.operating_point:
-            fields["operating_point"] = self.operating_point
+        if self.operating_point:  # the SDK's `model` replaces the deprecated `operating_point` field
+            fields["model"] = self.operating_point
         if self.diarization and self.diarization != "none":
             fields["diarization"] = self.diarization
         if self.additional_vocab:
