@@ -17,7 +17,8 @@ Admin (no auth, for tests and demos):
   POST   /admin/calls                  register a reference call: multipart `meta` JSON {call_id, sample_rate,
                                        encoding pcm_s16le|mulaw|wav, channels, words: [...], edge_rule} + `audio`.
   GET    /admin/calls                  registered calls; DELETE /admin/calls/{call_id}.
-  GET    /admin/faults, PUT|POST /admin/faults   the fault document in force (see worker_faults).
+  GET    /admin/faults, PUT|POST /admin/faults   the fault document in force (see worker_faults); a new
+                                       document without a job_duration (or a fixed 0) also releases held jobs.
   GET    /admin/stats                  requests by route and status, jobs by reference, POST arrival times,
                                        jobs by status, webhook attempts, where reference chunks were located,
                                        whisper runs (engine pid, start and end wall time per job).
@@ -106,6 +107,11 @@ class WorkerState:
         self.stats = WorkerStats()
         self.tasks: set[asyncio.Task] = set()
         self.session: aiohttp.ClientSession | None = None
+        self.release = asyncio.Event()
+
+    def release_held(self) -> None:
+        """End the injected hold of every job now; jobs started later are held again."""
+        self.release.set()
         self.release = asyncio.Event()
 
     async def hold(self, seconds: float) -> None:
@@ -500,6 +506,9 @@ async def set_faults(request: web.Request) -> web.Response:
         state.faults = FaultPlan.parse(doc)
     except (ValueError, FaultConfigError) as exc:
         raise _bad(f"bad fault document: {exc}") from None
+    hold = state.faults.job_duration
+    if hold is None or (hold.dist == "fixed" and hold.value == 0):
+        state.release_held()
     return web.json_response(state.faults.describe())
 
 
@@ -513,8 +522,7 @@ async def get_stats(request: web.Request) -> web.Response:
 async def release(request: web.Request) -> web.Response:
     state = request.app[STATE]
     held = len(state.capacity.snapshot()["active_jobs"])
-    state.release.set()
-    state.release = asyncio.Event()  # jobs started from now on are held again
+    state.release_held()
     return web.json_response({"released": held})
 
 
@@ -522,8 +530,7 @@ async def reset(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.stats.reset()
     state.faults = FaultPlan.parse(None)
-    state.release.set()
-    state.release = asyncio.Event()
+    state.release_held()
     running = [job for job in state.jobs.all() if job.status == RUNNING]
     state.jobs.clear()
     for job in running:

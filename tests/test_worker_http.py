@@ -91,6 +91,10 @@ def test_capacity_accounting_busy_body_and_ready_flipping(reference_worker):
             for job in (a, b, c):
                 _, body = await get(s, f"{base}/v2/jobs/{job['id']}")
                 assert body["job"]["status"] == "done"
+            status, d = await post(s, base, wav, {"parallel_engines": 4})  # held again: releases are one-shot
+            assert status == 201 and await get(s, f"{base}/ready") == (503, {"ready": False, "engines_used": 4})
+            reference_worker.admin.set_faults({})  # no job_duration any more: held jobs end now
+            await until(lambda: _idle(s, base))
 
     asyncio.run(go())
 
