@@ -1,0 +1,70 @@
+"""Bad frames in the live flow land on the dead-letter topic with a reason; every other call is unaffected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from e2e_harness import OutputReader, TruthCall, flow_env, make_topics, publish, start_flow, stitched_words
+from worker_fixtures import synthetic_call
+
+from bytewax.speechmatics.connectors.worker_control import WorkerProcess
+from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
+
+pytestmark = pytest.mark.kafka
+
+# (call id, value, headers) of each bad frame, and the words its dead letter's reason must contain.
+BAD_FRAMES = [
+    (b"odd-length", b"\x01\x02\x03", [("seq", b"0")], "not a whole number of 2-byte samples"),
+    (b"unknown-encoding", b"\x00" * 4, [("seq", b"0"), ("encoding", b"opus")], "'encoding' must be one of"),
+    (None, b"\x00" * 4, [("seq", b"0")], "no key"),
+    (b"garbage-headers", b"\x00" * 4, [("seq", b"\xff\xfe")], "'seq' is not UTF-8"),
+    (b"garbage-seq", b"\x00" * 4, [("seq", b"twelve")], "'seq' must be a non-negative decimal integer"),
+]
+
+
+def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic, reference_worker: WorkerProcess,
+                                                tmp_path: Path) -> None:  # noqa: ANN001
+    topics = make_topics(make_topic)
+    good = []
+    for i in range(2):
+        audio, words = synthetic_call(40, seed=7 + i)
+        good.append(TruthCall(f"good-{i}", audio, words))
+        reference_worker.admin.register_call(f"good-{i}", audio, words)
+    reader = OutputReader(kafka_bootstrap, topics)
+    run = start_flow(flow_env(kafka_bootstrap, topics, reference_worker, tmp_path / "journal"), tmp_path / "flow.log")
+    try:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        for key, value, headers, _ in BAD_FRAMES:
+            producer.produce(topics.audio, key=key, value=value, headers=headers)
+        # A call whose format changes mid-call: its 8 kHz frame is refused, the rest of the call goes on.
+        switch = [AudioFrame("format-switch", 0, b"\x00\x00" * 320, 16000),
+                  AudioFrame("format-switch", 1, b"\x00\x00" * 160, 8000),
+                  AudioFrame("format-switch", 2, b"\x00\x00" * 320, 16000, end=True)]
+        for frame in switch:
+            key, value, headers = encode_frame(frame)
+            producer.produce(topics.audio, key=key, value=value, headers=headers)
+        assert producer.flush(30) == 0
+        publish(kafka_bootstrap, topics.audio, good)
+
+        def done(out) -> bool:  # noqa: ANN001
+            return {"good-0", "good-1", "format-switch"} <= out.completed() and len(out.letters) >= len(BAD_FRAMES) + 1
+
+        out = reader.poll_until(done, 180, check=lambda: None if run.alive() else pytest.fail(run.log()))
+    finally:
+        run.stop()
+        reader.close()
+
+    reasons = [headers["dlq.reason"] for _, headers in out.letters]
+    for key, _, _, fragment in BAD_FRAMES:
+        matching = [r for r in reasons if fragment in r]
+        assert matching, f"no dead letter says {fragment!r}: {reasons}"
+        if key is not None:
+            assert any(key.decode() in r for r in matching), "the reason must say where (the call)"
+    switched = [h for _, h in out.letters if h.get("dlq.stage") == "chunker"]
+    assert len(switched) == 1 and "format" in switched[0]["dlq.reason"]
+    assert all("dlq.source.offset" in h or "dlq.chunk.index" in h for _, h in out.letters)
+    by_call = out.by_call()
+    for call in good:
+        assert stitched_words(by_call[call.call_id]) == call.truth_texts()
