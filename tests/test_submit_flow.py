@@ -177,3 +177,13 @@ def test_speaker_diarization_chains_a_calls_jobs_and_keeps_labels(api, tmp_path)
                 bool(j["config"]["transcription_config"]["speaker_diarization_config"].get("speakers")) for j in jobs}
     # chunk 0 enrols nobody; chunks 1 and 2 carry identifiers from the jobs before them: they ran one after another
     assert enrolled == {"spk-call/0": False, "spk-call/1": True, "spk-call/2": True}
+
+
+def test_server_side_wait_mode_transcribes_without_poll_sleeps(api, tmp_path) -> None:
+    api.admin.set_faults({"job_duration": {"dist": "fixed", "value": 0.3}})
+    chunks = bench.bench_chunks(2, 3, 0.25, prefix="waitmode")
+    results, letters = run_submit(chunks, fast_settings(tmp_path, wait_mode="wait", wait_seconds=10, poll_min=30.0))
+    assert not letters
+    assert_one_job_per_chunk(api, chunks, results)
+    status_gets = api.admin.stats()["requests"]["GET /v2/jobs/{job_id}"]
+    assert sum(status_gets.values()) == len(chunks)  # one held GET per job, no polling loop
