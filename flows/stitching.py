@@ -49,6 +49,7 @@ MAX_NGRAM = 5
 UNKNOWN_SPEAKER = "UU"
 UNDETERMINED_LANGUAGE = "und"
 _KINDS = ("word", "punctuation")
+_ATTACHMENTS = ("previous", "next", "both", "none")
 
 #: Maps a chunk's speaker labels to the call's: `SpeakerBook.relabel` fits.
 Relabel = Callable[[ChunkSpan, dict[str, Any]], dict[str, Any]]
@@ -126,6 +127,11 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def _attachment(value: Any) -> str:
+    """json-v2 `attaches_to`; punctuation without a known value attaches to the previous word (the default)."""
+    return value if value in _ATTACHMENTS else "previous"
+
+
 def parse_tokens(transcript: Mapping[str, Any], offset: float, where: str = "transcript") -> list[Token]:
     """json-v2 results as Tokens in call time; entities and unknown result types are skipped.
 
@@ -158,9 +164,9 @@ def parse_tokens(transcript: Mapping[str, Any], offset: float, where: str = "tra
         out.append(Token(
             text=content, start=start + offset, end=end + offset, confidence=confidence,
             speaker=speaker, kind=kind, channel=channel,
-            attaches_to=result.get("attaches_to") if kind == "punctuation" else None,
-            is_eos=result.get("is_eos") if kind == "punctuation" else None,
-            language=alt.get("language"),
+            attaches_to=_attachment(result.get("attaches_to")) if kind == "punctuation" else None,
+            is_eos=bool(result.get("is_eos")) if kind == "punctuation" else None,
+            language=alt.get("language") if isinstance(alt.get("language"), str) else None,
         ))
     return out
 

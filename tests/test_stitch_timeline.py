@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from bytewax.speechmatics.flows.segments import batch_segment, call_completed
+from bytewax.speechmatics.flows.speakers import SpeakerBook
 from bytewax.speechmatics.flows.stitching import CallTimeline, Completion, StitchSettings, group_units, parse_tokens
 from bytewax.speechmatics.schemas.chunks import ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.errors import ContractError
@@ -202,3 +203,16 @@ def test_settings_from_env() -> None:
         StitchSettings.from_env({"BWSM_STITCH_HOLD_SECONDS": "soon"})
     with pytest.raises(ValueError, match="BWSM_STITCH_CONTEXT_SECONDS"):
         StitchSettings.from_env({"BWSM_STITCH_CONTEXT_SECONDS": "-1"})
+
+
+def test_a_book_in_the_stitcher_maps_raw_labels_in_chunk_order() -> None:
+    """Without upstream relabelling, raw per-job labels are mapped by overlap evidence, in chunk order."""
+    r0 = ok(S0, [word("hi", 1.0, 1.3, speaker="S1"), word("there", 9.6, 9.9, speaker="S2")])
+    r1 = ok(S1, [word("there", 0.1, 0.4, speaker="S1"), word("you", 2.0, 2.3, speaker="S2")])
+    r2 = ok(S2, [word("ok", 1.0, 1.2, speaker="S1")])
+    for order in ([r0, r1, r2], [r2, r1, r0]):
+        book, timeline, got = SpeakerBook(), CallTimeline("call-t"), []
+        for result in order:
+            got += [w.host.speaker for r in timeline.push(result, CFG, book.relabel)
+                    if not isinstance(r, Completion) for w in r.units]
+        assert got == ["spk_1", "spk_2", "spk_3", "spk_4"]
