@@ -109,7 +109,8 @@ def find_offset(haystack: bytes, needle: bytes, frame_bytes: int, max_candidates
     Digital silence can open a chunk and repeats all over a call, so the search anchors on the first
     non-constant stretch of the needle (one frame of the constant run before it included), then verifies
     the whole needle at each aligned hit. When no hit verifies (a chunk whose gaps were filled with
-    silence), the first anchored hit that fits wins. A needle of one repeated frame is unknown audio.
+    silence, or padded past the call's end), the first anchored hit wins. A needle of one repeated frame
+    is unknown audio.
     """
     n = len(needle) // frame_bytes
     if n == 0 or len(needle) > len(haystack):
@@ -127,8 +128,8 @@ def find_offset(haystack: bytes, needle: bytes, frame_bytes: int, max_candidates
         if pos % frame_bytes == 0:
             seen += 1
             start = pos // frame_bytes - a
-            if start >= 0 and start + n <= total:
-                if haystack[start * frame_bytes : (start + n) * frame_bytes] == needle:
+            if start >= 0:
+                if start + n <= total and haystack[start * frame_bytes : (start + n) * frame_bytes] == needle:
                     return start
                 if fallback is None:
                     fallback = start

@@ -280,3 +280,10 @@ def test_cli_flags_merge_into_one_fault_document():
     bad = build_parser().parse_args(["worker", "--fault-post-429", "1.5"])
     with pytest.raises(FaultConfigError, match="probability"):
         fault_document(bad)
+
+
+def test_find_offset_tolerates_a_chunk_padded_past_the_end_of_the_call():
+    rng = np.random.default_rng(4)
+    call = rng.integers(-3000, 3000, 50000).astype("<i2")
+    chunk = np.concatenate([call[40000:], np.zeros(5000, dtype="<i2")])
+    assert find_offset(call.tobytes(), chunk.tobytes(), 2) == 40000
