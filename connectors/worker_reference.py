@@ -249,14 +249,14 @@ class ReferenceEngine:
         by_channel = diarization in ("channel", "channel_and_speaker") and chunk.channels > 1
         channel_labels = tc.get("channel_diarization_labels") or []
         language = str(tc.get("language") or "en")
-        results = []
+        results: list[dict[str, Any]] = []
         for w, s, e in selected:
-            alt = {
-                "content": w.text,
-                "confidence": w.confidence,
-                "language": language,
-                "speaker": labeller.label(w.speaker) if by_speaker else "UU",
-            }
+            speaker = "UU"
+            if by_speaker and w.type == PUNCTUATION and w.speaker == "UU" and results:
+                speaker = results[-1]["alternatives"][0]["speaker"]  # unvoiced punctuation: its word's speaker
+            elif by_speaker:
+                speaker = labeller.label(w.speaker)
+            alt = {"content": w.text, "confidence": w.confidence, "language": language, "speaker": speaker}
             result: dict[str, Any] = {
                 "type": w.type,
                 "start_time": round(s - start, 6),

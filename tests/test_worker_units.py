@@ -287,3 +287,24 @@ def test_find_offset_tolerates_a_chunk_padded_past_the_end_of_the_call():
     call = rng.integers(-3000, 3000, 50000).astype("<i2")
     chunk = np.concatenate([call[40000:], np.zeros(5000, dtype="<i2")])
     assert find_offset(call.tobytes(), chunk.tobytes(), 2) == 40000
+
+
+def test_reference_speakers_in_order_of_appearance_and_unvoiced_punctuation():
+    from bytewax.speechmatics.connectors.worker_audio import RawAudio
+    from bytewax.speechmatics.connectors.worker_reference import ReferenceEngine
+
+    audio = np.random.default_rng(8).integers(-3000, 3000, 16000 * 4).astype("<i2").tobytes()
+    engine = ReferenceEngine()
+    engine.register("c", RawAudio(audio, 16000, 1, "pcm_s16le"), [
+        {"text": "one", "start_time": 0.5, "end_time": 0.9, "speaker": "bob"},
+        {"text": ",", "start_time": 0.9, "end_time": 0.9, "type": "punctuation"},
+        {"text": "two", "start_time": 1.5, "end_time": 1.9, "speaker": "ann"},
+        {"text": "three", "start_time": 2.5, "end_time": 2.9, "speaker": "bob"},
+    ])
+    chunk = RawAudio(audio[16000:], 16000, 1, "pcm_s16le")  # from 0.5 s
+    out = engine.transcribe("job", chunk, {"diarization": "speaker", "speaker_diarization_config": {"get_speakers": 1}})
+    got = [(r["alternatives"][0]["content"], r["alternatives"][0]["speaker"], r["start_time"]) for r in out["results"]]
+    assert got == [("one", "S1", 0.0), (",", "S1", 0.4), ("two", "S2", 1.0), ("three", "S1", 2.0)]
+    assert [s["label"] for s in out["speakers"]] == ["S1", "S2"]
+    plain = engine.transcribe("job2", chunk, {})
+    assert {r["alternatives"][0]["speaker"] for r in plain["results"]} == {"UU"} and plain["speakers"] is None
