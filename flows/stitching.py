@@ -63,6 +63,14 @@ class StitchSettings:
     context_seconds: float = 5.0  # released units kept for matching; must exceed the largest overlap
     seam_tolerance: float = 0.3  # safety net: max distance (s) between midpoints of a repeated n-gram
 
+    def __post_init__(self) -> None:
+        # A word cut by a chunk's end is only made whole by the next chunk if it is held back for it.
+        if self.hold_seconds <= 0:
+            raise ValueError(f"BWSM_STITCH_HOLD_SECONDS must be > 0, got {self.hold_seconds}")
+        if self.context_seconds < self.hold_seconds:
+            raise ValueError("BWSM_STITCH_CONTEXT_SECONDS must be >= BWSM_STITCH_HOLD_SECONDS, got "
+                             f"{self.context_seconds} < {self.hold_seconds}")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StitchSettings:
         env = os.environ if env is None else env

@@ -12,6 +12,8 @@ import orjson
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bytewax.speechmatics.flows.realtime import RealtimeState, normalize, realtime_events
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
@@ -168,3 +170,27 @@ def test_realtime_branch_in_a_dataflow() -> None:
     assert letter.stage == "realtime" and "not JSON" in letter.reason and letter.value == b"\x00not json"
     for _, p in events:
         VALIDATOR.validate(p.event)
+
+
+@given(st.data())
+@settings(max_examples=100, deadline=None)
+def test_a_consumer_keeping_the_latest_event_per_id_ends_with_exactly_the_finals(data) -> None:  # noqa: ANN001
+    """Random sessions: partials show growing (re-timed) prefixes of what is pending, finals confirm a prefix."""
+    n = data.draw(st.integers(1, 25))
+    words = [(f"w{i}", i * 0.5, i * 0.5 + 0.4) for i in range(n)]
+    messages, done = [], 0
+    while done < n:
+        confirm = data.draw(st.integers(1, n - done))
+        for shown in sorted(data.draw(st.lists(st.integers(1, n - done), max_size=4))):
+            shift = data.draw(st.sampled_from([0.0, -0.04, 0.03]))
+            pending = [(t, max(0.0, s + shift), e) for t, s, e in words[done:done + shown]]
+            messages.append(transcript("AddPartialTranscript", pending))
+        if data.draw(st.booleans()):
+            messages.append(transcript("AddTranscript", [], start=words[done][1]))
+        messages.append(transcript("AddTranscript", words[done:done + confirm]))
+        done += confirm
+    events, _ = run(messages)
+    kept = latest_by_id(events)
+    assert all(e["is_final"] for e in kept.values())
+    assert " ".join(e["transcript"] for e in kept.values()) == " ".join(t for t, _, _ in words)
+    assert all(not e["is_final"] for e in events if e["event_id"] not in kept or kept[e["event_id"]] is not e)

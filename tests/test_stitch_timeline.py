@@ -203,6 +203,10 @@ def test_settings_from_env() -> None:
         StitchSettings.from_env({"BWSM_STITCH_HOLD_SECONDS": "soon"})
     with pytest.raises(ValueError, match="BWSM_STITCH_CONTEXT_SECONDS"):
         StitchSettings.from_env({"BWSM_STITCH_CONTEXT_SECONDS": "-1"})
+    with pytest.raises(ValueError, match="BWSM_STITCH_HOLD_SECONDS must be > 0"):
+        StitchSettings(hold_seconds=0)
+    with pytest.raises(ValueError, match="BWSM_STITCH_CONTEXT_SECONDS must be >="):
+        StitchSettings(hold_seconds=2, context_seconds=1)
 
 
 def test_a_book_in_the_stitcher_maps_raw_labels_in_chunk_order() -> None:
