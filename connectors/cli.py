@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.tail",
     "bytewax.speechmatics.connectors.worker_cli",
     "bytewax.speechmatics.flows.runner",
+    "bytewax.speechmatics.connectors.demo",
 ]
 
 
