@@ -8,9 +8,11 @@ Layout: one JSON-lines file per process (`journal-p<process index>.jsonl`) in BW
 sibling of the Bytewax recovery directory (`<recovery dir>-bwsm-journal`), else
 `$XDG_CACHE_HOME/bytewax-speechmatics/journal`. A process reads every file in the directory (a call may be
 routed to another process after a rescale) and writes only its own. Lines: `{"r": reference, "j": job id,
-"h": audio hash, "t": unix time}`, and `{"r": reference, "d": unix time}` once the chunk's result was
-emitted. Compaction rewrites the own file with the live entries, dropping references whose result was
-emitted more than `retention` seconds ago (long after any snapshot that could replay them).
+"h": audio hash, "t": unix time}`, `{"r": reference, "p": unix time, "h": audio hash}` just before the first
+POST (an intent: a crash mid-POST leaves the job possibly created, so the next run looks it up by reference
+before posting), and `{"r": reference, "d": unix time}` once the chunk's result was emitted. Compaction
+rewrites the own file with the live entries, dropping references whose result was emitted (or whose intent
+was written) more than `retention` seconds ago, long after any snapshot that could replay them.
 """
 
 from __future__ import annotations
@@ -31,10 +33,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    job_id: str
+    """What the journal knows of a reference: its job id, or only that a POST was about to be sent."""
+
+    job_id: str | None
     audio_hash: str
     written_at: float
     done_at: float | None = None
+
+    @property
+    def intent_only(self) -> bool:
+        return self.job_id is None
 
 
 def default_journal_dir(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -84,6 +92,10 @@ class JobJournal:
             return
         if "j" in line:
             self._entries[ref] = JournalEntry(str(line["j"]), str(line.get("h", "")), float(line.get("t", 0.0)))
+        elif "p" in line:
+            known = self._entries.get(ref)
+            if known is None or known.intent_only:
+                self._entries[ref] = JournalEntry(None, str(line.get("h", "")), float(line["p"]))
         elif "d" in line and ref in self._entries:
             entry = self._entries[ref]
             self._entries[ref] = JournalEntry(entry.job_id, entry.audio_hash, entry.written_at, float(line["d"]))
@@ -110,6 +122,13 @@ class JobJournal:
             if self._lines > 2 * len(self._entries) + 1000:
                 self._compact_locked()
 
+    def intend(self, reference: str, audio_hash: str) -> None:
+        """A POST for this reference is about to leave (fsync): after a crash, look for its job before posting."""
+        line = {"r": reference, "p": time.time(), "h": audio_hash}
+        with self._lock:
+            self._append(line, durable=True)
+            self._apply(line)
+
     def mark_done(self, reference: str) -> None:
         """The chunk's result was emitted; the entry may go after `retention` (no fsync: losing it is harmless)."""
         line = {"r": reference, "d": time.time()}
@@ -130,12 +149,14 @@ class JobJournal:
 
     def _compact_locked(self) -> None:
         horizon = time.time() - self.retention
-        live = {r: e for r, e in self._entries.items() if e.done_at is None or e.done_at >= horizon}
+        live = {r: e for r, e in self._entries.items()
+                if (e.done_at or e.written_at) >= horizon or (e.done_at is None and not e.intent_only)}
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "wb") as handle:
             for ref, entry in live.items():
-                handle.write(orjson.dumps({"r": ref, "j": entry.job_id, "h": entry.audio_hash, "t": entry.written_at})
-                             + b"\n")
+                line = ({"r": ref, "p": entry.written_at, "h": entry.audio_hash} if entry.intent_only else
+                        {"r": ref, "j": entry.job_id, "h": entry.audio_hash, "t": entry.written_at})
+                handle.write(orjson.dumps(line) + b"\n")
                 if entry.done_at is not None:
                     handle.write(orjson.dumps({"r": ref, "d": entry.done_at}) + b"\n")
             handle.flush()

@@ -9,7 +9,8 @@ Bytewax operators hand chunks in with `submit` (non-blocking, thread-safe) and c
 `take(call_id)`: `JobKnown` as soon as a job id is known (so it enters operator state), then exactly one
 `ChunkDone` or `ChunkFailed` per chunk. A 401/403 sets `fatal` and stops all requests at once.
 
-Per chunk: journal lookup (a job posted before a crash) -> POST through the POST limiter with retries ->
+Per chunk: journal lookup (a job posted before a crash; or only the intent to post, then look the job up by
+reference first) -> POST through the POST limiter with retries ->
 on an ambiguous failure, look the job up by tracking.reference before posting again -> fsync the id into the
 journal -> wait (poll via the GET limiter, server-side `wait=`, or webhook + slow poll) -> fetch json-v2.
 The API key never appears in our messages: the SDK reads it, and reasons are passed through `redact`.
@@ -335,10 +336,12 @@ class SubmitService:
         job_id = request.job_id
         if job_id is None:
             entry = self._journal.lookup(ref)
-            if entry is not None and entry.audio_hash == digest:
+            if entry is not None and entry.audio_hash == digest and entry.job_id is not None:
                 job_id = progress.job_id = entry.job_id
                 metrics.JOBS_RECOVERED.labels(via="journal").inc()
                 self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id))
+            elif entry is not None and entry.audio_hash == digest:
+                progress.first_post_at = entry.written_at  # a POST was leaving when we crashed: look it up first
         for _ in range(self.settings.max_attempts):
             if job_id is None:
                 job_id = progress.job_id = await self._post(request, digest, budget, progress)
@@ -397,12 +400,13 @@ class SubmitService:
         wav = chunk_wav(request.chunk)
         config = self._job_config(request, digest)
         s = self.settings
-        ambiguous = 0
+        ambiguous = 1 if progress.first_post_at is not None else 0
 
         async def post() -> JobDetails:
-            progress.posts += 1
             if progress.first_post_at is None:
                 progress.first_post_at = time.time()
+                self._journal.intend(ref, digest)
+            progress.posts += 1
             return await self._client.submit_job(io.BytesIO(wav), config=config, parallel_engines=s.parallel_engines,
                                                  user_id=s.user_id)
 

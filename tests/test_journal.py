@@ -62,3 +62,14 @@ def test_default_dir_follows_env_then_recovery_dir(tmp_path) -> None:
     got = default_journal_dir(["bytewax.run", "f:flow", "-r", str(recovery)], {})
     assert got == tmp_path / "db-bwsm-journal"
     assert default_journal_dir([], {"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "bytewax-speechmatics" / "journal"
+
+
+def test_intent_before_post_is_durable_and_replaced_by_the_job_id(tmp_path) -> None:
+    journal = JobJournal(tmp_path, 0)
+    journal.intend("c/0", "h0")
+    reopened = JobJournal(tmp_path, 0)
+    entry = reopened.lookup("c/0")
+    assert entry is not None and entry.intent_only and entry.audio_hash == "h0"
+    reopened.record("c/0", "job-0", "h0")
+    reopened.intend("c/0", "h0")  # a later intent never hides a known job id
+    assert JobJournal(tmp_path, 0).lookup("c/0").job_id == "job-0"
