@@ -25,9 +25,19 @@ given that words of one channel never overlap in time:
   at b: its midpoint is >= c and it ends after b. So rule 3 keeps every unpaired word exactly once;
 - rule 4 needs a new-chunk word wholly inside [a, b] that was not paired, which the artefacts never produce.
 
-Low latency: a chunk's words are released as soon as it is in order, except its *held* tail (units ending in
-the last `hold_seconds`, the only ones a later chunk can still extend); they go out with the next chunk.
-Units released recently stay as *context* (no longer re-emitted) so the next chunk's copies of them are dropped.
+At a seam without overlap (a cut in silence), a word cut at the seam and kept by both chunks comes back as two
+copies that only touch there; they are paired too. (Two different words with the same text, one ending exactly
+at such a seam and one starting exactly there, look the same and are taken as one: a measure-zero case.)
+
+Low latency: a chunk's words are released as soon as every earlier chunk is, except its *held* tail (units from
+the first one ending in the last `hold_seconds` on: the only ones a later chunk can still extend); they go out
+with the next chunk's segment. Recently released units stay as *context* (not emitted again) so that the next
+chunk's copies of them are dropped; `context_seconds` must exceed the largest overlap.
+
+Each release is one chunk's `segment`; its `supersedes` span runs from where the previous release stopped to the
+start of what it holds back (the chunk's end for the last chunk). A failed chunk releases nothing of its own
+(error set, no span); if the chunk before it held words, they go out first in a `tail` release of that chunk,
+since no later chunk will share their audio.
 """
 
 from __future__ import annotations
@@ -312,7 +322,7 @@ def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSe
                 used.add(j)
                 if j < len(held):
                     merged[j] = _merge(held[j], unit, cut)
-                continue  # a copy of an already released word: drop it
+                continue  # the same word as an earlier copy: merged into it (held) or already out (context)
         if unit.host.mid >= floor:
             kept_new.append(unit)
     kept_old = [merged.get(i, h) for i, h in enumerate(held) if i in merged or h.host.mid < cut]
