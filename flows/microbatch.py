@@ -33,6 +33,7 @@ from .realtime import realtime_events
 from .segments import Produced
 from .settings import FlowSettings
 from .stitcher import stitch_calls
+from .structured_logs import configure_logging
 from .submitter import submit_chunks
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def build_flow(
     submission: SubmitSettings | None = None,
 ) -> Dataflow:
     """The whole dataflow; every argument defaults to its `from_env()`."""
+    configure_logging()
     settings = settings or FlowSettings.from_env()
     flow = Dataflow("bytewax_speechmatics_microbatch")
 
