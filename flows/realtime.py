@@ -3,15 +3,18 @@
 Message by message, per call (in Kafka order, which the key's partition keeps):
 - AddPartialTranscript -> `segment` (source realtime, is_final false);
 - AddTranscript -> `segment` (is_final true) that replaces the partials before it;
-- EndOfUtterance, SpeakersResult, RecognitionStarted, AudioAdded, Info, Warning -> nothing (no event type fits;
-  real-time speaker labels are already stable within a session);
+- RecognitionStarted -> nothing, but its session `id` becomes part of the call's event ids from then on, so a
+  reconnected session (whose times and segments start again from 0) never reuses an earlier session's ids;
+- EndOfUtterance, SpeakersResult, AudioAdded, Info, Warning -> nothing (no event type fits; real-time speaker
+  labels are already stable within a session);
 - EndOfTranscript -> nothing, and the call's state is dropped;
 - anything that is not such a message -> a dead letter (stage `realtime`), and the call goes on.
 
 Event ids: a final replaces its partials. An RT session finalises words in order: every partial shows the
 words after the last final, and the next final confirms a prefix of them. So a channel's results fall into
 consecutive *segments* numbered n = 0, 1, ...: segment n is everything after the n-th final up to and
-including the (n+1)-th; its partials and its final share the id event_id(call, "realtime", channel, n). The id
+including the (n+1)-th; its partials and its final share the id event_id(call, "realtime", "session/channel/n").
+The id
 deliberately does not use the partials' start time, which can shift as the recogniser revises them (and a
 final may confirm only part of what the partials showed: the rest comes back in segment n+1's partials).
 A final with no words finalises nothing, so it is dropped without ending the segment; an empty partial is only
@@ -43,7 +46,8 @@ log = logging.getLogger(__name__)
 STAGE = "realtime"
 PARTIAL, FINAL = "AddPartialTranscript", "AddTranscript"
 END = "EndOfTranscript"
-SILENT = frozenset({"EndOfUtterance", "SpeakersResult", "RecognitionStarted", "AudioAdded", "Info", "Warning",
+STARTED = "RecognitionStarted"
+SILENT = frozenset({"EndOfUtterance", "SpeakersResult", "AudioAdded", "Info", "Warning",
                     "ChannelAudioAdded", "AudioEventStarted", "AudioEventEnded"})
 _RT_DEAD = DEAD_LETTERS.labels(stage=STAGE)
 
@@ -55,6 +59,7 @@ class RealtimeState:
     finals: dict[str, int] = field(default_factory=dict)
     showing: dict[str, bool] = field(default_factory=dict)
     language: str = UNDETERMINED_LANGUAGE
+    session: str = ""
     ended: bool = False
 
 
@@ -71,6 +76,11 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
     kind = message.get("message")
     if kind == END:
         state.ended = True
+        return []
+    if kind == STARTED:
+        state.session = str(message.get("id") or "")
+        state.finals.clear()
+        state.showing.clear()
         return []
     if kind in SILENT:
         return []
@@ -93,7 +103,7 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
         raise ContractError("metadata must be an object", where)
     start = _seconds(meta, "start_time", min((t.start for t in tokens), default=0.0), where)
     end = _seconds(meta, "end_time", max((t.end for t in tokens), default=start), where)
-    event = realtime_segment(call_id, f"{key}/{number}", is_final=kind == FINAL, start=start, end=end,
+    event = realtime_segment(call_id, f"{state.session}/{key}/{number}", is_final=kind == FINAL, start=start, end=end,
                              units=group_units(tokens), language=language, channel=channel)
     if kind == FINAL:
         state.finals[key] = number + 1

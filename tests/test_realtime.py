@@ -128,6 +128,16 @@ def test_ids_are_deterministic_and_per_call_and_channel() -> None:
     assert [e["channel"] for e in events] == ["agent", "caller"]
 
 
+def test_a_reconnected_session_never_reuses_ids() -> None:
+    first, _ = run([{"message": "RecognitionStarted", "id": "s1"}, transcript("AddTranscript", [GOOD])])
+    again, _ = run([{"message": "RecognitionStarted", "id": "s2"}, transcript("AddTranscript", [GOOD])])
+    assert first[0]["event_id"] != again[0]["event_id"]
+    state = RealtimeState()
+    ids = [e["event_id"] for m in [*SESSION, {"message": "RecognitionStarted", "id": "next"}, *SESSION[1:5]]
+           for e in normalize("call-rt", m, state)]
+    assert len(set(ids)) == 4
+
+
 def test_an_emptied_partial_clears_what_it_showed() -> None:
     events, _ = run([transcript("AddPartialTranscript", []),  # nothing shown yet: no event
                      transcript("AddPartialTranscript", [GOOD]),
