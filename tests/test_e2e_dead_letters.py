@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from e2e_harness import OutputReader, TruthCall, flow_env, make_topics, publish, start_flow, stitched_words
+from e2e_harness import (
+    OutputReader,
+    TruthCall,
+    flow_env,
+    free_port,
+    make_topics,
+    publish,
+    start_flow,
+    stitched_words,
+)
 from worker_fixtures import synthetic_call
 
 from bytewax.speechmatics.connectors.worker_control import WorkerProcess
@@ -33,7 +43,10 @@ def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic
         good.append(TruthCall(f"good-{i}", audio, words))
         reference_worker.admin.register_call(f"good-{i}", audio, words)
     reader = OutputReader(kafka_bootstrap, topics)
-    run = start_flow(flow_env(kafka_bootstrap, topics, reference_worker, tmp_path / "journal"), tmp_path / "flow.log")
+    api_port = free_port()
+    env = flow_env(kafka_bootstrap, topics, reference_worker, tmp_path / "journal",
+                   BYTEWAX_DATAFLOW_API_ENABLED="true", BYTEWAX_DATAFLOW_API_PORT=str(api_port))
+    run = start_flow(env, tmp_path / "flow.log")
     try:
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
         for key, value, headers, _ in BAD_FRAMES:
@@ -52,6 +65,7 @@ def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic
             return {"good-0", "good-1", "format-switch"} <= out.completed() and len(out.letters) >= len(BAD_FRAMES) + 1
 
         out = reader.poll_until(done, 180, check=lambda: None if run.alive() else pytest.fail(run.log()))
+        metrics = scrape(f"http://127.0.0.1:{api_port}/metrics")
     finally:
         run.stop()
         reader.close()
@@ -68,3 +82,23 @@ def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic
     by_call = out.by_call()
     for call in good:
         assert stitched_words(by_call[call.call_id]) == call.truth_texts()
+
+    # The flow's own Prometheus metrics, served by Bytewax's API server, agree with what the topics show.
+    assert metrics['bwsm_dead_letters_total{stage="decode"}'] == len(BAD_FRAMES)
+    assert metrics['bwsm_dead_letters_total{stage="chunker"}'] == 1
+    chunks = sum(len([e for e in by_call[c] if e["type"] == "segment"]) for c in ("good-0", "good-1", "format-switch"))
+    assert metrics["bwsm_chunks_done_total"] == chunks
+    assert metrics["bwsm_chunk_to_event_seconds_count"] >= chunks
+    assert any(name.startswith("bytewax_kafka_consumer_lag") for name in metrics)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text format -> {"name{labels}": value}, summed over nothing (one sample per line)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
