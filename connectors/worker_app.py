@@ -108,6 +108,9 @@ class WorkerState:
         self.tasks: set[asyncio.Task] = set()
         self.session: aiohttp.ClientSession | None = None
         self.release = asyncio.Event()
+        #: Set when the engine cannot start (a fatal misconfiguration); the server then stops loudly.
+        self.failure: str | None = None
+        self.failed = asyncio.Event()
 
     def release_held(self) -> None:
         """End the injected hold of every job now; jobs started later are held again."""
@@ -577,7 +580,17 @@ def create_app(state: WorkerState) -> web.Application:
 async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
     state.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-    state.spawn(state.engine.start())
+    state.spawn(_start_engine(state))
+
+
+async def _start_engine(state: WorkerState) -> None:
+    """Load the engine in the background (so /live answers at once); a failure stops the worker."""
+    try:
+        await state.engine.start()
+    except Exception as exc:  # noqa: BLE001 - any start failure is fatal and must be reported
+        log.exception("engine %s failed to start", state.engine.name)
+        state.failure = f"{type(exc).__name__}: {exc}"
+        state.failed.set()
 
 
 async def _on_cleanup(app: web.Application) -> None:

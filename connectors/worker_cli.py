@@ -88,9 +88,12 @@ async def serve(args: argparse.Namespace, faults: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    failed = asyncio.ensure_future(state.failed.wait())
+    await asyncio.wait([asyncio.ensure_future(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
     log.info("worker stopping")
     await runner.cleanup()
+    if state.failure:
+        raise SystemExit(f"worker engine {args.engine} failed to start: {state.failure}")
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:

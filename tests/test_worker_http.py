@@ -196,3 +196,10 @@ def test_faults_from_cli_flags(local_worker):
     assert first == (503, {"code": 503, "error": "injected fault 503", "detail": "injected fault 503"})
     assert job["errors"][0]["message"].startswith("job rejected")
     assert worker.admin.faults()["rates"] == {"post": {"reject": 1.0}}
+
+
+def test_an_engine_that_cannot_start_stops_the_worker_loudly(local_worker, tmp_path):
+    from bytewax.speechmatics.connectors.worker_control import WorkerStartError
+
+    with pytest.raises(WorkerStartError, match="has no model.bin"):
+        local_worker(engine="whisper", parallel=1, env={"BWSM_WHISPER_MODEL_DIR": str(tmp_path)}, ready_timeout=60)
