@@ -25,9 +25,10 @@ Rules (all lengths are samples per channel, counted from the call's first sample
 - After an `end`, frames with a seq at or below the end's are duplicates; frames beyond it are refused.
 - A frame refused for its format (the call's format is its first frame's) leaves its seq missing, so it is
   filled with silence like a lost frame: the call's timeline keeps its length, the frame is in the DLQ.
-- `last` marks the chunk that closed the call (end or idle). If the call closes right after a cut with
-  nothing new, the chunk just cut is marked when it is still in hand; otherwise a zero-length chunk
-  (start == end, no audio) carries the mark: downstream must pass it on without submitting it.
+- `last` marks the chunk that closed the call (end or idle). A chunk cut with no audio after it yet is held
+  back until more audio comes (then it leaves as is) or the call closes (then it leaves marked `last`), so
+  a call never ends in an empty chunk. The one zero-length chunk (start == end, no audio) is the last chunk
+  of a call that had no audio at all; downstream must pass it on without submitting it.
 - VAD repeatability: each chunk's scan starts with a fresh webrtcvad (which adapts to what it has heard);
   after a restore, the frames already classified are fed again first, so a resumed run cuts identically.
 """
@@ -234,6 +235,7 @@ class CallSnapshot:
     run_start: int
     open: bool
     end_seq: int  # -1 while the call has not ended
+    held: Chunk | None = None
 
 
 class Cutter:
@@ -265,6 +267,8 @@ class Cutter:
         self.vad_pos = -1  # chunk-relative sample of the next frame to classify; -1: not scanning yet
         self.run_start = -1  # chunk-relative start of the current non-speech run; -1: none
         self._detector: SpeechDetector | None = None
+        # A chunk cut with nothing after it yet: it leaves with the next audio, or as the last chunk.
+        self.held: Chunk | None = None
 
     @property
     def new_samples(self) -> int:
@@ -272,6 +276,9 @@ class Cutter:
         return len(self.buf) // self.width - self.overlap
 
     def append(self, audio: bytes, source: tuple[str, int, int] | None, out: Output) -> None:
+        if self.held is not None and audio:
+            out.append(self.held)
+            self.held = None
         buf = self.buf
         self.markers.append((self.start + len(buf) // self.width, source))
         buf += audio
@@ -367,26 +374,33 @@ class Cutter:
             channels=self.channels, gaps_filled=gaps, last=last, closed_at=self.clock(),
         )
         spans = self._marker_spans()
-        out.append(Chunk(span=span, audio=bytes(self.buf[: cut * w]), source=self._sources(spans, start, end)))
+        chunk = Chunk(span=span, audio=bytes(self.buf[: cut * w]), source=self._sources(spans, start, end))
         self.tally.cuts[reason] = self.tally.cuts.get(reason, 0) + 1
         next_start = end - next_overlap
         self.markers = [(b, src) for b, e, src in spans if e > next_start or b >= next_start]
         del self.buf[: (next_start - start) * w]
+        if last or len(self.buf) > next_overlap * w:
+            out.append(chunk)
+        else:
+            self.held = chunk
         self.start, self.overlap, self.index = next_start, next_overlap, self.index + 1
         self.vad_pos, self.run_start, self._detector = -1, -1, None
 
-    def finish(self, reason: str, emitted_from: int, out: Output) -> None:
-        """Flush everything held as the call's last chunk; with nothing new, mark or add an empty last one."""
+    def finish(self, reason: str, out: Output) -> None:
+        """Flush everything as the call's last chunk: the new audio, else the chunk held back.
+
+        With neither, a call that never had a chunk gets a zero-length one (so downstream still learns that it
+        ended); a call already closed by an idle flush gets nothing more.
+        """
         if self.new_samples > 0:
             self._emit(len(self.buf) // self.width, 0, True, reason, out)
             return
-        for i in range(len(out) - 1, emitted_from - 1, -1):
-            if isinstance(out[i], Chunk) and out[i].span.call_id == self.call_id:
-                out[i] = replace(out[i], span=replace(out[i].span, last=True))
-                self._drop_overlap()
-                return
         self._drop_overlap()
-        self._emit(0, 0, True, reason, out)
+        if self.held is not None:
+            out.append(replace(self.held, span=replace(self.held.span, last=True)))
+            self.held = None
+        elif self.index == 0:
+            self._emit(0, 0, True, reason, out)
 
     def _drop_overlap(self) -> None:
         """Forget the overlap head: after a flush the next chunk (if the call revives) starts fresh."""
@@ -440,21 +454,20 @@ class CallChunker:
             return
         self.tally.frames += 1
         self.open = True
-        first = len(out)
         self._append(released, out)
         if frame.end:
-            self._flush(CUT_END, first, out)
+            self._flush(CUT_END, out)
             self.end_seq = self.reorder.next_seq - 1
 
     def flush_idle(self, out: Output) -> None:
         """The call went quiet: flush what it holds as a last chunk (it may still revive)."""
         if self.open:
-            self._flush(CUT_IDLE, len(out), out)
+            self._flush(CUT_IDLE, out)
 
-    def _flush(self, reason: str, first: int, out: Output) -> None:
+    def _flush(self, reason: str, out: Output) -> None:
         self._append(self.reorder.release(force=True), out)
         assert self.cutter is not None
-        self.cutter.finish(reason, first, out)
+        self.cutter.finish(reason, out)
         self.open = False
 
     def _append(self, released: list[AudioFrame | int], out: Output) -> None:
@@ -490,7 +503,7 @@ class CallChunker:
             index=c.index if c else 0, start=c.start if c else 0, overlap=c.overlap if c else 0,
             audio=bytes(c.buf) if c else b"", markers=tuple(c.markers) if c else (),
             vad_pos=c.vad_pos if c else -1, run_start=c.run_start if c else -1,
-            open=self.open, end_seq=self.end_seq,
+            open=self.open, end_seq=self.end_seq, held=c.held if c else None,
         )
 
     def _restore(self, s: CallSnapshot) -> None:
@@ -501,4 +514,4 @@ class CallChunker:
             return
         c = self.cutter = Cutter(self.config, s.call_id, s.audio_format, self.tally, self.clock)
         c.index, c.start, c.overlap, c.buf = s.index, s.start, s.overlap, bytearray(s.audio)
-        c.markers, c.vad_pos, c.run_start = list(s.markers), s.vad_pos, s.run_start
+        c.markers, c.vad_pos, c.run_start, c.held = list(s.markers), s.vad_pos, s.run_start, s.held

@@ -144,15 +144,27 @@ def test_end_frame_with_nothing_new_marks_the_chunk_just_cut_as_last() -> None:
     assert [(c.span.index, c.span.last) for c in chunks] == [(0, True)]
 
 
-def test_end_after_a_cut_with_no_new_audio_emits_an_empty_last_chunk() -> None:
+def test_a_chunk_with_nothing_after_it_waits_for_audio_or_the_end_to_leave() -> None:
     chunker, out = CallChunker(SMALL), []
     for seq in range(10):
         chunker.push(frame(seq, RATE * 2 // 10), out)
-    chunker.push(frame(10, 0, end=True), out)
-    chunks = chunks_of(out)
-    assert [(c.span.index, c.span.last) for c in chunks] == [(0, False), (1, True)]
-    empty = chunks[1].span
-    assert (empty.start_sample, empty.end_sample, empty.overlap_samples, chunks[1].audio) == (RATE, RATE, 0, b"")
+    assert out == []  # cut at 1 s, but nothing follows it yet
+    chunker.push(frame(10, 0), out)  # an empty frame is not audio
+    assert out == []
+    chunker.push(frame(11, 0, end=True), out)
+    assert [(c.span.index, c.span.end_sample, c.span.last) for c in chunks_of(out)] == [(0, RATE, True)]
+    again, out = CallChunker(SMALL), []
+    for seq in range(11):
+        again.push(frame(seq, RATE * 2 // 10), out)
+    assert [(c.span.index, c.span.last) for c in chunks_of(out)] == [(0, False)]  # released by seq 10's audio
+
+
+def test_a_call_without_audio_still_ends_with_a_zero_length_last_chunk() -> None:
+    chunker, out = CallChunker(SMALL), []
+    chunker.push(frame(0, 0, end=True), out)
+    ((chunk),) = chunks_of(out)
+    assert (chunk.span.index, chunk.span.start_sample, chunk.span.end_sample, chunk.audio, chunk.span.last) == (
+        0, 0, 0, b"", True)
 
 
 def test_gaps_are_silence_and_counted_on_the_chunk() -> None:
