@@ -105,7 +105,11 @@ class FatalSubmitError(RuntimeError):
 
 
 class ChunkFailure(Exception):
-    """This chunk cannot be transcribed; the reason is safe to log and dead-letter."""
+    """This chunk cannot be transcribed; the reason is safe to log and dead-letter, `kind` labels the metric."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 class _RequestFailed(Exception):
@@ -165,6 +169,7 @@ class SubmitService:
         self._tasks: set[asyncio.Task] = set()
         self._wakers: dict[str, asyncio.Event] = {}
         self._receiver: WebhookReceiver | None = None
+        self._start_error: str | None = None
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self._rng = random.Random()  # noqa: S311 - poll jitter
         self.identity = _identity()
@@ -181,6 +186,8 @@ class SubmitService:
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="bwsm-submit", daemon=True)
         self._thread.start()
         ready.wait()
+        if self._start_error is not None:
+            raise FatalSubmitError(f"submit service could not start: {self._start_error}")
         log.info("submit service: process %d of %d, POST %.2f/s, GET %.2f/s, in-flight cap %d, wait mode %s, "
                  "journal %s", self.place.index, self.place.processes, self.post_limit, self.get_limit,
                  self.settings.max_in_flight, self.settings.wait_mode, self._journal.path)
@@ -197,10 +204,15 @@ class SubmitService:
         self._get_limiter = RateLimiter("get", AimdRate(self.get_limit, decrease=s.aimd_decrease,
                                                         floor=s.aimd_floor, recovery=s.aimd_recovery), s.rate_margin)
         self._in_flight = asyncio.Semaphore(s.max_in_flight)
-        loop.run_until_complete(self._install_send_clock())
-        if s.wait_mode == "webhook":
-            self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, s.webhook_port)
-            loop.run_until_complete(self._receiver.start())
+        try:
+            loop.run_until_complete(self._install_send_clock())
+            if s.wait_mode == "webhook":
+                self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, s.webhook_port)
+                loop.run_until_complete(self._receiver.start())
+        except Exception as exc:  # e.g. the webhook port is taken: start() reports it, the loop never runs
+            self._start_error = f"{type(exc).__name__}: {exc}"
+            ready.set()
+            return
         ready.set()
         loop.run_forever()
 
@@ -318,7 +330,7 @@ class SubmitService:
             self._set_fatal(str(exc))
         except ChunkFailure as exc:
             reason = redact(str(exc))
-            metrics.CHUNKS_FAILED.labels(reason=reason.split(":", 1)[0][:40]).inc()
+            metrics.CHUNKS_FAILED.labels(reason=exc.kind).inc()
             log.warning("chunk %s failed after %d POST attempts: %s", span.reference, progress.posts, reason)
             self._emit(span.call_id, ChunkFailed(span.index, reason, progress.job_id, progress.posts))
         except asyncio.CancelledError:
@@ -352,7 +364,7 @@ class SubmitService:
                 log.warning("chunk %s: job %s is gone at the server; posting again", ref, job_id)
                 self._journal.forget(ref)
                 job_id = progress.job_id = None
-        raise ChunkFailure(f"jobs kept disappearing: {self.settings.max_attempts} jobs gone")
+        raise ChunkFailure("gone", f"jobs kept disappearing: {self.settings.max_attempts} jobs gone")
 
     async def _request(self, route: str, call: Callable[[], Awaitable[T]], budget: RetryBudget) -> T:
         """One API request with throttling and retries of transient failures (capped attempts and time)."""
@@ -362,14 +374,14 @@ class SubmitService:
             if self._fatal is not None:
                 raise FatalSubmitError(self._fatal)
             await limiter.acquire()
+            metrics.RATE_LIMIT.labels(route=route).set(limiter.rate.current())
             try:
                 return await call()
             except Exception as exc:
                 classified = classify(exc, posting=route == "post")
             if classified.throttled:
                 metrics.HTTP_429.labels(route=route).inc()
-                if limiter.throttled():
-                    metrics.RATE_LIMIT.labels(route=route).set(limiter.rate.current())
+                limiter.throttled()
             if classified.kind is ErrorClass.FATAL:
                 raise FatalSubmitError(classified.description)
             if classified.kind is not ErrorClass.RETRYABLE:
@@ -377,7 +389,8 @@ class SubmitService:
             failures += 1
             now = time.monotonic()
             if failures >= budget.max_attempts or now >= budget.deadline:
-                raise ChunkFailure(f"{route} gave up after {failures} attempts: {classified.description}")
+                raise ChunkFailure("retries_exhausted",
+                                   f"{route} gave up after {failures} attempts: {classified.description}")
             metrics.RETRIES.labels(route=route, kind=classified.kind.value).inc()
             await asyncio.sleep(budget.clip(self._backoff.delay(failures - 1), now))
 
@@ -421,11 +434,11 @@ class SubmitService:
                 job = await self._request("post", post, budget)
             except _RequestFailed as exc:
                 if exc.classified.kind is not ErrorClass.AMBIGUOUS:
-                    raise ChunkFailure(f"POST refused: {exc.classified.description}") from None
+                    raise ChunkFailure("refused", f"POST refused: {exc.classified.description}") from None
                 ambiguous += 1
                 now = time.monotonic()
                 if ambiguous >= budget.max_attempts or now >= budget.deadline:
-                    raise ChunkFailure(f"post gave up after {ambiguous} ambiguous failures: "
+                    raise ChunkFailure("retries_exhausted", f"post gave up after {ambiguous} ambiguous failures: "
                                        f"{exc.classified.description}") from None
                 metrics.RETRIES.labels(route="post", kind="ambiguous").inc()
                 await asyncio.sleep(budget.clip(self._backoff.delay(ambiguous - 1), now))
@@ -445,7 +458,8 @@ class SubmitService:
             try:
                 jobs = await self._request("get", page, budget)
             except _RequestFailed as exc:
-                raise ChunkFailure(f"could not look for an existing job: {exc.classified.description}") from None
+                raise ChunkFailure("lookup_failed",
+                                   f"could not look for an existing job: {exc.classified.description}") from None
             for job in jobs:
                 tracking = job.config.tracking if job.config else None
                 if tracking is None or tracking.reference != ref or job.status == JobStatus.DELETED:
@@ -490,16 +504,18 @@ class SubmitService:
                 except _RequestFailed as exc:
                     if exc.classified.kind is ErrorClass.GONE:
                         raise _Gone() from None
-                    raise ChunkFailure(f"status of job {job_id}: {exc.classified.description}") from None
+                    raise ChunkFailure("status_failed",
+                                       f"status of job {job_id}: {exc.classified.description}") from None
                 if info.status == JobStatus.DONE:
                     return await self._fetch(job_id, budget)
                 if info.status == JobStatus.REJECTED:
                     detail = "; ".join(e.message for e in info.errors or [])[:300]
-                    raise ChunkFailure(f"job rejected: {detail or 'no reason given'}")
+                    raise ChunkFailure("rejected", f"job rejected: {detail or 'no reason given'}")
                 if info.status == JobStatus.DELETED:
                     raise _Gone()
                 if time.monotonic() >= budget.deadline:
-                    raise ChunkFailure(f"job not done within {s.max_chunk_seconds:.0f} s (BWSM_MAX_CHUNK_SECONDS)")
+                    raise ChunkFailure("timeout",
+                                       f"job not done within {s.max_chunk_seconds:.0f} s (BWSM_MAX_CHUNK_SECONDS)")
         finally:
             self._wakers.pop(job_id, None)
 
@@ -519,11 +535,12 @@ class SubmitService:
                     continue
                 if exc.classified.kind is ErrorClass.GONE:
                     raise _Gone() from None
-                raise ChunkFailure(f"transcript of job {job_id}: {exc.classified.description}") from None
+                raise ChunkFailure("transcript_failed",
+                                   f"transcript of job {job_id}: {exc.classified.description}") from None
             if not isinstance(body.get("results"), list):
-                raise ChunkFailure(f"transcript of job {job_id} is not json-v2")
+                raise ChunkFailure("transcript_failed", f"transcript of job {job_id} is not json-v2")
             return body
-        raise ChunkFailure(f"transcript of job {job_id} never became readable")
+        raise ChunkFailure("transcript_failed", f"transcript of job {job_id} never became readable")
 
 
 # ---- one service per process ---------------------------------------------------------------------------------
