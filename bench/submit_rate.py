@@ -1,6 +1,6 @@
 """Bench: POST rate held by one SubmitService against the local worker (reference engine, instant answers).
 
-    .venv/bin/python bench/submit_rate.py --chunks 300 [--rate 10] [--processes 1]
+    .venv/bin/python bench/submit_rate.py --chunks 300 [--rate 10] [--processes 1] [--p429 0.2 --p503 0.05]
 
 Starts a local worker, feeds a backlog of chunks, prints: POSTs in the busiest 1 s window at the worker,
 the average POST rate, the spread of gaps between arrivals, end-to-end throughput, latency percentiles and
@@ -79,8 +79,13 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=300)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--p429", type=float, default=0.0, help="fraction of POSTs and GETs answered 429")
+    parser.add_argument("--p503", type=float, default=0.0, help="fraction of POSTs and GETs answered 503")
     args = parser.parse_args()
     with start_worker(engine="reference", parallel=64, api_key="bench") as worker:
+        if args.p429 or args.p503:
+            faults = {"429": args.p429, "503": args.p503}
+            worker.admin.set_faults({"rates": {"post": faults, "get": faults}})
         started = time.monotonic()
         if args.processes == 1:
             done = [run_service(worker.url, args.chunks, args.rate, 1, 0, "rate")]
@@ -97,12 +102,14 @@ def main() -> None:
         elapsed = time.monotonic() - started
         stats = worker.admin.stats()
     arrivals = sorted(stats["post_arrivals"])
+    accepted = stats["requests"].get("POST /v2/jobs", {})
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     latencies = sorted(x for d in done for x in d)
     dupes = sum(1 for n in stats["jobs_by_reference"].values() if n > 1)
     print(f"chunks {len(latencies)} in {elapsed:.1f} s ({len(latencies) / elapsed:.2f}/s), processes {args.processes}")
     print(f"POST limit {args.rate}/s: busiest 1 s window {max_in_window(arrivals)}, average "
           f"{(len(arrivals) - 1) / (arrivals[-1] - arrivals[0]):.2f}/s over {len(arrivals)} POSTs")
+    print(f"POST answers {accepted}; jobs created {sum(stats['jobs_by_reference'].values())}")
     print(f"gaps between POST arrivals: min {min(gaps) * 1000:.1f} ms, median {statistics.median(gaps) * 1000:.1f} ms, "
           f"max {max(gaps) * 1000:.1f} ms")
     q = statistics.quantiles(latencies, n=100)
