@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -132,7 +132,9 @@ def test_wrong_api_key_stops_the_flow_naming_the_cause(api, tmp_path, monkeypatc
 
 
 def test_webhooks_wake_waiting_chunks_and_unauthenticated_callbacks_are_refused(api, tmp_path) -> None:
-    port = 18000 + os.getpid() % 1000
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     settings = fast_settings(tmp_path, wait_mode="webhook", webhook_url=f"http://127.0.0.1:{port}/",
                              webhook_host="127.0.0.1", webhook_port=port, webhook_secret="s3cret-hook",
                              webhook_fallback_poll=60.0)
