@@ -173,6 +173,11 @@ class SubmitService:
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self._rng = random.Random()  # noqa: S311 - poll jitter
         self.identity = _identity()
+        # Processes of one host must not share a port: process i listens on BWSM_WEBHOOK_PORT + i, and the
+        # URL may name its own port or index ("http://host:{port}/", "http://flow-{index}.svc:8765/").
+        self.webhook_port = settings.webhook_port + self.place.index if settings.webhook_port else 0
+        self.webhook_url = (settings.webhook_url or "").replace("{port}", str(self.webhook_port)).replace(
+            "{index}", str(self.place.index))
 
     # -- lifecycle (called from any thread) --
 
@@ -207,7 +212,7 @@ class SubmitService:
         try:
             loop.run_until_complete(self._install_send_clock())
             if s.wait_mode == "webhook":
-                self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, s.webhook_port)
+                self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, self.webhook_port)
                 loop.run_until_complete(self._receiver.start())
         except Exception as exc:  # e.g. the webhook port is taken: start() reports it, the loop never runs
             self._start_error = f"{type(exc).__name__}: {exc}"
@@ -397,8 +402,8 @@ class SubmitService:
     def _job_config(self, request: SubmitRequest, digest: str) -> JobConfig:
         s = self.settings
         notifications = None
-        if s.wait_mode == "webhook" and s.webhook_url:
-            notifications = [NotificationConfig(url=s.webhook_url, contents=["jobinfo"],
+        if s.wait_mode == "webhook" and self.webhook_url:
+            notifications = [NotificationConfig(url=self.webhook_url, contents=["jobinfo"],
                                                 auth_headers=[auth_header_line(s.webhook_secret)])]
         return JobConfig(
             type=JobType.TRANSCRIPTION,

@@ -135,7 +135,7 @@ def test_webhooks_wake_waiting_chunks_and_unauthenticated_callbacks_are_refused(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = fast_settings(tmp_path, wait_mode="webhook", webhook_url=f"http://127.0.0.1:{port}/",
+    settings = fast_settings(tmp_path, wait_mode="webhook", webhook_url="http://127.0.0.1:{port}/",
                              webhook_host="127.0.0.1", webhook_port=port, webhook_secret="s3cret-hook",
                              webhook_fallback_poll=60.0)
     chunks = bench.bench_chunks(3, 3, 0.25, prefix="hooks")
