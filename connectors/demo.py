@@ -134,7 +134,9 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
                   "    the first start assembles the model from its wheels and checks its SHA-256 ...", flush=True)
             worker = start_worker(engine="whisper", parallel=parallel, ready_timeout=600)
             print(f"    worker ready at {worker.url}", flush=True)
-            env |= {"SPEECHMATICS_BATCH_URL": worker.url, "SPEECHMATICS_API_KEY": "local-demo"}
+            # One job per engine: more would only be refused as busy (503) and retried.
+            env |= {"SPEECHMATICS_BATCH_URL": worker.url, "SPEECHMATICS_API_KEY": "local-demo",
+                    "BWSM_MAX_IN_FLIGHT": str(parallel)}
 
         step(3, "Demo topics (fresh, deleted at the end)")
         topics = _create_topics(bootstrap, f"demo-{run_id}")

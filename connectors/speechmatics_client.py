@@ -374,7 +374,7 @@ class SubmitService:
     async def _request(self, route: str, call: Callable[[], Awaitable[T]], budget: RetryBudget) -> T:
         """One API request with throttling and retries of transient failures (capped attempts and time)."""
         limiter = self._post_limiter if route == "post" else self._get_limiter
-        failures = 0
+        failures = busy = 0
         while True:
             if self._fatal is not None:
                 raise FatalSubmitError(self._fatal)
@@ -391,13 +391,19 @@ class SubmitService:
                 raise FatalSubmitError(classified.description)
             if classified.kind is not ErrorClass.RETRYABLE:
                 raise _RequestFailed(classified)
-            failures += 1
+            # A 503 on POST is a busy server refusing before it creates a job (an on-prem worker whose engines
+            # are all in use answers exactly that): back-pressure, not a failure. It waits like any retry but
+            # does not use up the chunk's attempts; the chunk's time cap still bounds it.
+            if route == "post" and classified.status == 503:
+                busy += 1
+            else:
+                failures += 1
             now = time.monotonic()
             if failures >= budget.max_attempts or now >= budget.deadline:
                 raise ChunkFailure("retries_exhausted",
-                                   f"{route} gave up after {failures} attempts: {classified.description}")
+                                   f"{route} gave up after {failures + busy} attempts: {classified.description}")
             metrics.RETRIES.labels(route=route, kind=classified.kind.value).inc()
-            await asyncio.sleep(budget.clip(self._backoff.delay(failures - 1), now))
+            await asyncio.sleep(budget.clip(self._backoff.delay(failures + busy - 1), now))
 
     def _job_config(self, request: SubmitRequest, digest: str) -> JobConfig:
         s = self.settings

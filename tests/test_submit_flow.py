@@ -189,3 +189,18 @@ def test_server_side_wait_mode_transcribes_without_poll_sleeps(api, tmp_path) ->
     assert_one_job_per_chunk(api, chunks, results)
     status_gets = api.admin.stats()["requests"]["GET /v2/jobs/{job_id}"]
     assert sum(status_gets.values()) == len(chunks)  # one held GET per job, no polling loop
+
+
+def test_busy_worker_503s_are_back_pressure_not_lost_chunks(local_worker, monkeypatch, tmp_path) -> None:
+    """A worker with one engine refuses extra jobs with 503 "Server busy"; with only 2 attempts per chunk every chunk
+    must still be transcribed once, because a busy refusal creates no job and does not use up an attempt."""
+    worker = local_worker(engine="reference", parallel=1, api_key=API_KEY)
+    monkeypatch.setenv("SPEECHMATICS_API_KEY", API_KEY)
+    monkeypatch.setenv("SPEECHMATICS_BATCH_URL", worker.url)
+    worker.admin.set_faults({"job_duration": {"dist": "fixed", "value": 0.3}})
+    chunks = bench.bench_chunks(3, 2, 0.25, prefix="busy")
+    results, letters = run_submit(chunks, fast_settings(tmp_path, max_attempts=2, backoff_base=0.1))
+    assert not letters
+    assert_one_job_per_chunk(worker, chunks, results)
+    posts = worker.admin.stats()["requests"]["POST /v2/jobs"]
+    assert posts.get("503", 0) > 0, f"the worker never refused a job as busy ({posts}): no back-pressure exercised"
