@@ -119,6 +119,14 @@ def produce(bootstrap: str, msgs: list[KafkaSourceMessage]) -> str:
     return topic
 
 
+def delete_topic(bootstrap: str, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from bytewax.speechmatics.connectors.kafka_config import client_config
+
+    AdminClient(client_config({"bootstrap.servers": bootstrap})).delete_topics([topic])[topic].result(30)
+
+
 def run_kafka(bootstrap: str, topic: str, config: ChunkConfig) -> tuple[float, int]:
     from bytewax.speechmatics.connectors.kafka_config import client_config
 
@@ -181,9 +189,12 @@ def main() -> None:
             report(f"pure decode+{policy}", run_pure, msgs, config, audio_seconds, args.repeat)
         if bootstrap:
             topic = produce(bootstrap, msgs)
-            for policy in ("fixed", "vad"):
-                report(f"kafka decode+{policy}", lambda m, c, t=topic: run_kafka(bootstrap, t, c), msgs,
-                       ChunkConfig(policy=policy), audio_seconds, args.repeat)
+            try:
+                for policy in ("fixed", "vad"):
+                    report(f"kafka decode+{policy}", lambda m, c, t=topic: run_kafka(bootstrap, t, c), msgs,
+                           ChunkConfig(policy=policy), audio_seconds, args.repeat)
+            finally:
+                delete_topic(bootstrap, topic)
         del msgs
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
