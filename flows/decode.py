@@ -46,12 +46,22 @@ def decode_message(msg: SourceMessage) -> AudioFrame | DeadLetter:
         return bad_message(str(exc), STAGE, msg.key, msg.value, list(msg.headers or ()), topic, partition, offset)
 
 
-def _is_frame(item: AudioFrame | DeadLetter) -> bool:
-    return isinstance(item, AudioFrame)
+def decode_batch(messages: list[SourceMessage]) -> list[tuple[str, AudioFrame] | DeadLetter]:
+    """A batch of messages as (call_id, frame) pairs or dead letters, in one pass.
+
+    Why one batch step instead of map + key_on: each per-item operator costs a Python call and a generator
+    step per frame, and frames come by hundreds of thousands per second.
+    """
+    out: list[tuple[str, AudioFrame] | DeadLetter] = []
+    append = out.append
+    for msg in messages:
+        item = decode_message(msg)
+        append((item.call_id, item) if item.__class__ is AudioFrame else item)
+    return out
 
 
-def _call_id(frame: AudioFrame) -> str:
-    return frame.call_id
+def _is_keyed(item: tuple[str, AudioFrame] | DeadLetter) -> bool:
+    return item.__class__ is tuple
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,5 @@ class Decoded:
 @operator
 def decode(step_id: str, up: Stream[SourceMessage]) -> Decoded:
     """Decode `calls.audio` messages; split frames (keyed by call id) from dead letters."""
-    items = op.map("decode", up, decode_message)
-    split = op.branch("split", items, _is_frame)
-    return Decoded(op.key_on("key", split.trues, _call_id), split.falses)
+    split = op.branch("split", op.flat_map_batch("decode", up, decode_batch), _is_keyed)
+    return Decoded(split.trues, split.falses)
