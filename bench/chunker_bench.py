@@ -124,7 +124,8 @@ def delete_topic(bootstrap: str, topic: str) -> None:
 
     from bytewax.speechmatics.connectors.kafka_config import client_config
 
-    AdminClient(client_config({"bootstrap.servers": bootstrap})).delete_topics([topic])[topic].result(30)
+    admin = AdminClient(client_config({"bootstrap.servers": bootstrap}))  # must outlive the future
+    admin.delete_topics([topic])[topic].result(30)
 
 
 def run_kafka(bootstrap: str, topic: str, config: ChunkConfig) -> tuple[float, int]:
