@@ -267,23 +267,42 @@ def _cut_at(seam: float, left: Token, right: Token) -> bool:
 
 
 def _pair(candidates: list[Unit], used: set[int], unit: Unit, seam: float | None) -> int | None:
-    """Index of the unused candidate that is the same word as `unit` (largest intersection), if any.
+    """Index of the unused candidate that is the same word as `unit`, if any: same text and the largest
+    intersection first, else a partial copy (see `_partial_copy`).
 
     `seam` is set when the chunks do not overlap: then a word cut at the seam and kept by both chunks comes
     back as two copies that only touch there (one ending at it, the other starting at it).
     """
-    best, best_overlap = None, 0.0
+    best, best_score = None, 0.0
     for i, cand in enumerate(candidates):
-        if i in used or cand.key != unit.key:
+        if i in used:
             continue
         overlap = _intersection(cand.host, unit.host)
-        if overlap <= MATCH_EPS:
-            if seam is None or not _cut_at(seam, cand.host, unit.host):
+        if cand.key == unit.key:
+            if overlap > MATCH_EPS:
+                score = 2.0 + overlap
+            elif seam is not None and _cut_at(seam, cand.host, unit.host):
+                score = 2.0
+            else:
                 continue
-            overlap = MATCH_EPS / 2
-        if overlap > best_overlap:
-            best, best_overlap = i, overlap
+        elif _partial_copy(cand.host, unit.host, overlap):
+            score = 1.0 + overlap  # only when no copy with the same text is there
+        else:
+            continue
+        if score > best_score:
+            best, best_score = i, score
     return best
+
+
+def _partial_copy(x: Token, y: Token, overlap: float) -> bool:
+    """A recogniser that heard only part of a word cut by a chunk edge names a prefix of it ("Tex" / "Texas"):
+    the same word when the two share most of the shorter one's time. (Copies from the reference artefacts
+    always have equal text, so this never fires there.)"""
+    if x.kind != "word" or y.kind != "word" or x.channel != y.channel:
+        return False
+    a, b = x.text.casefold(), y.text.casefold()
+    shorter = min(x.end - x.start, y.end - y.start)
+    return a != b and (a.startswith(b) or b.startswith(a)) and overlap > max(MATCH_EPS, shorter / 2)
 
 
 def _seam_repeats(left: list[Unit], right: list[Unit], lo: float, hi: float, tolerance: float) -> int:
