@@ -49,6 +49,7 @@ from . import submit_metrics as metrics
 from .job_journal import JobJournal, default_journal_dir
 from .retry import Backoff, Classified, ErrorClass, RetryBudget, classify
 from .settings import SubmitSettings
+from .structured_logs import fields
 from .throttle import AimdRate, ClusterPlace, RateLimiter, cluster_place, cluster_share
 from .wav import audio_hash, chunk_wav
 from .webhook_receiver import WebhookReceiver, auth_header_line
@@ -356,9 +357,13 @@ class SubmitService:
             if entry is not None and entry.audio_hash == digest and entry.job_id is not None:
                 job_id = progress.job_id = entry.job_id
                 metrics.JOBS_RECOVERED.labels(via="journal").inc()
+                log.info("job found in the journal", extra=fields(reference=ref, job_id=job_id, stage="journal"))
                 self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id))
             elif entry is not None and entry.audio_hash == digest:
                 progress.first_post_at = entry.written_at  # a POST was leaving when we crashed: look it up first
+                log.info("a POST was leaving at the crash: looking for its job", extra=fields(reference=ref))
+            elif entry is not None:
+                log.warning("journal entry for another audio hash: posting anew", extra=fields(reference=ref))
         for _ in range(self.settings.max_attempts):
             if job_id is None:
                 job_id = progress.job_id = await self._post(request, digest, budget, progress)
@@ -439,6 +444,7 @@ class SubmitService:
                 found = await self._find_by_reference(ref, digest, progress.first_post_at or time.time(), budget)
                 if found is not None:
                     metrics.JOBS_RECOVERED.labels(via="lookup").inc()
+                    log.info("job found by reference", extra=fields(reference=ref, job_id=found, stage="lookup"))
                     self._journal.record(ref, found, digest)
                     return found
             try:
@@ -456,6 +462,7 @@ class SubmitService:
                 continue
             self._journal.record(ref, job.id, digest)
             metrics.JOBS_POSTED.inc()
+            log.info("job posted", extra=fields(reference=ref, job_id=job.id, attempts=progress.posts))
             return job.id
 
     async def _find_by_reference(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:

@@ -25,6 +25,7 @@ from prometheus_client import Counter
 from ..connectors.kafka_config import security_config
 from ..connectors.kafka_sink import OutMessage, ProducingSink
 from ..connectors.settings import SubmitSettings
+from ..connectors.structured_logs import configure_logging
 from ..schemas.dead_letters import DeadLetter, bad_message
 from .chunker import chunk_calls, is_chunk
 from .chunking import ChunkConfig
@@ -33,7 +34,6 @@ from .realtime import realtime_events
 from .segments import Produced
 from .settings import FlowSettings
 from .stitcher import stitch_calls
-from .structured_logs import configure_logging
 from .submitter import submit_chunks
 
 log = logging.getLogger(__name__)

@@ -160,7 +160,10 @@ def test_sigkill_twice_and_recovery_change_nothing(kafka_bootstrap: str, calls: 
     assert crashed == expected
     refs = jobs_by_reference(stats)
     assert refs.keys() == jobs_by_reference(baseline["stats"]).keys()  # zero lost chunks
-    assert {r: n for r, n in refs.items() if n != 1} == {}  # zero duplicate jobs
+    duplicates = {r: n for r, n in refs.items() if n != 1}
+    assert duplicates == {}, "duplicate jobs; the flow's log about them:\n" + "\n".join(
+        line for line in (tmp_path / "flow.log").read_text(errors="replace").splitlines()
+        if any(f"reference={r}" in line for r in duplicates))
 
 
 def test_two_process_cluster_matches_one_process(kafka_bootstrap: str, calls: list[TruthCall], baseline: dict,

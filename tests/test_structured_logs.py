@@ -7,7 +7,7 @@ import logging
 import orjson
 import pytest
 
-from bytewax.speechmatics.flows.structured_logs import StructuredFormatter, fields
+from bytewax.speechmatics.connectors.structured_logs import StructuredFormatter, fields
 
 
 def record(**extra: object) -> logging.LogRecord:
