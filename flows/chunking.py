@@ -259,9 +259,12 @@ class Cutter:
         # Bytes at which a cut may be due: below this, appending a frame costs one comparison.
         self.trigger = (self.min_len if self.vad else self.fixed_len) * self.width
         self.index = 0
-        self.start = 0  # call sample where `buf` starts
-        self.overlap = 0  # samples at the head of `buf` that repeat the previous chunk
-        self.buf = bytearray()
+        self.start = 0  # call sample where the held audio starts
+        self.overlap = 0  # samples at the head of the held audio that repeat the previous chunk
+        # The open chunk's audio as the frames' own bytes objects, joined only at a cut: appending a frame
+        # is then a list append, where growing one large bytearray costs reallocations and page faults.
+        self.parts: list[bytes] = []
+        self.nbytes = 0
         # (call sample where a frame starts, (topic, partition, offset) or None for a filled gap)
         self.markers: list[tuple[int, tuple[str, int, int] | None]] = []
         self.vad_pos = -1  # chunk-relative sample of the next frame to classify; -1: not scanning yet
@@ -273,21 +276,44 @@ class Cutter:
     @property
     def new_samples(self) -> int:
         """Samples held beyond the overlap: what a flush would add to the call."""
-        return len(self.buf) // self.width - self.overlap
+        return self.nbytes // self.width - self.overlap
 
     def append(self, audio: bytes, source: tuple[str, int, int] | None, out: Output) -> None:
         if self.held is not None and audio:
             out.append(self.held)
             self.held = None
-        buf = self.buf
-        self.markers.append((self.start + len(buf) // self.width, source))
-        buf += audio
-        if len(buf) >= self.trigger:
+        self.markers.append((self.start + self.nbytes // self.width, source))
+        self.parts.append(audio)
+        self.nbytes += len(audio)
+        if self.nbytes >= self.trigger:
             self._cut_due(out)
+
+    def audio_bytes(self) -> bytes:
+        """The held audio as one bytes object (kept as the single part, so joining twice is free)."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+        joined = b"".join(self.parts)
+        self.parts = [joined] if joined else []
+        return joined
+
+    def _keep_from(self, offset: int) -> None:
+        """Drop the held audio before byte `offset`."""
+        rest = self.audio_bytes()[offset:]
+        self.parts = [rest] if rest else []
+        self.nbytes = len(rest)
+
+    def _bytes(self, lo: int, hi: int) -> bytes:
+        """Held bytes [lo, hi): joins only the trailing parts it needs (the VAD reads near the end)."""
+        parts = self.parts
+        i, pos = len(parts), self.nbytes
+        while i > 0 and pos > lo:
+            i -= 1
+            pos -= len(parts[i])
+        return b"".join(parts[i:])[lo - pos : hi - pos]
 
     def _cut_due(self, out: Output) -> None:
         while True:
-            held = len(self.buf) // self.width
+            held = self.nbytes // self.width
             if not self.vad:
                 if held < self.fixed_len:
                     return
@@ -315,13 +341,13 @@ class Cutter:
         if self._detector is None:  # fresh, or restored: replay what was classified so the VAD's state matches
             self._detector = self._new_detector()
             if self.vad_pos > self.min_len:
-                self._detector.classify(bytes(self.buf[self.min_len * w : self.vad_pos * w]))
+                self._detector.classify(self._bytes(self.min_len * w, self.vad_pos * w))
         step = self._detector.frame_samples
         count = (limit - self.vad_pos) // step
         if count <= 0:
             return None
         first = self.vad_pos
-        flags = self._detector.classify(bytes(self.buf[first * w : (first + count * step) * w]))
+        flags = self._detector.classify(self._bytes(first * w, (first + count * step) * w))
         self.vad_pos = first + count * step
         for i, speech in enumerate(flags):
             pos = first + i * step
@@ -340,7 +366,7 @@ class Cutter:
         if not markers:
             return []
         ends = [m[0] for m in markers[1:]]
-        ends.append(self.start + len(self.buf) // self.width)
+        ends.append(self.start + self.nbytes // self.width)
         return [(begin, end, src) for (begin, src), end in zip(markers, ends, strict=True)]
 
     @staticmethod
@@ -374,12 +400,14 @@ class Cutter:
             channels=self.channels, gaps_filled=gaps, last=last, closed_at=self.clock(),
         )
         spans = self._marker_spans()
-        chunk = Chunk(span=span, audio=bytes(self.buf[: cut * w]), source=self._sources(spans, start, end))
+        audio = self.audio_bytes()
+        chunk = Chunk(span=span, audio=audio if cut * w == len(audio) else audio[: cut * w],
+                      source=self._sources(spans, start, end))
         self.tally.cuts[reason] = self.tally.cuts.get(reason, 0) + 1
         next_start = end - next_overlap
         self.markers = [(b, src) for b, e, src in spans if e > next_start or b >= next_start]
-        del self.buf[: (next_start - start) * w]
-        if last or len(self.buf) > next_overlap * w:
+        self._keep_from((next_start - start) * w)
+        if last or self.nbytes > next_overlap * w:
             out.append(chunk)
         else:
             self.held = chunk
@@ -393,7 +421,7 @@ class Cutter:
         ended); a call already closed by an idle flush gets nothing more.
         """
         if self.new_samples > 0:
-            self._emit(len(self.buf) // self.width, 0, True, reason, out)
+            self._emit(self.nbytes // self.width, 0, True, reason, out)
             return
         self._drop_overlap()
         if self.held is not None:
@@ -404,7 +432,7 @@ class Cutter:
 
     def _drop_overlap(self) -> None:
         """Forget the overlap head: after a flush the next chunk (if the call revives) starts fresh."""
-        del self.buf[: self.overlap * self.width]
+        self._keep_from(self.overlap * self.width)
         self.start += self.overlap
         self.overlap = 0
         self.markers = [m for m in self.markers if m[0] >= self.start]
@@ -501,7 +529,7 @@ class CallChunker:
             pending=tuple(self.reorder.pending[s] for s in sorted(self.reorder.pending)),
             ref_bytes=self.reorder.ref_bytes,
             index=c.index if c else 0, start=c.start if c else 0, overlap=c.overlap if c else 0,
-            audio=bytes(c.buf) if c else b"", markers=tuple(c.markers) if c else (),
+            audio=c.audio_bytes() if c else b"", markers=tuple(c.markers) if c else (),
             vad_pos=c.vad_pos if c else -1, run_start=c.run_start if c else -1,
             open=self.open, end_seq=self.end_seq, held=c.held if c else None,
         )
@@ -513,5 +541,6 @@ class CallChunker:
         if s.audio_format is None:
             return
         c = self.cutter = Cutter(self.config, s.call_id, s.audio_format, self.tally, self.clock)
-        c.index, c.start, c.overlap, c.buf = s.index, s.start, s.overlap, bytearray(s.audio)
+        c.index, c.start, c.overlap = s.index, s.start, s.overlap
+        c.parts, c.nbytes = ([s.audio] if s.audio else []), len(s.audio)
         c.markers, c.vad_pos, c.run_start, c.held = list(s.markers), s.vad_pos, s.run_start, s.held
