@@ -46,6 +46,7 @@ from speechmatics.batch._models import TrackingConfig
 from bytewax.speechmatics.schemas.chunks import Chunk
 
 from . import submit_metrics as metrics
+from .embedded_worker import ensure_endpoint
 from .job_journal import JobJournal, default_journal_dir
 from .retry import Backoff, Classified, ErrorClass, RetryBudget, classify
 from .settings import SubmitSettings
@@ -576,6 +577,7 @@ _services_lock = threading.Lock()
 
 def get_service(settings: SubmitSettings) -> SubmitService:
     """The process's running service for these settings and API; replaces one built for others."""
+    ensure_endpoint()
     with _services_lock:
         current = _services.get(os.getpid())
         if current is not None and current.settings == settings and current.identity == _identity():
