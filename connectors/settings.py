@@ -60,6 +60,15 @@ def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
     return value
 
 
+def _channel_labels(env: Mapping[str, str]) -> tuple[str, ...]:
+    from ..flows.speakers import channel_labels_from_env
+
+    try:
+        return channel_labels_from_env(env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def parse_additional_vocab(raw: str) -> list[dict[str, Any]]:
     """BWSM_ADDITIONAL_VOCAB: a JSON list (strings or {"content", "sounds_like"}) or a comma-separated list."""
     raw = raw.strip()
@@ -109,6 +118,7 @@ class SubmitSettings:
     language: str = "en"
     operating_point: str | None = None
     diarization: str | None = None
+    channel_labels: tuple[str, ...] = ("agent", "caller")  # BWSM_CHANNEL_LABELS, for BWSM_DIARIZATION=channel
     additional_vocab: tuple[dict[str, Any], ...] = ()
     transcription_extra: Mapping[str, Any] = field(default_factory=dict)
     parallel_engines: int | None = None
@@ -139,7 +149,10 @@ class SubmitSettings:
         fields: dict[str, Any] = {"language": self.language}
         if self.operating_point:  # the SDK's `model` replaces the deprecated `operating_point` field
             fields["model"] = self.operating_point
-        if self.diarization and self.diarization != "none":
+        if self.diarization == "channel":  # each channel's words carry its label (agent, caller, ...)
+            fields["diarization"] = "channel"
+            fields["channel_diarization_labels"] = list(self.channel_labels)
+        elif self.diarization and self.diarization != "none":
             fields["diarization"] = self.diarization
         if self.additional_vocab:
             fields["additional_vocab"] = [dict(v) for v in self.additional_vocab]
@@ -182,6 +195,7 @@ class SubmitSettings:
             "transcription_extra": _json_object(env, "BWSM_TRANSCRIPTION_CONFIG"),
             "parallel_engines": _int(env, "BWSM_PARALLEL_ENGINES", None),
             "user_id": env.get("BWSM_USER_ID", "").strip() or None,
+            "channel_labels": _channel_labels(env),
             "webhook_url": env.get("BWSM_WEBHOOK_URL", "").strip() or None,
             "webhook_host": env.get("BWSM_WEBHOOK_HOST", "").strip() or "0.0.0.0",  # noqa: S104
             "webhook_port": _int(env, "BWSM_WEBHOOK_PORT", 8765, 0),

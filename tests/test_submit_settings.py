@@ -61,3 +61,16 @@ def test_webhook_secret_is_not_in_the_repr() -> None:
     s = SubmitSettings.from_env({"BWSM_WAIT_MODE": "webhook", "BWSM_WEBHOOK_URL": "http://h/",
                                  "BWSM_WEBHOOK_SECRET": "very-secret-1"})
     assert "very-secret-1" not in repr(s)
+
+
+def test_channel_diarization_sends_our_channel_labels() -> None:
+    settings = SubmitSettings.from_env({"BWSM_DIARIZATION": "channel", "BWSM_CHANNEL_LABELS": "agent,customer"})
+    config = settings.transcription_config()
+    assert config.diarization == "channel"
+    assert config.channel_diarization_labels == ["agent", "customer"]
+    assert not settings.speaker_chaining
+
+
+def test_reserved_channel_labels_are_refused_by_name() -> None:
+    with pytest.raises(SettingsError, match="BWSM_CHANNEL_LABELS"):
+        SubmitSettings.from_env({"BWSM_DIARIZATION": "channel", "BWSM_CHANNEL_LABELS": "S1,caller"})
