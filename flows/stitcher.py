@@ -30,7 +30,7 @@ from prometheus_client import Counter
 from ..schemas.chunks import ChunkResult
 from .segments import Produced, batch_segment, call_completed
 from .speakers import SpeakerBook
-from .stitching import CallTimeline, Completion, StitchSettings
+from .stitching import CallTimeline, Completion, Release, StitchSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,19 @@ class StitchState:
     completed_at: float | None = None
 
 
-def _produce(item: object) -> Produced:
+def _produce(item: Release | Completion) -> Produced:
+    """The validated event for one release, with the closed_at of the chunk it belongs to."""
     if isinstance(item, Completion):
         EVENTS.labels(type="call_completed").inc()
         log.info("call %s completed: %d chunks, %d failed, %d words", item.call_id, item.chunks,
                  item.failed_chunks, item.words)
         return Produced(call_completed(item), item.closed_at)
-    event = batch_segment(item)  # type: ignore[arg-type]
+    event = batch_segment(item)
     EVENTS.labels(type="segment").inc()
-    if event["error"] is not None:
+    if item.error is not None:
         FAILED_SEGMENTS.inc()
-    return Produced(event, item.span.closed_at)  # type: ignore[attr-defined]
+        log.info("call %s chunk %d failed: segment emitted with its error", item.span.call_id, item.span.index)
+    return Produced(event, item.span.closed_at)
 
 
 class StitchLogic(StatefulLogic[ChunkResult, Produced, StitchState]):

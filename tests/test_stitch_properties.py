@@ -144,6 +144,33 @@ def test_chunked_timeline_stitches_back_to_the_truth(data, rule: str, hold: floa
     assert stitch(order, hold, context) == events
 
 
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), rule=st.sampled_from(["midpoint", "drop", "keep"]), hold=st.floats(0.01, 1.0))
+def test_failed_chunks_lose_only_what_no_other_chunk_heard(data, rule: str, hold: float) -> None:  # noqa: ANN001
+    truth = data.draw(timelines())
+    spans = data.draw(cuts(max(w.end_time for w in truth) + 0.5))
+    assume(len(spans) >= 2 and not _ambiguous(truth, spans, rule))
+    failed = data.draw(st.sets(st.sampled_from(range(len(spans))), min_size=1))
+    results = [ChunkResult(s, error="rejected") if s.index in failed else engine_result(truth, s, rule)
+               for s in spans]
+    events = stitch(data.draw(st.permutations(results)), hold, 5.0)
+    for event in events:
+        VALIDATOR.validate(event)
+    segments = [e for e in events if e["type"] == "segment"]
+    indices = [e["job"]["chunk_index"] for e in segments]
+    assert indices == sorted(indices) and set(indices) == set(range(len(spans)))
+    assert [e["job"]["chunk_index"] for e in segments if e["error"]] == sorted(failed)
+    assert all(not e["words"] and e["supersedes"] is None for e in segments if e["error"])
+    assert events[-1]["type"] == "call_completed" and events[-1]["counts"]["failed_chunks"] == len(failed)
+
+    heard_by = [s for s in spans if s.index not in failed]
+    want = expected_words([w for w in truth if w.type == "word"], heard_by, rule)
+    got = [w for e in segments for w in e["words"] if w["type"] == "word"]
+    assert [w["text"] for w in got] == [t for t, _, _, _ in want]
+    for w, (_, s, e, _) in zip(got, want, strict=True):
+        assert abs(w["start_time"] - s) <= TOLERANCE and abs(w["end_time"] - e) <= TOLERANCE, (w, s, e)
+
+
 def _host_kept(truth: list[TruthWord], token: TruthWord, spans: list[ChunkSpan], rule: str) -> bool:
     """Whether any chunk kept the word this token is (a word) or attaches to (punctuation)."""
     i = next(j for j, w in enumerate(truth) if w is token)
