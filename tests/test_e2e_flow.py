@@ -161,9 +161,18 @@ def test_sigkill_twice_and_recovery_change_nothing(kafka_bootstrap: str, calls: 
     refs = jobs_by_reference(stats)
     assert refs.keys() == jobs_by_reference(baseline["stats"]).keys()  # zero lost chunks
     duplicates = {r: n for r, n in refs.items() if n != 1}
-    assert duplicates == {}, "duplicate jobs; the flow's log about them:\n" + "\n".join(
-        line for line in (tmp_path / "flow.log").read_text(errors="replace").splitlines()
-        if any(f"reference={r}" in line for r in duplicates))
+    assert duplicates == {}, explain_duplicates(duplicates, tmp_path)
+
+
+def explain_duplicates(duplicates: dict[str, int], tmp_path: Path) -> str:
+    """What the flow's log and its journal say about the references that got more than one job."""
+    def about(path: Path, marker: str) -> list[str]:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return [line for line in text.splitlines() if any(marker.format(r) in line for r in duplicates)]
+
+    journal = [line for f in sorted((tmp_path / "journal").glob("*.jsonl")) for line in about(f, '"{}"')]
+    return "\n".join([f"duplicate jobs: {duplicates}", "flow log:", *about(tmp_path / "flow.log", "reference={}"),
+                      "journal:", *journal])
 
 
 def test_two_process_cluster_matches_one_process(kafka_bootstrap: str, calls: list[TruthCall], baseline: dict,
