@@ -117,7 +117,7 @@ class SpeakerBook:
         Call once per chunk, in chunk order (the evidence is the previous chunk's end). Returns a copy.
         """
         out = copy.deepcopy(dict(transcript))
-        results = [r for r in out.get("results") or [] if isinstance(r, dict) and r.get("alternatives")]
+        results = [r for r in out.get("results") or [] if _has_alternative(r)]
         mapping = self._mapping(span, results)
         for result in results:
             for alt in result["alternatives"]:
@@ -160,8 +160,7 @@ class SpeakerBook:
             raw = alt.get("speaker")
             if result.get("type") != "word" or raw is None or not is_reserved(str(raw)) or raw == UNKNOWN:
                 continue
-            start = span.start_time + float(result.get("start_time", 0.0))
-            end = span.start_time + float(result.get("end_time", 0.0))
+            start, end = _times(span, result)
             if start >= overlap_end:
                 continue
             text = str(alt.get("content", "")).casefold()
@@ -196,11 +195,26 @@ class SpeakerBook:
             label = alt.get("speaker")
             if result.get("type") != "word" or label in (None, UNKNOWN):
                 continue
-            end = span.start_time + float(result.get("end_time", 0.0))
+            start, end = _times(span, result)
             if end > floor:
-                start = span.start_time + float(result.get("start_time", 0.0))
                 heard.append(_Heard(str(alt.get("content", "")).casefold(), start, end, str(label)))
         self.heard = tuple(heard)
+
+
+def _has_alternative(result: Any) -> bool:
+    """Only well-formed results are relabelled; the stitcher reports the others as a bad transcript."""
+    if not isinstance(result, dict):
+        return False
+    alts = result.get("alternatives")
+    return isinstance(alts, list) and bool(alts) and all(isinstance(a, dict) for a in alts)
+
+
+def _times(span: ChunkSpan, result: Mapping[str, Any]) -> tuple[float, float]:
+    """A result's times in call seconds; a result without usable times is evidence of nothing (inf)."""
+    try:
+        return span.start_time + float(result["start_time"]), span.start_time + float(result["end_time"])
+    except (KeyError, TypeError, ValueError):
+        return float("inf"), float("-inf")
 
 
 def speaker_config(book: SpeakerBook) -> dict[str, Any]:

@@ -121,3 +121,17 @@ def test_channel_labels() -> None:
     for bad in ("S1,S2", "agent", "agent,agent", "agent,,caller", "UU,x"):
         with pytest.raises(ValueError, match="BWSM_CHANNEL_LABELS"):
             channel_labels_from_env({"BWSM_CHANNEL_LABELS": bad})
+
+
+def test_results_without_usable_times_are_relabelled_but_are_no_evidence() -> None:
+    book = SpeakerBook()
+    bad = word("x", 1, 2, "S1")
+    bad["start_time"] = "soon"
+    out = book.relabel(span(0, 0, 10), transcript([bad, word("y", 9.6, 9.9, "S1")]))
+    assert labels(out) == ["spk_1", "spk_1"] and [w.text for w in book.heard] == ["y"]
+
+
+def test_malformed_results_pass_through_untouched() -> None:
+    raw = {"results": [1, {"type": "word", "alternatives": "x"}, word("ok", 1, 2, "S1")], "speakers": []}
+    out = SpeakerBook().relabel(span(0, 0, 10), raw)
+    assert out["results"][:2] == raw["results"][:2] and labels({"results": out["results"][2:]}) == ["spk_1"]
