@@ -124,6 +124,8 @@ class SpeakerBook:
                 if isinstance(alt, dict) and alt.get("speaker") is not None:
                     alt["speaker"] = mapping.get(str(alt["speaker"]), str(alt["speaker"]))
         for entry in out.get("speakers") or []:
+            if not isinstance(entry, dict):
+                continue
             label = mapping.get(str(entry.get("label")))
             if label is None or label == UNKNOWN:
                 continue

@@ -132,6 +132,6 @@ def test_results_without_usable_times_are_relabelled_but_are_no_evidence() -> No
 
 
 def test_malformed_results_pass_through_untouched() -> None:
-    raw = {"results": [1, {"type": "word", "alternatives": "x"}, word("ok", 1, 2, "S1")], "speakers": []}
+    raw = {"results": [1, {"type": "word", "alternatives": "x"}, word("ok", 1, 2, "S1")], "speakers": [7]}
     out = SpeakerBook().relabel(span(0, 0, 10), raw)
     assert out["results"][:2] == raw["results"][:2] and labels({"results": out["results"][2:]}) == ["spk_1"]
