@@ -1,7 +1,8 @@
 """Throughput of decode + chunker on one Bytewax worker: frames/s and audio-seconds/s at 20 ms and 100 ms frames.
 
 Pre-built KafkaSourceMessage objects (many interleaved calls of speech-like audio with pauses) go through
-TestingSource -> decode -> chunk_calls -> a counting sink in one worker, so Kafka's own cost is left out.
+TestingSource -> decode -> chunk_calls -> a counting sink in one worker, so Kafka's own cost is left out;
+"decode only" and "chunker only" split the per-frame cost between the two steps.
 The same frames also go through the pure path (decode_message + CallChunker.push, no Bytewax) to show what
 the dataflow adds. With --kafka the frames are first produced to a fresh one-partition topic of a real broker
 (KAFKA_BOOTSTRAP_SERVERS, else the project's local broker) and read back by KafkaSource (tail=False), so the
@@ -157,6 +158,30 @@ def run_pure(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float
     return time.perf_counter() - t0, len(out)
 
 
+def run_decode_only(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float, int]:
+    """decode_message alone: the share of the per-frame budget the frame contract's validation takes."""
+    gc.collect()
+    t0 = time.perf_counter()
+    for m in msgs:
+        decode_message(m)
+    return time.perf_counter() - t0, 0
+
+
+def run_chunker_only(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float, int]:
+    """CallChunker.push alone, on frames decoded beforehand (not timed)."""
+    frames = [decode_message(m) for m in msgs]
+    chunkers: dict[str, CallChunker] = {}
+    out: list = []
+    gc.collect()
+    t0 = time.perf_counter()
+    for frame in frames:
+        chunker = chunkers.get(frame.call_id)
+        if chunker is None:
+            chunker = chunkers[frame.call_id] = CallChunker(config)
+        chunker.push(frame, out)
+    return time.perf_counter() - t0, len(out)
+
+
 def report(label: str, runner: Callable, msgs: list, config: ChunkConfig, audio_seconds: float,
            repeat: int) -> None:
     """Best and median of `repeat` runs (the best is the least disturbed by other processes on the machine)."""
@@ -188,8 +213,10 @@ def main() -> None:
         gc.collect()
         gc.freeze()
         print(f"{frame_ms} ms frames ({len(msgs)} messages):")
+        report("decode only", run_decode_only, msgs, ChunkConfig(), audio_seconds, args.repeat)
         for policy in ("fixed", "vad"):
             config = ChunkConfig(policy=policy)
+            report(f"chunker only ({policy})", run_chunker_only, msgs, config, audio_seconds, args.repeat)
             report(f"bytewax decode+{policy}", run_flow, msgs, config, audio_seconds, args.repeat)
             report(f"pure decode+{policy}", run_pure, msgs, config, audio_seconds, args.repeat)
         if bootstrap:
