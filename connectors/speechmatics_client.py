@@ -169,6 +169,7 @@ class SubmitService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._running: dict[str, asyncio.Task] = {}  # reference -> its task: one task per chunk at a time
         self._wakers: dict[str, asyncio.Event] = {}
         self._receiver: WebhookReceiver | None = None
         self._start_error: str | None = None
@@ -311,9 +312,14 @@ class SubmitService:
     def _spawn(self, request: SubmitRequest) -> None:
         if self._fatal is not None:
             return
+        ref = request.chunk.span.reference
+        if ref in self._running:  # the same chunk handed over twice (a rebuilt operator): still one job
+            return
         task = asyncio.get_running_loop().create_task(self._run_chunk(request))
         self._tasks.add(task)
+        self._running[ref] = task
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _task, r=ref: self._running.pop(r, None))
 
     def _wake_job(self, job_id: str, status: str) -> None:
         waker = self._wakers.get(job_id)
