@@ -96,8 +96,12 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
         self.call_id = value.span.call_id
         if index in self.state.pending or index in self.state.done:
             return [], StatefulLogic.RETAIN  # a replay after recovery: this chunk is already on its way
-        self.state.pending[index] = PendingChunk(value)
         self.state.last_seen = self.state.last_seen or value.span.last
+        if value.span.end_sample == value.span.start_sample:  # a call that sent no audio at all: nothing to bill
+            self.state.done.add(index)
+            empty = ChunkResult(span=value.span, transcript={"results": []}, attempts=0, source=value.source)
+            return [empty], self._finished()
+        self.state.pending[index] = PendingChunk(value)
         if self.settings.speaker_chaining:
             self.state.held.append(index)
             self.state.held.sort()

@@ -109,3 +109,13 @@ def test_snapshot_is_a_copy() -> None:
     snap = logic.snapshot()
     logic.on_item(chunk(1))
     assert isinstance(snap, SubmitState) and list(snap.pending) == [0]
+
+
+def test_an_empty_last_chunk_is_answered_without_a_job() -> None:
+    service = RecordingService()
+    logic = SubmitLogic(None, service, None)
+    span = ChunkSpan("call-1", 0, 0, 0, 0, 16000, "pcm_s16le", 1, last=True)
+    out, discard = logic.on_item(Chunk(span, b""))
+    assert service.submitted == []
+    assert [(r.span.index, r.ok, r.transcript, r.job_id) for r in out] == [(0, True, {"results": []}, None)]
+    assert discard is True
