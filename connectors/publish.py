@@ -162,6 +162,13 @@ def call_ids_for(paths: Sequence[str], call_id: str | None) -> list[str]:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.sample:
+        from .sample_audio import pyannote_sample
+
+        args.files = [*args.files, str(pyannote_sample().wav)]
+    if not args.files:
+        print("publish: give audio files, or --sample pyannote", file=sys.stderr)
+        return 2
     ids = call_ids_for(args.files, args.call_id)
     calls = [read_call(path, cid) for path, cid in zip(args.files, ids, strict=True)]
     for call in calls:
@@ -174,7 +181,9 @@ def _command(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("publish", help="publish WAV/FLAC files as calls on the audio topic")
-    parser.add_argument("files", nargs="+", help="WAV or FLAC files (8/16/32/48 kHz, 1 or 2 channels)")
+    parser.add_argument("files", nargs="*", help="WAV or FLAC files (8/16/32/48 kHz, 1 or 2 channels)")
+    parser.add_argument("--sample", choices=["pyannote"],
+                        help="also publish a real two-speaker call (the pyannote sample, fetched once into the cache)")
     parser.add_argument("--call-id", help="call id (numbered -0, -1, ... when several files)")
     parser.add_argument("--frame-ms", type=int, default=20, help="frame length in milliseconds (default 20)")
     parser.add_argument("--speed", type=parse_speed, default=1.0,

@@ -41,3 +41,14 @@ def test_every_service_builds_from_the_project_dockerfile() -> None:
     services = compose()["services"]
     assert (ROOT / "Dockerfile").exists()
     assert all(services[name]["build"] == "." for name in ("worker", "flow", "publisher", "tail"))
+
+
+def test_every_service_command_is_a_valid_cli_invocation() -> None:
+    from bytewax.speechmatics.connectors.cli import build_parser
+
+    parser = build_parser()
+    for name, service in compose()["services"].items():
+        command = service.get("command")
+        if command and command[0] == "bytewax-speechmatics":
+            args = parser.parse_args([part.replace("${SPEECHMATICS_API_KEY:-local}", "local") for part in command[1:]])
+            assert callable(args.func), name
