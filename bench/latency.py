@@ -157,9 +157,9 @@ def read_events(bootstrap: str, topic: str, calls: int, deadline_s: float, alive
 
 
 def start_flow(bootstrap: str, topics: dict[str, str], worker_url: str, api_port: int,
-               log_path: Path) -> subprocess.Popen:
+               log_path: Path, extra: dict[str, str]) -> subprocess.Popen:
     """The micro-batch flow as users run it (one process, one worker), with the dataflow API on `api_port`."""
-    env = {**os.environ, **FLOW_SETTINGS, **topics, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+    env = {**os.environ, **FLOW_SETTINGS, **extra, **topics, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
            "SPEECHMATICS_BATCH_URL": worker_url, "SPEECHMATICS_API_KEY": "bench-key",
            "BWSM_JOURNAL_DIR": tempfile.mkdtemp(prefix="bench-journal-"),
            "BYTEWAX_DATAFLOW_API_ENABLED": "1", "BYTEWAX_DATAFLOW_API_PORT": str(api_port), "PYTHONUNBUFFERED": "1"}
@@ -195,13 +195,14 @@ def latencies(events: list[tuple[dict, float]], starts: dict[str, float], ends: 
     return audio_to_event, end_to_completed
 
 
-def measure(bootstrap: str, calls: int, seconds: float, worker: WorkerProcess, flow_log: Path) -> dict:
+def measure(bootstrap: str, calls: int, seconds: float, worker: WorkerProcess, flow_log: Path,
+            extra: dict[str, str]) -> dict:
     """One run at `calls` concurrent calls: latency percentiles and per-process usage."""
     names = {"BWSM_AUDIO_TOPIC": ("audio", 4), "BWSM_TRANSCRIPT_TOPIC": ("transcripts", 4),
              "BWSM_DLQ_TOPIC": ("dlq", 1)}
     topics = {var: create_topic(bootstrap, f"lat-{n}", p) for var, (n, p) in names.items()}
     api_port = free_port()
-    flow = start_flow(bootstrap, topics, worker.url, api_port, flow_log)
+    flow = start_flow(bootstrap, topics, worker.url, api_port, flow_log, extra)
     pub = start_child(["bench.latency", "publish", "--bootstrap", bootstrap, "--topic", topics["BWSM_AUDIO_TOPIC"],
                        "--calls", str(calls), "--seconds", str(seconds), "--stagger", str(CHUNK_SECONDS),
                        "--prefix", f"lat{calls}-{uuid.uuid4().hex[:4]}"])
@@ -227,18 +228,24 @@ def measure(bootstrap: str, calls: int, seconds: float, worker: WorkerProcess, f
             "publisher_behind": published["max_behind"], "usage": usage}
 
 
-def run(table: Table, bootstrap: str, levels: Sequence[int] = (100, 500, 1000), seconds: float = 30.0) -> None:
-    """The latency rows for each number of concurrent calls."""
+def run(table: Table, bootstrap: str, levels: Sequence[int] = (100, 500, 1000), seconds: float = 30.0,
+        wait_levels: Sequence[int] = (100,)) -> None:
+    """The latency rows for each number of concurrent calls; `wait_levels` again with BWSM_WAIT_MODE=wait.
+
+    Why the second mode: with the default polling the submitter first asks after BWSM_POLL_MIN (0.25 s), which
+    hides the pipeline's own overhead; with the server-side wait the GET returns as the engine finishes.
+    """
     from bytewax.speechmatics.connectors.worker_control import start_worker
 
     audio, words = reference_call(seconds)
     flow_log = Path(tempfile.gettempdir()) / "bench-latency-flow.log"
     settings = ", ".join(f"{k}={v}" for k, v in FLOW_SETTINGS.items())
+    runs = [(n, {}) for n in levels] + [(n, {"BWSM_WAIT_MODE": "wait"}) for n in wait_levels]
     with start_worker(engine="reference", parallel=64) as worker:
         worker.admin.register_call("bench-reference", audio, words)
-        for calls in levels:
-            r = measure(bootstrap, calls, seconds, worker, flow_log)
-            case = f"{calls} calls"
+        for calls, extra in runs:
+            r = measure(bootstrap, calls, seconds, worker, flow_log, extra)
+            case = f"{calls} calls" + "".join(f", {k}={v}" for k, v in extra.items())
             ms = lambda xs: "/".join(f"{x * 1000:,.0f}" for x in xs)  # noqa: E731
             table.add("latency", case, "chunk->event p50/p95/p99 ms", ms(r["chunk_to_event"]),
                       f"flow histogram, {r['chunk_events']} events; {settings}")
@@ -265,12 +272,14 @@ def main() -> None:
     p.add_argument("--prefix", required=True)
     parser.add_argument("--calls", type=int, action="append", help="repeatable; default 100, 500, 1000")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each call")
+    parser.add_argument("--wait-calls", type=int, action="append",
+                        help="repeatable; levels run again with BWSM_WAIT_MODE=wait (default 100)")
     args = parser.parse_args()
     if args.mode == "publish":
         publish(args)
         return
     table = Table()
-    run(table, kafka_bootstrap(), tuple(args.calls or (100, 500, 1000)), args.seconds)
+    run(table, kafka_bootstrap(), tuple(args.calls or (100, 500, 1000)), args.seconds, tuple(args.wait_calls or (100,)))
     print(table.render())
 
 
