@@ -73,3 +73,14 @@ def build_flow() -> Dataflow:
 
 
 flow = build_flow()
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """Most events in any half-open window [t, t + window): what a rate limit per window must bound."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best

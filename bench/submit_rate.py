@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from submit_flow import bench_chunks  # noqa: E402
+from submit_flow import bench_chunks, max_in_window  # noqa: E402
 
 from bytewax.speechmatics.connectors.job_journal import JobJournal  # noqa: E402
 from bytewax.speechmatics.connectors.settings import SubmitSettings  # noqa: E402
@@ -33,16 +33,6 @@ from bytewax.speechmatics.connectors.speechmatics_client import (  # noqa: E402
 )
 from bytewax.speechmatics.connectors.throttle import ClusterPlace  # noqa: E402
 from bytewax.speechmatics.connectors.worker_control import start_worker  # noqa: E402
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def run_service(url: str, chunks: int, rate: float, processes: int, index: int, prefix: str,

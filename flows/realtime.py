@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bytewax.operators as op
-import orjson
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from ..schemas.dead_letters import DeadLetter
 from ..schemas.errors import ContractError
-from ..schemas.events import Event
+from ..schemas.events import Event, load_json_object
 from .decode import DEAD_LETTERS
 from .segments import Produced, realtime_segment
 from .stitching import UNDETERMINED_LANGUAGE, group_units, parse_tokens
@@ -113,17 +112,6 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
     return [event]
 
 
-def decode_message(value: bytes | None, where: str) -> dict[str, Any]:
-    """One calls.rt message value as a JSON object (ContractError otherwise)."""
-    if value is None:
-        raise ContractError("empty message", where)
-    try:
-        message = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise ContractError(f"not JSON: {exc}", where) from exc
-    if not isinstance(message, dict):
-        raise ContractError("not a JSON object", where)
-    return message
 
 
 class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", RealtimeState]):
@@ -135,7 +123,7 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
     def on_item(self, value: tuple[str, bytes]) -> tuple[list[Produced | DeadLetter], bool]:
         call_id, raw = value
         try:
-            events = normalize(call_id, decode_message(raw, f"calls.rt message of call {call_id}"), self.state)
+            events = normalize(call_id, load_json_object(raw, f"calls.rt message of call {call_id}"), self.state)
         except ContractError as exc:
             _RT_DEAD.inc()
             log.warning("bad RT message for call %s: %s", call_id, exc.what)

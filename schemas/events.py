@@ -59,12 +59,19 @@ def encode_event(event: Event) -> bytes:
     return orjson.dumps(event)
 
 
-def decode_event(value: bytes, where: str = "calls.transcripts message") -> Event:
-    """Parse and validate one message value; ContractError on anything else."""
+def load_json_object(value: bytes | None, where: str) -> dict[str, Any]:
+    """A Kafka message value as a JSON object; ContractError saying what is wrong otherwise."""
+    if value is None:
+        raise ContractError("empty message", where)
     try:
-        event = orjson.loads(value)
+        loaded = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise ContractError(f"not JSON: {exc}", where) from exc
-    if not isinstance(event, dict):
+    if not isinstance(loaded, dict):
         raise ContractError("not a JSON object", where)
-    return validate_event(event, where)
+    return loaded
+
+
+def decode_event(value: bytes, where: str = "calls.transcripts message") -> Event:
+    """Parse and validate one message value; ContractError on anything else."""
+    return validate_event(load_json_object(value, where), where)

@@ -5,15 +5,14 @@ The worker's own counters are the witness: jobs by tracking.reference, requests 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import urllib.request
-from pathlib import Path
 
 import bytewax.operators as op
 import numpy as np
 import pytest
+import submit_flow as bench
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import REGISTRY
@@ -23,10 +22,6 @@ from bytewax.speechmatics.connectors.webhook_receiver import AUTH_HEADER
 from bytewax.speechmatics.flows.submitter import submit_chunks
 from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
-
-_spec = importlib.util.spec_from_file_location("submit_bench_flow", Path(__file__).parents[1] / "bench/submit_flow.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 
 API_KEY = "test-key-5f1e"
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import time
-from pathlib import Path
+
+import submit_flow as bench
 
 from bytewax.speechmatics.connectors.job_journal import JobJournal
 from bytewax.speechmatics.connectors.retry import RetryBudget
@@ -13,10 +13,6 @@ from bytewax.speechmatics.connectors.settings import SubmitSettings
 from bytewax.speechmatics.connectors.speechmatics_client import SubmitRequest, SubmitService, _Progress
 from bytewax.speechmatics.connectors.throttle import ClusterPlace
 from bytewax.speechmatics.connectors.wav import audio_hash
-
-_spec = importlib.util.spec_from_file_location("submit_bench_flow", Path(__file__).parents[1] / "bench/submit_flow.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 
 
 def test_lookup_walks_back_past_the_newest_hundred_jobs(local_worker, monkeypatch, tmp_path) -> None:

@@ -6,7 +6,6 @@ Timings are measured and printed (run with -s to see them), never asserted.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,14 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+import submit_flow as bench
 
 ROOT = Path(__file__).parents[1]
 FLOW = str(ROOT / "bench" / "submit_flow.py") + ":flow"
 API_KEY = "proc-key-91c3"
 
-_spec = importlib.util.spec_from_file_location("submit_bench_flow", ROOT / "bench" / "submit_flow.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 
 
 def free_port() -> int:
@@ -33,14 +30,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def flow_env(worker, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -71,7 +60,7 @@ def worker(local_worker):
 def post_rate_figures(arrivals: list[float]) -> tuple[int, float]:
     """(most POSTs in any 1 s window, average POSTs per second over the backlog)."""
     arrivals = sorted(arrivals)
-    return max_in_window(arrivals), (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    return bench.max_in_window(arrivals), (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
 
 
 @pytest.mark.slow

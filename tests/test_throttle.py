@@ -6,6 +6,7 @@ import asyncio
 
 from hypothesis import given
 from hypothesis import strategies as st
+from submit_flow import max_in_window
 
 from bytewax.speechmatics.connectors.throttle import (
     AimdRate,
@@ -25,15 +26,6 @@ class FakeClock:
         return self.now
 
 
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """Most events in any half-open window [t, t + window)."""
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def test_cluster_place_from_bytewax_run_arguments() -> None:
