@@ -46,7 +46,7 @@ def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic
     api_port = free_port()
     env = flow_env(kafka_bootstrap, topics, reference_worker, tmp_path / "journal",
                    BYTEWAX_DATAFLOW_API_ENABLED="true", BYTEWAX_DATAFLOW_API_PORT=str(api_port),
-                   BYTEWAX_DATAFLOW_API_CACHE_PATH=str(tmp_path / "dataflow.json"))
+                   BYTEWAX_DATAFLOW_API_CACHE_PATH=str(tmp_path))
     run = start_flow(env, tmp_path / "flow.log")
     try:
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
