@@ -145,7 +145,12 @@ def split_word(text: str) -> tuple[str, str, str]:
 def words_to_results(words: list[tuple[str, float, float, float]], language: str, channel: str | None) -> list[dict]:
     """json-v2 results from (text, start, end, probability); trailing punctuation becomes its own item."""
     results: list[dict[str, Any]] = []
-    for text, start, end, prob in words:
+    floor = 0.0
+    for text, raw_start, raw_end, prob in words:
+        # Whisper's word alignment can step back in time by a few ms; a transcript's words never do, and
+        # consumers (the stitcher among them) order words by time, so clamp each start to the previous one's.
+        start = floor = max(raw_start, floor)
+        end = max(raw_end, start)
         _, word, trailing = split_word(text)
         alt = {"content": word, "confidence": round(float(prob), 3), "language": language, "speaker": "UU"}
         if word:
@@ -188,7 +193,9 @@ def transcribe_audio(blob: bytes, transcription_config: dict[str, Any]) -> dict[
         )
         words = [(w.word, w.start, w.end, w.probability) for seg in segments for w in (seg.words or [])]
         results.extend(words_to_results(words, language, channel))
-    results.sort(key=lambda r: (r["start_time"], r["type"] == "punctuation"))
+    if len(tracks) > 1:  # interleave the channels by time; one track keeps Whisper's own order (its word
+        # times may overlap, and a re-sort would move a word ahead of the punctuation that ends the one before)
+        results.sort(key=lambda r: r["start_time"])
     run = {"pid": os.getpid(), "started": started, "finished": time.time()}
     return {"results": results, "speakers": None, "engine_run": run}
 

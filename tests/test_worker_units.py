@@ -308,3 +308,11 @@ def test_reference_speakers_in_order_of_appearance_and_unvoiced_punctuation():
     assert [s["label"] for s in out["speakers"]] == ["S1", "S2"]
     plain = engine.transcribe("job2", chunk, {})
     assert {r["alternatives"][0]["speaker"] for r in plain["results"]} == {"UU"} and plain["speakers"] is None
+
+
+def test_whisper_words_keep_their_order_when_alignment_steps_back() -> None:
+    words = [(" a", 1.0, 1.2, 0.9), (" beep.", 1.2, 1.5, 0.9), (" This", 1.45, 1.6, 0.9)]
+    results = words_to_results(words, "en", None)
+    assert [r["alternatives"][0]["content"] for r in results] == ["a", "beep", ".", "This"]
+    stepped_back = words_to_results([(" one", 2.0, 2.4, 0.9), (" two", 1.9, 2.5, 0.9)], "en", None)
+    assert [r["start_time"] for r in stepped_back] == [2.0, 2.0]
