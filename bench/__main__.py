@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--latency-calls", default="100,500,1000")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--scaling-steps", default="250,500,1000,2000,3000,4000")
-    parser.add_argument("--scaling-step-seconds", type=float, default=8.0)
+    parser.add_argument("--scaling-step-seconds", type=float, default=10.0)
     args = parser.parse_args()
     only = set(args.only.split(","))
     unknown = only - set(BENCHES)

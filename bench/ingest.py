@@ -35,7 +35,7 @@ from bench.common import (
 PARTITIONS = 4
 
 
-def build_flow(bootstrap: str, topic: str, tail: bool = False):  # noqa: ANN201 - (Dataflow, CountingSink)
+def build_flow(bootstrap: str, topic: str, tail: bool = False, config=None):  # noqa: ANN001, ANN201 - (Dataflow, CountingSink)
     """KafkaSource -> decode -> chunk_calls -> counting sink: the flow's ingest half, nothing else."""
     import bytewax.operators as op
     from bytewax.connectors.kafka import KafkaSource
@@ -51,7 +51,7 @@ def build_flow(bootstrap: str, topic: str, tail: bool = False):  # noqa: ANN201 
     source = KafkaSource([bootstrap], [topic], tail=tail, add_config=security_config(), batch_size=1000)
     decoded = decode("decode", op.input("in", flow, source))
     sink = CountingSink()
-    op.output("out", chunk_calls("chunker", decoded.frames, ChunkConfig()), sink)
+    op.output("out", chunk_calls("chunker", decoded.frames, config or ChunkConfig()), sink)
     return flow, sink
 
 
