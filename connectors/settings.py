@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from speechmatics.batch import TranscriptionConfig
 
+from ..flows.speakers import channel_config, channel_labels_from_env
+
 WAIT_MODES = ("poll", "wait", "webhook")
 
 
@@ -61,8 +63,6 @@ def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
 
 
 def _channel_labels(env: Mapping[str, str]) -> tuple[str, ...]:
-    from ..flows.speakers import channel_labels_from_env
-
     try:
         return channel_labels_from_env(env)
     except ValueError as exc:
@@ -150,8 +150,7 @@ class SubmitSettings:
         if self.operating_point:  # the SDK's `model` replaces the deprecated `operating_point` field
             fields["model"] = self.operating_point
         if self.diarization == "channel":  # each channel's words carry its label (agent, caller, ...)
-            fields["diarization"] = "channel"
-            fields["channel_diarization_labels"] = list(self.channel_labels)
+            fields.update(channel_config(self.channel_labels))
         elif self.diarization and self.diarization != "none":
             fields["diarization"] = self.diarization
         if self.additional_vocab:
