@@ -78,8 +78,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="run with recovery, state kept here (BWSM_RECOVERY_DIR); created when missing")
     parser.add_argument("--recovery-partitions", type=int, default=int(env("BWSM_RECOVERY_PARTITIONS", "4")),
                         help="recovery partitions to create: fixed forever, >= the most workers you will run")
-    parser.add_argument("--snapshot-interval", type=float, default=float(env("BWSM_SNAPSHOT_SECONDS", "5")),
+    parser.add_argument("--snapshot-interval", type=int, default=int(env("BWSM_SNAPSHOT_SECONDS", "5")),
                         help="seconds between state snapshots (BWSM_SNAPSHOT_SECONDS)")
-    parser.add_argument("--backup-interval", type=float, default=float(env("BWSM_BACKUP_SECONDS", "0")),
+    parser.add_argument("--backup-interval", type=int, default=int(env("BWSM_BACKUP_SECONDS", "0")),
                         help="seconds of extra snapshots to keep for backups (BWSM_BACKUP_SECONDS)")
     parser.set_defaults(func=_command)
