@@ -24,7 +24,8 @@ class SettingsError(ValueError):
     """A BWSM_* variable that cannot be used; the message names the variable."""
 
 
-def _float(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:
+    """A float variable (unset or empty = default); SettingsError naming the variable otherwise."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -37,7 +38,8 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float = 0.0) 
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int | None, low: int = 1) -> int | None:
+def env_int(env: Mapping[str, str], name: str, default: int | None, low: int = 1) -> int | None:
+    """An integer variable (unset or empty = default); SettingsError naming the variable otherwise."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -168,37 +170,37 @@ class SubmitSettings:
         """Read BWSM_* variables (unset or empty = default); raise SettingsError naming a bad one."""
         env = os.environ if env is None else env
         kwargs: dict[str, Any] = {
-            "post_rate": _float(env, "BWSM_POST_RATE", 10.0, 0.01),
-            "get_rate": _float(env, "BWSM_GET_RATE", 50.0, 0.01),
-            "max_in_flight": _int(env, "BWSM_MAX_IN_FLIGHT", 256),
-            "max_attempts": _int(env, "BWSM_MAX_ATTEMPTS", 8),
-            "max_chunk_seconds": _float(env, "BWSM_MAX_CHUNK_SECONDS", 900.0, 1.0),
+            "post_rate": env_float(env, "BWSM_POST_RATE", 10.0, 0.01),
+            "get_rate": env_float(env, "BWSM_GET_RATE", 50.0, 0.01),
+            "max_in_flight": env_int(env, "BWSM_MAX_IN_FLIGHT", 256),
+            "max_attempts": env_int(env, "BWSM_MAX_ATTEMPTS", 8),
+            "max_chunk_seconds": env_float(env, "BWSM_MAX_CHUNK_SECONDS", 900.0, 1.0),
             "wait_mode": env.get("BWSM_WAIT_MODE", "").strip() or "poll",
-            "wait_seconds": _int(env, "BWSM_WAIT_SECONDS", 30),
-            "cluster_processes": _int(env, "BWSM_CLUSTER_PROCESSES", None),
-            "rate_margin": _float(env, "BWSM_RATE_MARGIN", 0.06),
-            "aimd_decrease": _float(env, "BWSM_AIMD_DECREASE", 0.7),
-            "aimd_floor": _float(env, "BWSM_AIMD_FLOOR", 0.25),
-            "aimd_recovery": _float(env, "BWSM_AIMD_RECOVERY", 0.05),
-            "backoff_base": _float(env, "BWSM_BACKOFF_BASE", 0.25),
-            "backoff_cap": _float(env, "BWSM_BACKOFF_CAP", 20.0),
-            "poll_min": _float(env, "BWSM_POLL_MIN", 0.25, 0.01),
-            "poll_max": _float(env, "BWSM_POLL_MAX", 5.0, 0.01),
-            "collect_interval": _float(env, "BWSM_COLLECT_INTERVAL", 0.1, 0.001),
+            "wait_seconds": env_int(env, "BWSM_WAIT_SECONDS", 30),
+            "cluster_processes": env_int(env, "BWSM_CLUSTER_PROCESSES", None),
+            "rate_margin": env_float(env, "BWSM_RATE_MARGIN", 0.06),
+            "aimd_decrease": env_float(env, "BWSM_AIMD_DECREASE", 0.7),
+            "aimd_floor": env_float(env, "BWSM_AIMD_FLOOR", 0.25),
+            "aimd_recovery": env_float(env, "BWSM_AIMD_RECOVERY", 0.05),
+            "backoff_base": env_float(env, "BWSM_BACKOFF_BASE", 0.25),
+            "backoff_cap": env_float(env, "BWSM_BACKOFF_CAP", 20.0),
+            "poll_min": env_float(env, "BWSM_POLL_MIN", 0.25, 0.01),
+            "poll_max": env_float(env, "BWSM_POLL_MAX", 5.0, 0.01),
+            "collect_interval": env_float(env, "BWSM_COLLECT_INTERVAL", 0.1, 0.001),
             "journal_dir": env.get("BWSM_JOURNAL_DIR", "").strip() or None,
-            "journal_retention": _float(env, "BWSM_JOURNAL_RETENTION", 86400.0),
+            "journal_retention": env_float(env, "BWSM_JOURNAL_RETENTION", 86400.0),
             "language": env.get("BWSM_LANGUAGE", "").strip() or "en",
             "operating_point": env.get("BWSM_OPERATING_POINT", "").strip() or None,
             "diarization": env.get("BWSM_DIARIZATION", "").strip() or None,
             "additional_vocab": tuple(parse_additional_vocab(env.get("BWSM_ADDITIONAL_VOCAB", ""))),
             "transcription_extra": _json_object(env, "BWSM_TRANSCRIPTION_CONFIG"),
-            "parallel_engines": _int(env, "BWSM_PARALLEL_ENGINES", None),
+            "parallel_engines": env_int(env, "BWSM_PARALLEL_ENGINES", None),
             "user_id": env.get("BWSM_USER_ID", "").strip() or None,
             "channel_labels": _channel_labels(env),
             "webhook_url": env.get("BWSM_WEBHOOK_URL", "").strip() or None,
             "webhook_host": env.get("BWSM_WEBHOOK_HOST", "").strip() or "0.0.0.0",  # noqa: S104
-            "webhook_port": _int(env, "BWSM_WEBHOOK_PORT", 8765, 0),
-            "webhook_fallback_poll": _float(env, "BWSM_WEBHOOK_FALLBACK_POLL", 30.0, 0.1),
+            "webhook_port": env_int(env, "BWSM_WEBHOOK_PORT", 8765, 0),
+            "webhook_fallback_poll": env_float(env, "BWSM_WEBHOOK_FALLBACK_POLL", 30.0, 0.1),
         }
         secret = env.get("BWSM_WEBHOOK_SECRET", "").strip()
         if secret:

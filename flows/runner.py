@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from ..connectors.kafka_topics import TopicError, ensure_topics
-from .settings import FlowSettings
+from ..connectors.settings import env_int
+from .settings import FlowSettings, env_flag
 
 FLOW_IMPORT = "bytewax.speechmatics.flows.microbatch:flow"
 
@@ -67,19 +68,19 @@ def _command(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     env = os.environ.get
     parser = subparsers.add_parser("run", help="run the micro-batch flow (prepares topics and recovery first)")
-    parser.add_argument("-w", "--workers", type=int, default=int(env("BWSM_WORKERS", "0")) or None,
+    parser.add_argument("-w", "--workers", type=int, default=env_int(os.environ, "BWSM_WORKERS", None),
                         help="workers in this process (BWSM_WORKERS; default 1)")
     parser.add_argument("-i", "--process-id", type=int, default=None, help="this process's id in a cluster")
     parser.add_argument("-a", "--addresses", default=None, help='cluster addresses, "host1:2101;host2:2101"')
     parser.add_argument("--create-topics", action="store_true",
-                        default=env("BWSM_CREATE_TOPICS", "") in ("1", "true"),
+                        default=env_flag(os.environ, "BWSM_CREATE_TOPICS", False),
                         help="create missing topics (BWSM_CREATE_TOPICS=1) instead of failing")
     parser.add_argument("--recovery-dir", default=env("BWSM_RECOVERY_DIR"),
                         help="run with recovery, state kept here (BWSM_RECOVERY_DIR); created when missing")
-    parser.add_argument("--recovery-partitions", type=int, default=int(env("BWSM_RECOVERY_PARTITIONS", "4")),
+    parser.add_argument("--recovery-partitions", type=int, default=env_int(os.environ, "BWSM_RECOVERY_PARTITIONS", 4),
                         help="recovery partitions to create: fixed forever, >= the most workers you will run")
-    parser.add_argument("--snapshot-interval", type=int, default=int(env("BWSM_SNAPSHOT_SECONDS", "5")),
+    parser.add_argument("--snapshot-interval", type=int, default=env_int(os.environ, "BWSM_SNAPSHOT_SECONDS", 5),
                         help="seconds between state snapshots (BWSM_SNAPSHOT_SECONDS)")
-    parser.add_argument("--backup-interval", type=int, default=int(env("BWSM_BACKUP_SECONDS", "0")),
+    parser.add_argument("--backup-interval", type=int, default=env_int(os.environ, "BWSM_BACKUP_SECONDS", 0, low=0),
                         help="seconds of extra snapshots to keep for backups (BWSM_BACKUP_SECONDS)")
     parser.set_defaults(func=_command)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..connectors.kafka_config import bootstrap_servers
+from ..connectors.settings import env_int
 
 
 def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -46,9 +47,9 @@ class FlowSettings:
             rt_topic=env.get("BWSM_RT_TOPIC", cls.rt_topic),
             transcript_topic=env.get("BWSM_TRANSCRIPT_TOPIC", cls.transcript_topic),
             dlq_topic=env.get("BWSM_DLQ_TOPIC", cls.dlq_topic),
-            topic_partitions=int(env.get("BWSM_TOPIC_PARTITIONS", cls.topic_partitions)),
+            topic_partitions=env_int(env, "BWSM_TOPIC_PARTITIONS", cls.topic_partitions),
             realtime=env_flag(env, "BWSM_REALTIME", cls.realtime),
-            source_batch_size=int(env.get("BWSM_SOURCE_BATCH_SIZE", cls.source_batch_size)),
+            source_batch_size=env_int(env, "BWSM_SOURCE_BATCH_SIZE", cls.source_batch_size),
         )
 
     def topics(self) -> list[str]:
