@@ -117,7 +117,7 @@ def batch_segment(release: Release) -> Event:
 def call_completed(done: Completion) -> Event:
     """The last event of a call's batch timeline, with its counts."""
     event = {
-        "schema_version": SCHEMA_VERSION, "event_id": event_id(done.call_id, BATCH, "completed"),
+        "schema_version": SCHEMA_VERSION, "event_id": event_id(done.call_id, BATCH, "completed", done.chunks),
         "call_id": done.call_id, "type": "call_completed", "source": BATCH, "is_final": True,
         "start_time": 0.0, "end_time": _t(done.audio_seconds), "transcript": "", "words": [],
         "speakers": list(done.speakers), "language": done.language, "channel": None,

@@ -36,11 +36,11 @@ log = logging.getLogger(__name__)
 
 EVENTS = Counter("bwsm_stitcher_events_total", "Batch events emitted by the stitcher, by type", ["type"])
 FAILED_SEGMENTS = Counter("bwsm_stitcher_failed_segments_total", "Segments emitted for chunks that failed")
-DEFAULT_LINGER_SECONDS = 600.0
+DEFAULT_LINGER_SECONDS = 3600.0  # as long as the chunker remembers a flushed call (BWSM_FORGET_SECONDS)
 
 
 def linger_from_env(env: Mapping[str, str] | None = None) -> float:
-    """BWSM_STITCH_LINGER_SECONDS: how long a completed call's tombstone is kept (default 600)."""
+    """BWSM_STITCH_LINGER_SECONDS: how long a completed call's tombstone is kept (default 3600)."""
     env = os.environ if env is None else env
     raw = env.get("BWSM_STITCH_LINGER_SECONDS") or str(DEFAULT_LINGER_SECONDS)
     try:
@@ -90,10 +90,14 @@ class StitchLogic(StatefulLogic[ChunkResult, Produced, StitchState]):
         if self.state is None:
             self.state = StitchState(CallTimeline(value.span.call_id),
                                      SpeakerBook() if self.relabel_speakers else None)
+        if self.relabel_speakers and self.state.book is None:
+            self.state.book = SpeakerBook()
         book = self.state.book
         items = self.state.timeline.push(value, self.settings, book.relabel if book is not None else None)
         out = [_produce(item) for item in items]
-        if self.state.timeline.completed and self.state.completed_at is None:
+        if not self.state.timeline.completed:
+            self.state.completed_at = None  # open, or reopened by a call that spoke again after an idle flush
+        elif self.state.completed_at is None:
             self.state.completed_at = time.time()
             self.state.book = None
         return out, StatefulLogic.RETAIN

@@ -434,8 +434,14 @@ class CallTimeline:
         `relabel(span, transcript) -> transcript` (optional) maps speaker labels, called in chunk order.
         """
         index = result.span.index
-        if self.completed or index < self.next_index:
+        if index < self.next_index:
             return []
+        if self.completed:
+            if index != self.next_index:
+                return []
+            # The call went idle (its chunk was cut as the last) and then spoke again: its next chunk reopens
+            # the timeline, whose counts carry on, and a later call_completed (with a new id) supersedes this one.
+            self.completed = False
         waiting = self.waiting if self.waiting is not None else {}
         waiting.setdefault(index, result)
         out: list[Release | Completion] = []

@@ -74,7 +74,7 @@ def test_call_completed() -> None:
     assert event["type"] == "call_completed" and event["words"] == [] and event["transcript"] == ""
     assert event["counts"] == {"chunks": 4, "failed_chunks": 1, "words": 120, "audio_seconds": 118.5,
                                "gaps_filled": 2}
-    assert event["event_id"] == event_id("call-s", "batch", "completed")
+    assert event["event_id"] == event_id("call-s", "batch", "completed", 4)  # a reopened call completes anew
     assert orjson.dumps(call_completed(done)) == orjson.dumps(event)
 
 

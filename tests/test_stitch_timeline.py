@@ -220,3 +220,17 @@ def test_a_book_in_the_stitcher_maps_raw_labels_in_chunk_order() -> None:
             got += [w.host.speaker for r in timeline.push(result, CFG, book.relabel)
                     if not isinstance(r, Completion) for w in r.units]
         assert got == ["spk_1", "spk_2", "spk_3", "spk_4"]
+
+
+def test_a_call_that_speaks_again_after_an_idle_flush_reopens_and_completes_again() -> None:
+    """The chunker cuts an idle call's chunk as `last`; if the call then sends audio, its next chunk must still be
+    transcribed and a new call_completed (a new id, counting every chunk) must follow."""
+    idle_cut = span(0, 0, 10, overlap=0, last=True)
+    resumed = span(1, 10, 20, overlap=0, last=True)
+    out = events([ok(idle_cut, [word("hello", 1.0, 1.4)]), ok(resumed, [word("again", 12.0, 12.4)])])
+    assert [e["type"] for e in out] == ["segment", "call_completed", "segment", "call_completed"]
+    assert [w["text"] for e in out for w in e["words"]] == ["hello", "again"]
+    first, second = out[1], out[3]
+    assert first["event_id"] != second["event_id"]
+    assert (first["counts"]["chunks"], second["counts"]["chunks"]) == (1, 2)
+    assert second["counts"]["words"] == 2
