@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import aiohttp
@@ -62,6 +62,8 @@ T = TypeVar("T")
 MAX_LIST_PAGES = 20
 #: How far before our first POST attempt a job may have been created (clock skew with the API).
 LOOKUP_SKEW_SECONDS = 60.0
+#: Seconds between the two lookups that precede a re-POST (see SubmitService._find_settled).
+LOOKUP_SETTLE_SECONDS = 2.0
 HASH_TAG_PREFIX = "audio-sha256:"
 
 
@@ -378,9 +380,12 @@ class SubmitService:
             try:
                 return job_id, await self._await_job(job_id, budget)
             except _Gone:
-                log.warning("chunk %s: job %s is gone at the server; posting again", ref, job_id)
-                self._journal.forget(ref)
+                log.warning("job gone at the server: posting again", extra=fields(reference=ref, job_id=job_id))
+                entry = self._journal.lookup(ref)
+                if entry is not None and entry.job_id in (job_id, None):  # never a newer id than the one gone
+                    self._journal.forget(ref)
                 job_id = progress.job_id = None
+                progress.first_post_at = None  # the next POST writes its own intent first
         raise ChunkFailure("gone", f"jobs kept disappearing: {self.settings.max_attempts} jobs gone")
 
     async def _request(self, route: str, call: Callable[[], Awaitable[T]], budget: RetryBudget) -> T:
@@ -448,7 +453,7 @@ class SubmitService:
 
         while True:
             if ambiguous:
-                found = await self._find_by_reference(ref, digest, progress.first_post_at or time.time(), budget)
+                found = await self._find_settled(ref, digest, progress.first_post_at or time.time(), budget)
                 if found is not None:
                     metrics.JOBS_RECOVERED.labels(via="lookup").inc()
                     log.info("job found by reference", extra=fields(reference=ref, job_id=found, stage="lookup"))
@@ -472,10 +477,23 @@ class SubmitService:
             log.info("job posted", extra=fields(reference=ref, job_id=job.id, attempts=progress.posts))
             return job.id
 
+    async def _find_settled(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:
+        """Look a job up twice, LOOKUP_SETTLE_SECONDS apart, before concluding that a POST must go out again.
+
+        Why: a POST whose sender died (a crash, a cut connection) can still be creating its job at the server when
+        the first lookup runs; a second look after the server has had time to finish avoids paying twice.
+        """
+        found = await self._find_by_reference(ref, digest, since, budget)
+        if found is None:
+            await asyncio.sleep(LOOKUP_SETTLE_SECONDS)
+            found = await self._find_by_reference(ref, digest, since, budget)
+        return found
+
     async def _find_by_reference(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:
         """The newest job carrying this reference and audio hash, walking list_jobs back to `since`."""
         tag = HASH_TAG_PREFIX + digest
         created_before: str | None = None
+        seen: set[str] = set()
         for _ in range(MAX_LIST_PAGES):
             async def page(before: str | None = created_before) -> list[JobDetails]:
                 return await self._client.list_jobs(limit=100, created_before=before)
@@ -486,6 +504,9 @@ class SubmitService:
                 raise ChunkFailure("lookup_failed",
                                    f"could not look for an existing job: {exc.classified.description}") from None
             for job in jobs:
+                if job.id in seen:
+                    continue
+                seen.add(job.id)
                 tracking = job.config.tracking if job.config else None
                 if tracking is None or tracking.reference != ref or job.status == JobStatus.DELETED:
                     continue
@@ -497,7 +518,10 @@ class SubmitService:
             oldest_t = _parse_created(oldest)
             if oldest_t is None or oldest_t < since - LOOKUP_SKEW_SECONDS:
                 return None
-            created_before = oldest
+            # created_before is exclusive and timestamps are in milliseconds: ask from just after the page's oldest
+            # job, so jobs created in that same millisecond are not skipped (the ones already seen are ignored)
+            created_before = datetime.fromtimestamp(oldest_t + 0.001, tz=timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
         return None
 
     async def _pause(self, job_id: str, interval: float) -> None:
