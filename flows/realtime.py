@@ -73,6 +73,8 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
     """The events one RT message makes (0 or 1); updates `state`. ContractError for a malformed message."""
     where = f"RT message of call {call_id}"
     kind = message.get("message")
+    if not isinstance(kind, str):
+        raise ContractError(f"field 'message' must be a string naming the message type, got {kind!r:.60}", where)
     if kind == END:
         state.ended = True
         return []
@@ -124,10 +126,12 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
         call_id, raw = value
         try:
             events = normalize(call_id, load_json_object(raw, f"calls.rt message of call {call_id}"), self.state)
-        except ContractError as exc:
+        except (ContractError, TypeError, ValueError, KeyError, AttributeError) as exc:  # never crash on input
             _RT_DEAD.inc()
-            log.warning("bad RT message for call %s: %s", call_id, exc.what)
-            return [DeadLetter(reason=str(exc), stage=STAGE, key=call_id.encode(), value=raw)], False
+            what = exc.what if isinstance(exc, ContractError) else f"unreadable message ({type(exc).__name__})"
+            log.warning("bad RT message for call %s: %s", call_id, what)
+            return [DeadLetter(reason=f"calls.rt message of call {call_id}: {what}", stage=STAGE,
+                               key=call_id.encode(), value=raw)], False
         out: list[Produced | DeadLetter] = [Produced(event) for event in events]
         return out, self.state.ended
 

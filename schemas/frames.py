@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from .errors import ContractError
 
-_DIGITS = re.compile(r"[0-9]+")
+#: At most 18 digits: every seq fits a signed 64-bit integer (and Python never parses a megabyte of digits).
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 #: Bytes per sample per channel for each encoding the contract allows.
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "mulaw": 1}
@@ -75,7 +76,7 @@ def _int_header(headers: dict[str, str], name: str, default: int | None, allowed
             raise ContractError(f"header {name!r} is missing", where)
         return default
     if not _DIGITS.fullmatch(raw):
-        raise ContractError(f"header {name!r} must be a non-negative decimal integer, got {raw[:40]!r}", where)
+        raise ContractError(f"header {name!r} must be a non-negative decimal integer of at most 18 digits, got {raw[:40]!r}", where)
     value = int(raw)
     if allowed and value not in allowed:
         raise ContractError(f"header {name!r} must be one of {list(allowed)}, got {value}", where)
@@ -117,7 +118,7 @@ def _decode_usual(key: object, value: object, headers: Headers | None, topic: st
     raw_seq = h.get("seq")
     # bytes.isdigit: ASCII digits only, like the full path's [0-9]+; the tables below hold bytes keys only,
     # so a str or None value misses them and goes to the full path
-    if raw_seq.__class__ is not bytes or not raw_seq.isdigit():
+    if raw_seq.__class__ is not bytes or not raw_seq.isdigit() or len(raw_seq) > 18:
         return None
     seq = int(raw_seq)
     rate = _FAST_RATES.get(h.get("sample_rate", b"16000"), 0)

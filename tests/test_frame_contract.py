@@ -51,6 +51,7 @@ def test_defaults_apply_when_headers_are_absent() -> None:
         (b"c", b"\0\0", [("seq", b"1"), ("channels", b"2")], "not a whole number of 4-byte samples"),
         (b"c", b"\0\0", [("seq", b"1"), ("end", b"yes")], "'end' must be"),
         (b"c", b"\0\0", [("seq", b"\xff")], "'seq' is not UTF-8"),
+        (b"c", b"\0\0", [("seq", b"9" * 5000)], "'seq' must be a non-negative decimal integer of at most 18"),
     ],
 )
 def test_bad_frames_say_what_and_where(key, value, headers, fragment) -> None:  # noqa: ANN001

@@ -204,3 +204,14 @@ def test_a_consumer_keeping_the_latest_event_per_id_ends_with_exactly_the_finals
     assert all(e["is_final"] for e in kept.values())
     assert " ".join(e["transcript"] for e in kept.values()) == " ".join(t for t, _, _ in words)
     assert all(not e["is_final"] for e in events if e["event_id"] not in kept or kept[e["event_id"]] is not e)
+
+
+@pytest.mark.parametrize("raw", [b'{"message": ["x"]}', b'{"message": 7}', b'{"message": "AddTranscript", '
+                                 b'"results": [{"type": "word", "start_time": "x"}]}', b"[1]", b"\xff"])
+def test_malformed_rt_messages_are_dead_lettered_not_fatal(raw: bytes) -> None:
+    from bytewax.speechmatics.flows.realtime import RealtimeLogic
+    from bytewax.speechmatics.schemas.dead_letters import DeadLetter
+
+    out, discard = RealtimeLogic(None).on_item(("call-rt", raw))
+    assert len(out) == 1 and isinstance(out[0], DeadLetter) and out[0].value == raw
+    assert "call-rt" in out[0].reason and discard is False
