@@ -76,7 +76,8 @@ def _int_header(headers: dict[str, str], name: str, default: int | None, allowed
             raise ContractError(f"header {name!r} is missing", where)
         return default
     if not _DIGITS.fullmatch(raw):
-        raise ContractError(f"header {name!r} must be a non-negative decimal integer of at most 18 digits, got {raw[:40]!r}", where)
+        raise ContractError(
+            f"header {name!r} must be a non-negative decimal integer of at most 18 digits, got {raw[:40]!r}", where)
     value = int(raw)
     if allowed and value not in allowed:
         raise ContractError(f"header {name!r} must be one of {list(allowed)}, got {value}", where)
