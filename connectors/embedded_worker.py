@@ -37,7 +37,8 @@ def ensure_endpoint(env: MutableMapping[str, str] | None = None) -> str | None:
             parallel = int(env.get("BWSM_WORKER_PARALLEL") or 1)
             log.info("no SPEECHMATICS_API_KEY: starting the embedded local worker",
                      extra=fields(stage=engine, count=parallel))
-            worker = start_worker(engine=engine, parallel=parallel, api_key=key, ready_timeout=600)
+            worker = start_worker(engine=engine, parallel=parallel, api_key=key, ready_timeout=600,
+                                  die_with_parent=True)
             atexit.register(worker.stop)
             _started.append((worker, key))
         worker, key = _started[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -158,6 +159,14 @@ class WorkerProcess:
         self.stop()
 
 
+def _stop_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when its parent dies, even by SIGKILL (no orphans)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def start_worker(
     *,
     engine: str = "reference",
@@ -168,6 +177,7 @@ def start_worker(
     env: dict[str, str] | None = None,
     host: str = "127.0.0.1",
     ready_timeout: float = 120.0,
+    die_with_parent: bool = False,
 ) -> WorkerProcess:
     """Start `python -m ...worker_cli` on a free port and return once /ready answers 200."""
     cmd = [sys.executable, "-m", "bytewax.speechmatics.connectors.worker_cli", "--host", host, "--port", "0",
@@ -180,7 +190,8 @@ def start_worker(
     proc_env = {**os.environ, **(env or {})}
     if api_key is None:
         proc_env.pop("BWSM_WORKER_API_KEY", None)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=proc_env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=proc_env,
+                            preexec_fn=_stop_with_parent if die_with_parent else None)
     output: list[str] = []
     found = threading.Event()
     base: list[str] = []

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import bytewax.operators as op
@@ -49,6 +52,8 @@ STARTED = "RecognitionStarted"
 SILENT = frozenset({"EndOfUtterance", "SpeakersResult", "AudioAdded", "Info", "Warning",
                     "ChannelAudioAdded", "AudioEventStarted", "AudioEventEnded"})
 _RT_DEAD = DEAD_LETTERS.labels(stage=STAGE)
+#: BWSM_RT_IDLE_SECONDS: how long a real-time session may stay silent before its state is dropped.
+DEFAULT_IDLE_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class RealtimeState:
     language: str = UNDETERMINED_LANGUAGE
     session: str = ""
     ended: bool = False
+    last_seen: float = 0.0  # wall clock of the last message: a session that stops without EndOfTranscript expires
 
 
 def _seconds(meta: Mapping[str, Any], name: str, default: float, where: str) -> float:
@@ -119,11 +125,20 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
 class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", RealtimeState]):
     """One call's RT messages -> events; a bad message becomes a dead letter and the call goes on."""
 
-    def __init__(self, resume: RealtimeState | None) -> None:
+    def __init__(self, resume: RealtimeState | None, idle_seconds: float = DEFAULT_IDLE_SECONDS) -> None:
         self.state = resume if resume is not None else RealtimeState()
+        self.idle_seconds = idle_seconds
+
+    def notify_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.state.last_seen + self.idle_seconds, tz=timezone.utc)
+
+    def on_notify(self) -> tuple[list[Produced | DeadLetter], bool]:
+        """A session that went quiet for BWSM_RT_IDLE_SECONDS without EndOfTranscript is forgotten."""
+        return [], time.time() >= self.state.last_seen + self.idle_seconds
 
     def on_item(self, value: tuple[str, bytes]) -> tuple[list[Produced | DeadLetter], bool]:
         call_id, raw = value
+        self.state.last_seen = time.time()
         try:
             events = normalize(call_id, load_json_object(raw, f"calls.rt message of call {call_id}"), self.state)
         except (ContractError, TypeError, ValueError, KeyError, AttributeError) as exc:  # never crash on input
@@ -150,6 +165,7 @@ class RealtimeOutputs:
 def realtime_events(step_id: str, messages: KeyedStream[bytes]) -> RealtimeOutputs:
     """The real-time branch: (call_id, raw RT message bytes) -> (call_id, Produced) and (call_id, DeadLetter)."""
     keyed = op.map(f"{step_id}_with_call", messages, lambda kv: (kv[0], (kv[0], kv[1])))
-    out = op.stateful(f"{step_id}_normalize", keyed, RealtimeLogic)
+    idle = float(os.environ.get("BWSM_RT_IDLE_SECONDS") or DEFAULT_IDLE_SECONDS)
+    out = op.stateful(f"{step_id}_normalize", keyed, lambda resume: RealtimeLogic(resume, idle))
     split = op.branch(f"{step_id}_split", out, lambda kv: isinstance(kv[1], Produced))
     return RealtimeOutputs(events=split.trues, dead_letters=split.falses)

@@ -54,7 +54,10 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     if created:
         print(f"run: created topics {', '.join(created)} ({settings.topic_partitions} partitions)", flush=True)
-    if args.recovery_dir:
+    if not args.recovery_dir:
+        print("run: WARNING: no --recovery-dir: a restart re-reads the audio topic from its start and transcribes "
+              "(and pays for) the retained audio again; production flows should run with recovery", file=sys.stderr)
+    else:
         recovery = Path(args.recovery_dir)
         if prepare_recovery(recovery, args.recovery_partitions):
             print(f"run: initialised {args.recovery_partitions} recovery partitions in {recovery}", flush=True)

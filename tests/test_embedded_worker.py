@@ -42,3 +42,31 @@ def test_a_key_or_opting_out_leaves_the_endpoint_alone(env: dict) -> None:
     before = dict(env)
     assert ensure_endpoint(env) is None
     assert env == before
+
+
+def test_the_embedded_worker_dies_with_a_killed_flow_process() -> None:
+    """A flow killed with SIGKILL (no atexit) must not leave its worker running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("from bytewax.speechmatics.connectors.worker_control import start_worker\n"
+            "w = start_worker(engine='reference', parallel=1, die_with_parent=True)\n"
+            "print(w.pid, flush=True)\n"
+            "import time; time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker_pid = int(parent.stdout.readline())
+    os.kill(worker_pid, 0)  # running
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker_pid, signal.SIGKILL)
+    pytest.fail("the worker outlived its killed parent")

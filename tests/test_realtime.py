@@ -215,3 +215,14 @@ def test_malformed_rt_messages_are_dead_lettered_not_fatal(raw: bytes) -> None:
     out, discard = RealtimeLogic(None).on_item(("call-rt", raw))
     assert len(out) == 1 and isinstance(out[0], DeadLetter) and out[0].value == raw
     assert "call-rt" in out[0].reason and discard is False
+
+
+def test_a_session_that_goes_silent_is_forgotten_after_the_idle_time() -> None:
+    from bytewax.speechmatics.flows.realtime import RealtimeLogic
+
+    logic = RealtimeLogic(None, idle_seconds=3600)
+    logic.on_item(("call-rt", b'{"message": "RecognitionStarted", "id": "s1"}'))
+    assert logic.notify_at().timestamp() == pytest.approx(logic.state.last_seen + 3600)
+    assert logic.on_notify() == ([], False)  # not yet
+    logic.state.last_seen -= 3601
+    assert logic.on_notify() == ([], True)
