@@ -29,6 +29,7 @@ their `end` frame (or the idle timer, while the dataflow runs).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import bytewax.operators as op
@@ -75,11 +76,15 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame, Chunk | DeadLetter, CallSnapsh
         self.tally = Tally()
         self.core = CallChunker(config, resume, tally=self.tally)
         self.deadline: float | None = None
+        self.touched_at = 0.0
         if resume is not None:
-            self._arm(time.time())
+            # An open call's idle timer restarts (its replayed frames must arrive before an idle flush); a flushed
+            # call's forget timer keeps running from its last activity, so frequent restarts cannot keep it forever.
+            self._arm(time.time() if self.core.open or not resume.touched_at else resume.touched_at)
 
     def _arm(self, now: float) -> None:
         cfg = self.config
+        self.touched_at = now
         self.deadline = now + (cfg.idle_timeout_seconds if self.core.open else cfg.forget_seconds)
 
     def on_batch(self, values: list[AudioFrame]) -> tuple[Output, bool]:
@@ -109,7 +114,7 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame, Chunk | DeadLetter, CallSnapsh
         return datetime.fromtimestamp(self.deadline, tz=timezone.utc)
 
     def snapshot(self) -> CallSnapshot:
-        return self.core.snapshot()
+        return replace(self.core.snapshot(), touched_at=self.touched_at)
 
 
 def is_chunk(item: Chunk | DeadLetter) -> bool:

@@ -236,6 +236,7 @@ class CallSnapshot:
     open: bool
     end_seq: int  # -1 while the call has not ended
     held: Chunk | None = None
+    touched_at: float = 0.0  # wall clock of the call's last frame or flush (set by the operator, for its timers)
 
 
 class Cutter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from dataclasses import replace
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -49,3 +50,15 @@ def test_a_revived_call_continues_and_a_restored_one_gets_a_fresh_idle_timer() -
     out, _ = restored.on_batch([frame(2, end=True)])
     assert [(c.span.index, c.span.start_sample, c.span.end_sample, c.span.last) for c in out] == [(1, 160, 480, True)]
     assert 10 < restored.notify_at().timestamp() - time.time() <= 600
+
+
+def test_restarts_do_not_keep_a_flushed_call_forever() -> None:
+    """The forget timer of an ended call runs from its last activity, not from the latest restore."""
+    logic = ChunkerLogic(CONFIG, None)
+    logic.on_batch([frame(0), frame(1, end=True)])
+    ended = pickle.loads(pickle.dumps(logic.snapshot()))
+    assert ended.touched_at > 0
+    resumed = ChunkerLogic(CONFIG, ended)
+    assert resumed.notify_at().timestamp() == ended.touched_at + CONFIG.forget_seconds
+    old = ChunkerLogic(CONFIG, replace(ended, touched_at=time.time() - CONFIG.forget_seconds - 1))
+    assert old.on_notify() == ([], StatefulBatchLogic.DISCARD)
