@@ -183,7 +183,7 @@ def start_worker(
     cmd = [sys.executable, "-m", "bytewax.speechmatics.connectors.worker_cli", "--host", host, "--port", "0",
            "--engine", engine, "--parallel", str(parallel)]
     if api_key:
-        cmd += ["--api-key", api_key]
+        cmd += [f"--api-key={api_key}"]  # one token even when the key starts with "-"
     if faults:
         cmd += ["--faults", json.dumps(faults)]
     cmd += list(extra_args)

@@ -70,3 +70,15 @@ def test_the_embedded_worker_dies_with_a_killed_flow_process() -> None:
         time.sleep(0.1)
     os.kill(worker_pid, signal.SIGKILL)
     pytest.fail("the worker outlived its killed parent")
+
+
+def test_a_key_that_starts_with_a_dash_still_starts_the_worker() -> None:
+    """Random keys (token_urlsafe) may begin with "-": the worker's command line must not read it as a flag."""
+    from bytewax.speechmatics.connectors.worker_control import start_worker
+
+    worker = start_worker(engine="reference", parallel=1, api_key="-Zx9-dash-first")
+    try:
+        assert status(f"{worker.url}/jobs?limit=1", "-Zx9-dash-first") == 200
+        assert status(f"{worker.url}/jobs?limit=1", None) == 401
+    finally:
+        worker.stop()
