@@ -16,39 +16,14 @@ import orjson
 from speechmatics.batch import TranscriptionConfig
 
 from ..flows.speakers import channel_config, channel_labels_from_env
+from .env import SettingsError, env_float, env_int
 
 WAIT_MODES = ("poll", "wait", "webhook")
 
 
-class SettingsError(ValueError):
-    """A BWSM_* variable that cannot be used; the message names the variable."""
 
 
-def env_float(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:
-    """A float variable (unset or empty = default); SettingsError naming the variable otherwise."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw[:40]!r}") from exc
-    if value < low:
-        raise SettingsError(f"{name} must be >= {low}, got {value}")
-    return value
 
-
-def env_int(env: Mapping[str, str], name: str, default: int | None, low: int = 1) -> int | None:
-    """An integer variable (unset or empty = default); SettingsError naming the variable otherwise."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.lstrip("-").isdigit():
-        raise SettingsError(f"{name} must be an integer, got {raw[:40]!r}")
-    value = int(raw)
-    if value < low:
-        raise SettingsError(f"{name} must be >= {low}, got {value}")
-    return value
 
 
 def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from ..connectors.env import env_float, env_int
 from ..schemas.chunks import Chunk, ChunkSpan, SourceRange
 from ..schemas.dead_letters import DeadLetter, bad_message
 from ..schemas.frames import BYTES_PER_SAMPLE, AudioFrame, encode_frame
@@ -60,24 +61,8 @@ AudioFormat = tuple[int, str, int]
 Output = list[Chunk | DeadLetter]
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw[:40]!r}") from None
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw[:40]!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +106,17 @@ class ChunkConfig:
         d = cls()
         return cls(
             policy=env.get("BWSM_CHUNK_POLICY", "").strip().lower() or d.policy,
-            chunk_seconds=_env_float(env, "BWSM_CHUNK_SECONDS", d.chunk_seconds),
-            overlap_seconds=_env_float(env, "BWSM_CHUNK_OVERLAP_SECONDS", d.overlap_seconds),
-            vad_min_seconds=_env_float(env, "BWSM_VAD_MIN_SECONDS", d.vad_min_seconds),
-            vad_max_seconds=_env_float(env, "BWSM_VAD_MAX_SECONDS", d.vad_max_seconds),
-            vad_min_silence_seconds=_env_float(env, "BWSM_VAD_MIN_SILENCE_SECONDS", d.vad_min_silence_seconds),
-            vad_aggressiveness=_env_int(env, "BWSM_VAD_AGGRESSIVENESS", d.vad_aggressiveness),
-            vad_frame_ms=_env_int(env, "BWSM_VAD_FRAME_MS", d.vad_frame_ms),
-            idle_timeout_seconds=_env_float(env, "BWSM_IDLE_TIMEOUT_SECONDS", d.idle_timeout_seconds),
-            forget_seconds=_env_float(env, "BWSM_FORGET_SECONDS", d.forget_seconds),
-            reorder_window_frames=_env_int(env, "BWSM_REORDER_WINDOW_FRAMES", d.reorder_window_frames),
-            max_gap_frames=_env_int(env, "BWSM_MAX_GAP_FRAMES", d.max_gap_frames),
+            chunk_seconds=env_float(env, "BWSM_CHUNK_SECONDS", d.chunk_seconds),
+            overlap_seconds=env_float(env, "BWSM_CHUNK_OVERLAP_SECONDS", d.overlap_seconds),
+            vad_min_seconds=env_float(env, "BWSM_VAD_MIN_SECONDS", d.vad_min_seconds),
+            vad_max_seconds=env_float(env, "BWSM_VAD_MAX_SECONDS", d.vad_max_seconds),
+            vad_min_silence_seconds=env_float(env, "BWSM_VAD_MIN_SILENCE_SECONDS", d.vad_min_silence_seconds),
+            vad_aggressiveness=env_int(env, "BWSM_VAD_AGGRESSIVENESS", d.vad_aggressiveness, low=None),
+            vad_frame_ms=env_int(env, "BWSM_VAD_FRAME_MS", d.vad_frame_ms, low=None),
+            idle_timeout_seconds=env_float(env, "BWSM_IDLE_TIMEOUT_SECONDS", d.idle_timeout_seconds),
+            forget_seconds=env_float(env, "BWSM_FORGET_SECONDS", d.forget_seconds),
+            reorder_window_frames=env_int(env, "BWSM_REORDER_WINDOW_FRAMES", d.reorder_window_frames, low=None),
+            max_gap_frames=env_int(env, "BWSM_MAX_GAP_FRAMES", d.max_gap_frames, low=None),
         )
 
     @property

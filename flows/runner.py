@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+from ..connectors.env import env_flag, env_int
 from ..connectors.kafka_topics import TopicError, ensure_topics
-from ..connectors.settings import env_int
-from .settings import FlowSettings, env_flag
+from .settings import FlowSettings
 
 FLOW_IMPORT = "bytewax.speechmatics.flows.microbatch:flow"
 

@@ -10,19 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..connectors.env import env_flag, env_int
 from ..connectors.kafka_config import bootstrap_servers
-from ..connectors.settings import env_int
-
-
-def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import bytewax.operators as op
 from bytewax.operators import KeyedStream, StatefulLogic
 from prometheus_client import Counter
 
+from ..connectors.env import env_float
 from ..schemas.chunks import ChunkResult
 from .segments import Produced, batch_segment, call_completed
 from .speakers import SpeakerBook
@@ -41,15 +42,7 @@ DEFAULT_LINGER_SECONDS = 3600.0  # as long as the chunker remembers a flushed ca
 
 def linger_from_env(env: Mapping[str, str] | None = None) -> float:
     """BWSM_STITCH_LINGER_SECONDS: how long a completed call's tombstone is kept (default 3600)."""
-    env = os.environ if env is None else env
-    raw = env.get("BWSM_STITCH_LINGER_SECONDS") or str(DEFAULT_LINGER_SECONDS)
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"BWSM_STITCH_LINGER_SECONDS must be a number of seconds, got {raw!r}") from exc
-    if value < 0:
-        raise ValueError(f"BWSM_STITCH_LINGER_SECONDS must be >= 0, got {raw!r}")
-    return value
+    return env_float(os.environ if env is None else env, "BWSM_STITCH_LINGER_SECONDS", DEFAULT_LINGER_SECONDS)
 
 
 @dataclass(slots=True)

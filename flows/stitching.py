@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..connectors.env import env_float
 from ..schemas.chunks import ChunkResult, ChunkSpan
 from ..schemas.errors import ContractError
 
@@ -83,20 +84,10 @@ class StitchSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StitchSettings:
-        env = os.environ if env is None else env
-        values = {}
-        for name, field_name in (("BWSM_STITCH_HOLD_SECONDS", "hold_seconds"),
-                                 ("BWSM_STITCH_CONTEXT_SECONDS", "context_seconds"),
-                                 ("BWSM_STITCH_SEAM_TOLERANCE", "seam_tolerance")):
-            raw = env.get(name)
-            if raw:
-                try:
-                    values[field_name] = float(raw)
-                except ValueError as exc:
-                    raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
-                if values[field_name] < 0:
-                    raise ValueError(f"{name} must be >= 0, got {raw!r}")
-        return cls(**values)
+        env, d = (os.environ if env is None else env), cls()
+        return cls(hold_seconds=env_float(env, "BWSM_STITCH_HOLD_SECONDS", d.hold_seconds),
+                   context_seconds=env_float(env, "BWSM_STITCH_CONTEXT_SECONDS", d.context_seconds),
+                   seam_tolerance=env_float(env, "BWSM_STITCH_SEAM_TOLERANCE", d.seam_tolerance))
 
 
 @dataclass(frozen=True, slots=True)
