@@ -4,15 +4,16 @@ Bytewax persists operator state only at epoch ends. A POST that returned after t
 before a SIGKILL would be forgotten, and the replayed chunk posted again. So the job id is appended
 (and fsynced) the moment the POST returns, and consulted before every POST.
 
-Layout: one JSON-lines file per process (`journal-p<process index>.jsonl`) in BWSM_JOURNAL_DIR, else a
-sibling of the Bytewax recovery directory (`<recovery dir>-bwsm-journal`), else
-`$XDG_CACHE_HOME/bytewax-speechmatics/journal`. A process reads every file in the directory (a call may be
-routed to another process after a rescale) and writes only its own. Lines: `{"r": reference, "j": job id,
-"h": audio hash, "t": unix time}`, `{"r": reference, "p": unix time, "h": audio hash}` just before the first
-POST (an intent: a crash mid-POST leaves the job possibly created, so the next run looks it up by reference
-before posting), and `{"r": reference, "d": unix time}` once the chunk's result was emitted. Compaction
-rewrites the own file with the live entries, dropping references whose result was emitted (or whose intent
-was written) more than `retention` seconds ago, long after any snapshot that could replay them.
+Layout: one JSON-lines file per process (`journal-p<process index>.jsonl`) in BWSM_JOURNAL_DIR, else a sibling of
+the Bytewax recovery directory (`<recovery dir>-bwsm-journal`), else
+`$XDG_CACHE_HOME/bytewax-speechmatics/journal`. A process reads every file in the directory (a call may be routed
+to another process after a rescale) and writes only its own. Lines: `{"r": reference, "j": job id, "h": audio hash,
+"t": unix time, "a": POST attempts}` (the attempts travel with the id so that a result re-emitted after a crash
+carries the same `job.attempts` as the first emission), `{"r": reference, "p": unix time, "h": audio hash}` just
+before the first POST (an intent: a crash mid-POST leaves the job possibly created, so the next run looks it up by
+reference before posting), and `{"r": reference, "d": unix time}` once the chunk's result was emitted. Compaction
+rewrites the own file with the live entries, dropping references whose result was emitted (or whose intent was
+written) more than `retention` seconds ago, long after any snapshot that could replay them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class JournalEntry:
     audio_hash: str
     written_at: float
     done_at: float | None = None
+    attempts: int = 1
 
     @property
     def intent_only(self) -> bool:
@@ -60,6 +62,11 @@ def default_journal_dir(argv: Sequence[str] | None = None, env: Mapping[str, str
         return path.with_name(path.name + "-bwsm-journal")
     cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "bytewax-speechmatics" / "journal"
+
+
+def _attempts(value: object) -> int:
+    """The attempts of a journal line; 1 for lines written before attempts were journalled."""
+    return value if isinstance(value, int) and value >= 0 else 1
 
 
 class JobJournal:
@@ -91,14 +98,16 @@ class JobJournal:
         if not isinstance(ref, str):
             return
         if "j" in line:
-            self._entries[ref] = JournalEntry(str(line["j"]), str(line.get("h", "")), float(line.get("t", 0.0)))
+            self._entries[ref] = JournalEntry(str(line["j"]), str(line.get("h", "")), float(line.get("t", 0.0)),
+                                              attempts=_attempts(line.get("a")))
         elif "p" in line:
             known = self._entries.get(ref)
             if known is None or known.intent_only:
                 self._entries[ref] = JournalEntry(None, str(line.get("h", "")), float(line["p"]))
         elif "d" in line and ref in self._entries:
             entry = self._entries[ref]
-            self._entries[ref] = JournalEntry(entry.job_id, entry.audio_hash, entry.written_at, float(line["d"]))
+            self._entries[ref] = JournalEntry(entry.job_id, entry.audio_hash, entry.written_at, float(line["d"]),
+                                              entry.attempts)
 
     def _append(self, line: dict, durable: bool) -> None:
         data = orjson.dumps(line) + b"\n"
@@ -113,9 +122,9 @@ class JobJournal:
         with self._lock:
             return self._entries.get(reference)
 
-    def record(self, reference: str, job_id: str, audio_hash: str) -> None:
-        """Make `reference -> job_id` durable before anything else happens (fsync)."""
-        line = {"r": reference, "j": job_id, "h": audio_hash, "t": time.time()}
+    def record(self, reference: str, job_id: str, audio_hash: str, attempts: int = 1) -> None:
+        """Make `reference -> job_id` (and the POST attempts it took) durable before anything else happens (fsync)."""
+        line = {"r": reference, "j": job_id, "h": audio_hash, "t": time.time(), "a": attempts}
         with self._lock:
             self._append(line, durable=True)
             self._apply(line)
@@ -155,7 +164,8 @@ class JobJournal:
         with open(tmp, "wb") as handle:
             for ref, entry in live.items():
                 line = ({"r": ref, "p": entry.written_at, "h": entry.audio_hash} if entry.intent_only else
-                        {"r": ref, "j": entry.job_id, "h": entry.audio_hash, "t": entry.written_at})
+                        {"r": ref, "j": entry.job_id, "h": entry.audio_hash, "t": entry.written_at,
+                         "a": entry.attempts})
                 handle.write(orjson.dumps(line) + b"\n")
                 if entry.done_at is not None:
                     handle.write(orjson.dumps({"r": ref, "d": entry.done_at}) + b"\n")

@@ -77,12 +77,14 @@ class SubmitRequest:
     chunk: Chunk
     job_id: str | None = None
     speaker_config: dict[str, Any] | None = None
+    attempts: int = 0  # POST attempts already spent on `job_id` (from the state or the journal)
 
 
 @dataclass(frozen=True, slots=True)
 class JobKnown:
     index: int
     job_id: str
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +332,7 @@ class SubmitService:
 
     async def _run_chunk(self, request: SubmitRequest) -> None:
         span = request.chunk.span
-        progress = _Progress(job_id=request.job_id)
+        progress = _Progress(posts=request.attempts, job_id=request.job_id)
         try:
             async with self._in_flight:
                 metrics.JOBS_IN_FLIGHT.inc()
@@ -365,9 +367,10 @@ class SubmitService:
             entry = self._journal.lookup(ref)
             if entry is not None and entry.audio_hash == digest and entry.job_id is not None:
                 job_id = progress.job_id = entry.job_id
+                progress.posts = entry.attempts
                 metrics.JOBS_RECOVERED.labels(via="journal").inc()
                 log.info("job found in the journal", extra=fields(reference=ref, job_id=job_id, stage="journal"))
-                self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id))
+                self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id, progress.posts))
             elif entry is not None and entry.audio_hash == digest:
                 progress.first_post_at = entry.written_at  # a POST was leaving when we crashed: look it up first
                 log.info("a POST was leaving at the crash: looking for its job", extra=fields(reference=ref))
@@ -376,7 +379,7 @@ class SubmitService:
         for _ in range(self.settings.max_attempts):
             if job_id is None:
                 job_id = progress.job_id = await self._post(request, digest, budget, progress)
-                self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id))
+                self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id, progress.posts))
             try:
                 return job_id, await self._await_job(job_id, budget)
             except _Gone:
@@ -457,7 +460,7 @@ class SubmitService:
                 if found is not None:
                     metrics.JOBS_RECOVERED.labels(via="lookup").inc()
                     log.info("job found by reference", extra=fields(reference=ref, job_id=found, stage="lookup"))
-                    self._journal.record(ref, found, digest)
+                    self._journal.record(ref, found, digest, progress.posts)
                     return found
             try:
                 job = await self._request("post", post, budget)
@@ -472,7 +475,7 @@ class SubmitService:
                 metrics.RETRIES.labels(route="post", kind="ambiguous").inc()
                 await asyncio.sleep(budget.clip(self._backoff.delay(ambiguous - 1), now))
                 continue
-            self._journal.record(ref, job.id, digest)
+            self._journal.record(ref, job.id, digest, progress.posts)
             metrics.JOBS_POSTED.inc()
             log.info("job posted", extra=fields(reference=ref, job_id=job.id, attempts=progress.posts))
             return job.id

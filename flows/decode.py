@@ -1,6 +1,7 @@
 """Kafka message of `calls.audio` -> AudioFrame, or a DeadLetter saying what was wrong and where.
 
-A bad message never stops the flow: it leaves as a dead letter, byte for byte, with the reason.
+A bad message never stops the flow: it leaves as a dead letter with the reason, byte for byte when it fits the
+producer's limit (else cut to fit, see schemas.dead_letters), and it never creates call state.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from prometheus_client import Counter
 
-from ..schemas.dead_letters import DeadLetter, bad_message
+from ..schemas.dead_letters import DEFAULT_MAX_RECORD_BYTES, DeadLetter, bad_message
 from ..schemas.errors import ContractError
-from ..schemas.frames import AudioFrame, decode_frame
+from ..schemas.frames import DEFAULT_MAX_FRAME_SECONDS, AudioFrame, decode_frame
 
 STAGE = "decode"
 
@@ -34,19 +35,26 @@ class SourceMessage(Protocol):
     partition: int | None
 
 
-def decode_message(msg: SourceMessage) -> AudioFrame | DeadLetter:
-    """One message as a validated frame, or as a dead letter carrying the ContractError's text."""
+def decode_message(msg: SourceMessage, max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
+                   max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> AudioFrame | DeadLetter:
+    """One message as a validated frame, or as a dead letter carrying the ContractError's text.
+
+    The dead letter fits a record of `max_record_bytes` (the producer's `message.max.bytes`).
+    """
     topic = msg.topic or ""
     partition = -1 if msg.partition is None else msg.partition
     offset = -1 if msg.offset is None else msg.offset
     try:
-        return decode_frame(msg.key, msg.value, msg.headers, topic=topic, partition=partition, offset=offset)
+        return decode_frame(msg.key, msg.value, msg.headers, topic=topic, partition=partition, offset=offset,
+                            max_frame_seconds=max_frame_seconds)
     except ContractError as exc:
         _DECODE_DEAD.inc()
-        return bad_message(str(exc), STAGE, msg.key, msg.value, list(msg.headers or ()), topic, partition, offset)
+        return bad_message(str(exc), STAGE, msg.key, msg.value, list(msg.headers or ()), topic, partition, offset,
+                           limit=max_record_bytes)
 
 
-def decode_batch(messages: list[SourceMessage]) -> list[tuple[str, AudioFrame] | DeadLetter]:
+def decode_batch(messages: list[SourceMessage], max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[tuple[str, AudioFrame] | DeadLetter]:
     """A batch of messages as (call_id, frame) pairs or dead letters, in one pass.
 
     Why one batch step instead of map + key_on: each per-item operator costs a Python call and a generator
@@ -55,7 +63,7 @@ def decode_batch(messages: list[SourceMessage]) -> list[tuple[str, AudioFrame] |
     out: list[tuple[str, AudioFrame] | DeadLetter] = []
     append = out.append
     for msg in messages:
-        item = decode_message(msg)
+        item = decode_message(msg, max_frame_seconds, max_record_bytes)
         append((item.call_id, item) if item.__class__ is AudioFrame else item)
     return out
 
@@ -73,7 +81,12 @@ class Decoded:
 
 
 @operator
-def decode(step_id: str, up: Stream[SourceMessage]) -> Decoded:
+def decode(step_id: str, up: Stream[SourceMessage], max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
+           max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Decoded:
     """Decode `calls.audio` messages; split frames (keyed by call id) from dead letters."""
-    split = op.branch("split", op.flat_map_batch("decode", up, decode_batch), _is_keyed)
+
+    def batch(messages: list[SourceMessage]) -> list[tuple[str, AudioFrame] | DeadLetter]:
+        return decode_batch(messages, max_frame_seconds, max_record_bytes)
+
+    split = op.branch("split", op.flat_map_batch("decode", up, batch), _is_keyed)
     return Decoded(split.trues, split.falses)

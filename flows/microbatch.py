@@ -26,7 +26,7 @@ from ..connectors.kafka_config import security_config
 from ..connectors.kafka_sink import OutMessage, ProducingSink
 from ..connectors.settings import SubmitSettings
 from ..connectors.structured_logs import configure_logging
-from ..schemas.dead_letters import DeadLetter, bad_message
+from ..schemas.dead_letters import DeadLetter, bad_message, fit
 from .chunker import chunk_calls, is_chunk
 from .chunking import ChunkConfig
 from .decode import decode
@@ -63,23 +63,30 @@ def _transcript_message(topic: str) -> Callable[[Any], OutMessage]:
     return convert
 
 
-def _dead_letter_message(topic: str) -> Callable[[Any], OutMessage]:
+def _dead_letter_message(topic: str, max_record_bytes: int) -> Callable[[Any], OutMessage]:
     def convert(letter: DeadLetter) -> OutMessage:
+        letter = fit(letter, max_record_bytes)
         return OutMessage(topic=topic, key=letter.key, value=letter.value, headers=letter.kafka_headers(),
-                          kind=f"dlq_{letter.stage}")
+                          kind=f"dlq_{letter.stage}", best_effort=True)
 
     return convert
 
 
 def _rt_keyed(msg: KafkaSourceMessage) -> tuple[str, bytes] | DeadLetter:
     """(call_id, raw RT message), or a dead letter when the message has no usable call id as key."""
+    if msg.value is None:
+        return _rt_refused(msg, "null value (a tombstone is not a real-time message)")
+    if not msg.key:
+        return _rt_refused(msg, "message has no key (the key must be the call id)")
     try:
-        if not msg.key:
-            raise ValueError("message has no key (the key must be the call id)")
-        return msg.key.decode("utf-8"), msg.value or b""
-    except (ValueError, UnicodeDecodeError) as exc:
-        reason = f"{msg.topic}[{msg.partition}]@{msg.offset}: {exc}"
-        return bad_message(reason, "realtime", msg.key, msg.value, msg.headers, msg.topic, msg.partition, msg.offset)
+        return msg.key.decode("utf-8"), msg.value
+    except UnicodeDecodeError:
+        return _rt_refused(msg, "key is not UTF-8 (the key must be the call id)")
+
+
+def _rt_refused(msg: KafkaSourceMessage, what: str) -> DeadLetter:
+    reason = f"{msg.topic}[{msg.partition}]@{msg.offset}: {what}"
+    return bad_message(reason, "realtime", msg.key, msg.value, msg.headers, msg.topic, msg.partition, msg.offset)
 
 
 def build_flow(
@@ -92,7 +99,9 @@ def build_flow(
     settings = settings or FlowSettings.from_env()
     flow = Dataflow("bytewax_speechmatics_microbatch")
 
-    decoded = decode("decode", _source(flow, "audio_in", settings.audio_topic, settings))
+    sink = ProducingSink()
+    decoded = decode("decode", _source(flow, "audio_in", settings.audio_topic, settings),
+                     max_frame_seconds=settings.max_frame_seconds, max_record_bytes=sink.max_record_bytes)
     cut = op.branch("chunks_or_refused", chunk_calls("chunker", decoded.frames, chunking), lambda kv: is_chunk(kv[1]))
     submitted = submit_chunks("submit", cut.trues, submission)
     events: list[Stream[tuple[str, Produced]]] = [stitch_calls("stitch", submitted.results)]
@@ -110,9 +119,10 @@ def build_flow(
     out = op.merge(
         "to_kafka",
         op.map("transcripts", op.merge("events", *events), _transcript_message(settings.transcript_topic)),
-        op.map("dead_letters", op.merge("letters", *letters), _dead_letter_message(settings.dlq_topic)),
+        op.map("dead_letters", op.merge("letters", *letters),
+               _dead_letter_message(settings.dlq_topic, sink.max_record_bytes)),
     )
-    op.output("kafka_out", out, ProducingSink())
+    op.output("kafka_out", out, sink)
     return flow
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from ..schemas.dead_letters import DeadLetter
+from ..schemas.dead_letters import DeadLetter, fit
 from ..schemas.errors import ContractError
 from ..schemas.events import Event, load_json_object
 from .decode import DEAD_LETTERS
@@ -138,6 +138,7 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
 
     def on_item(self, value: tuple[str, bytes]) -> tuple[list[Produced | DeadLetter], bool]:
         call_id, raw = value
+        first = self.state.last_seen == 0.0  # a refused first message must not leave state behind
         self.state.last_seen = time.time()
         try:
             events = normalize(call_id, load_json_object(raw, f"calls.rt message of call {call_id}"), self.state)
@@ -145,8 +146,9 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
             _RT_DEAD.inc()
             what = exc.what if isinstance(exc, ContractError) else f"unreadable message ({type(exc).__name__})"
             log.warning("bad RT message for call %s: %s", call_id, what)
-            return [DeadLetter(reason=f"calls.rt message of call {call_id}: {what}", stage=STAGE,
-                               key=call_id.encode(), value=raw)], False
+            letter = fit(DeadLetter(reason=f"calls.rt message of call {call_id}: {what}", stage=STAGE,
+                                    key=call_id.encode(), value=raw))
+            return [letter], first
         out: list[Produced | DeadLetter] = [Produced(event) for event in events]
         return out, self.state.ended
 

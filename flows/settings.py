@@ -10,8 +10,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..connectors.env import env_flag, env_int
+from ..connectors.env import SettingsError, env_flag, env_float, env_int
 from ..connectors.kafka_config import bootstrap_servers
+from ..schemas.frames import DEFAULT_MAX_FRAME_SECONDS
+
+
+def _positive(value: float, name: str) -> float:
+    if value <= 0:
+        raise SettingsError(f"{name} must be > 0, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,7 @@ class FlowSettings:
     topic_partitions: int = 4
     realtime: bool = True
     source_batch_size: int = 1000
+    max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FlowSettings:
@@ -39,6 +47,8 @@ class FlowSettings:
             topic_partitions=env_int(env, "BWSM_TOPIC_PARTITIONS", cls.topic_partitions),
             realtime=env_flag(env, "BWSM_REALTIME", cls.realtime),
             source_batch_size=env_int(env, "BWSM_SOURCE_BATCH_SIZE", cls.source_batch_size),
+            max_frame_seconds=_positive(env_float(env, "BWSM_MAX_FRAME_SECONDS", cls.max_frame_seconds),
+                                        "BWSM_MAX_FRAME_SECONDS"),
         )
 
     def topics(self) -> list[str]:

@@ -62,6 +62,7 @@ class PendingChunk:
 
     chunk: Chunk
     job_id: str | None = None
+    attempts: int = 0  # POST attempts spent on job_id: kept so a replayed result says the same
 
 
 @dataclass
@@ -153,7 +154,7 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
             if self.state.speakers is None:
                 self.state.speakers = SpeakerBook()
             speakers = speaker_config(self.state.speakers)
-        self.service.submit(SubmitRequest(pending.chunk, pending.job_id, speakers))
+        self.service.submit(SubmitRequest(pending.chunk, pending.job_id, speakers, pending.attempts))
         self._handed.add(index)
 
     def _hand_ready(self) -> None:
@@ -176,7 +177,7 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
             if pending is None:
                 continue
             if isinstance(event, JobKnown):
-                self.state.pending[event.index] = replace(pending, job_id=event.job_id)
+                self.state.pending[event.index] = replace(pending, job_id=event.job_id, attempts=event.attempts)
             elif isinstance(event, ChunkDone):
                 out.append(self._done(pending, event))
             elif isinstance(event, ChunkFailed):

@@ -5,17 +5,34 @@ Header names follow Kafka Connect's habit of prefixing the context: `dlq.reason`
 `dlq.chunk.index`, `dlq.chunk.start_sample`, `dlq.chunk.end_sample`, `dlq.chunk.sample_rate`,
 `dlq.source.ranges` (JSON list of [topic, partition, first_offset, last_offset]): enough to replay.
 The original frame headers are kept as they were.
+
+Size: a dead letter must always be producible, or the flow would stop on the very input it refuses. A letter
+whose record would exceed the producer's limit (librdkafka's `message.max.bytes`, 1,000,000 by default) is cut
+to fit: its value is truncated (or emptied), then if still needed its key and the original headers, and the
+`dlq.truncated` header names what was cut; `dlq.original.size` and `dlq.original.sha256` describe the original
+value and the source position finds it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 
 import orjson
 
 from .chunks import ChunkSpan, SourceRange
 
 HEADER_PREFIX = "dlq."
+#: librdkafka's default `message.max.bytes`: the largest record a default producer accepts.
+DEFAULT_MAX_RECORD_BYTES = 1_000_000
+#: Room kept below the limit for the record's own framing (librdkafka adds at most a few dozen bytes).
+_RECORD_MARGIN = 1024
+#: Per header: its framing (varint lengths) in the wire format, counted generously.
+_HEADER_OVERHEAD = 10
+#: A dlq.* context value (a reason, a position) longer than this is cut: they are descriptions, not data.
+_MAX_CONTEXT_CHARS = 4096
+#: A cut key keeps this many bytes (enough to recognise a call id).
+_KEPT_KEY_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +50,39 @@ class DeadLetter:
         ctx = [(f"{HEADER_PREFIX}reason", self.reason), (f"{HEADER_PREFIX}stage", self.stage), *self.context]
         return [*self.headers, *((name, str(value).encode()) for name, value in ctx)]
 
+    def record_bytes(self) -> int:
+        """An upper bound of the record's size as a producer counts it (key + value + headers)."""
+        heads = sum(len(name.encode()) + len(value) + _HEADER_OVERHEAD for name, value in self.kafka_headers())
+        return len(self.key or b"") + len(self.value or b"") + heads
+
+
+def fit(letter: DeadLetter, limit: int = DEFAULT_MAX_RECORD_BYTES) -> DeadLetter:
+    """`letter` cut to a record of at most `limit` bytes (see the module doc); unchanged when it fits."""
+    budget = limit - _RECORD_MARGIN
+    if letter.record_bytes() <= budget:
+        return letter
+    value = letter.value or b""
+    context = tuple((name, _cut_text(str(text))) for name, text in letter.context)
+    cut = replace(letter, reason=_cut_text(letter.reason), value=b"", context=(
+        *context,
+        (f"{HEADER_PREFIX}original.size", str(len(value))),
+        (f"{HEADER_PREFIX}original.sha256", hashlib.sha256(value).hexdigest()),
+    ))
+    parts = ["value"]
+    if cut.record_bytes() + 64 > budget and len(cut.key or b"") > _KEPT_KEY_BYTES:
+        cut = replace(cut, key=(cut.key or b"")[:_KEPT_KEY_BYTES])
+        parts.append("key")
+    if cut.record_bytes() + 64 > budget and cut.headers:
+        cut = replace(cut, headers=())
+        parts.append("headers")
+    cut = replace(cut, context=(*cut.context, (f"{HEADER_PREFIX}truncated", ",".join(parts))))
+    room = budget - cut.record_bytes()
+    return replace(cut, value=value[:max(0, room)]) if room > 0 and value else cut
+
+
+def _cut_text(text: str) -> str:
+    return text if len(text) <= _MAX_CONTEXT_CHARS else text[:_MAX_CONTEXT_CHARS] + "..."
+
 
 def _as_bytes(value: bytes | str | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
@@ -49,15 +99,17 @@ def bad_message(
     topic: str,
     partition: int,
     offset: int,
+    limit: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> DeadLetter:
-    """A source message that broke the frame contract, kept byte for byte."""
+    """A source message that broke the frame contract, kept byte for byte when it fits in `limit` (see `fit`)."""
     kept = tuple((name, _as_bytes(v) or b"") for name, v in headers or ())
     context = (
         (f"{HEADER_PREFIX}source.topic", topic),
         (f"{HEADER_PREFIX}source.partition", str(partition)),
         (f"{HEADER_PREFIX}source.offset", str(offset)),
     )
-    return DeadLetter(reason=reason, stage=stage, key=_as_bytes(key), value=value, headers=kept, context=context)
+    letter = DeadLetter(reason=reason, stage=stage, key=_as_bytes(key), value=value, headers=kept, context=context)
+    return fit(letter, limit)
 
 
 def failed_chunk(reason: str, stage: str, span: ChunkSpan, source: tuple[SourceRange, ...],

@@ -18,6 +18,11 @@ SAMPLE_RATES = (8000, 16000, 32000, 48000)
 CHANNELS = (1, 2)
 DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_ENCODING = "pcm_s16le"
+#: The most audio one frame may carry (BWSM_MAX_FRAME_SECONDS). Platforms send 20 ms to 1 s; a bigger value is
+#: a producer bug (a whole file in one message, a wrong header) and would otherwise be billed as minutes of audio.
+DEFAULT_MAX_FRAME_SECONDS = 2.0
+#: Call ids are quoted in error messages up to this many characters (a key may be a megabyte long).
+_QUOTED_ID_CHARS = 120
 
 Headers = Sequence[tuple[str, bytes | str | None]]
 
@@ -59,13 +64,18 @@ def _text(value: bytes | str | None) -> str:
     return value
 
 
+def _quoted(text: str) -> str:
+    """`text` quoted for an error message, cut at _QUOTED_ID_CHARS (a key or header name may be huge)."""
+    return repr(text[:_QUOTED_ID_CHARS]) + ("..." if len(text) > _QUOTED_ID_CHARS else "")
+
+
 def _headers_dict(headers: Iterable[tuple[str, bytes | str | None]] | None, where: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers or ():
         try:
             out[name] = _text(value)
         except UnicodeDecodeError as exc:
-            raise ContractError(f"header {name!r} is not UTF-8", where) from exc
+            raise ContractError(f"header {_quoted(str(name))} is not UTF-8", where) from exc
     return out
 
 
@@ -103,8 +113,13 @@ _FAST_END = {b"": True, b"1": True, b"true": True, b"0": False, b"false": False}
 _FAST_NAMES = frozenset(("seq", "sample_rate", "channels", "encoding", "end"))
 
 
+def max_frame_bytes(max_seconds: float, sample_rate: int, encoding: str, channels: int) -> int:
+    """The largest frame value allowed for this format: whole samples worth at most `max_seconds` of audio."""
+    return int(max_seconds * sample_rate) * BYTES_PER_SAMPLE[encoding] * channels
+
+
 def _decode_usual(key: object, value: object, headers: Headers | None, topic: str, partition: int,
-                  offset: int) -> AudioFrame | None:
+                  offset: int, max_seconds: float) -> AudioFrame | None:
     """The frame when the message is the usual well-formed one (bytes everywhere, known headers, valid values);
     None for anything else, which the full path then decodes or refuses with its precise error.
 
@@ -128,7 +143,8 @@ def _decode_usual(key: object, value: object, headers: Headers | None, topic: st
     end = _FAST_END.get(h.get("end", b"0"))
     if not rate or not channels or not encoding or end is None:
         return None
-    if len(value) % (BYTES_PER_SAMPLE[encoding] * channels):
+    width = BYTES_PER_SAMPLE[encoding] * channels
+    if len(value) % width or len(value) > max_seconds * rate * width or (not value and not end):
         return None
     try:
         call_id = key.decode("utf-8")
@@ -145,9 +161,14 @@ def decode_frame(
     topic: str = "",
     partition: int = -1,
     offset: int = -1,
+    max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
 ) -> AudioFrame:
-    """Decode and validate one Kafka message of `calls.audio`; raise ContractError saying what and where."""
-    frame = _decode_usual(key, value, headers, topic, partition, offset)
+    """Decode and validate one Kafka message of `calls.audio`; raise ContractError saying what and where.
+
+    Refused besides malformed headers: a null value (a tombstone is not a frame), an empty value that is not the
+    call's `end` frame, and a value longer than `max_frame_seconds` of audio.
+    """
+    frame = _decode_usual(key, value, headers, topic, partition, offset, max_frame_seconds)
     if frame is not None:
         return frame
     where = f"{topic or 'frame'}[{partition}]@{offset}"
@@ -157,7 +178,7 @@ def decode_frame(
         call_id = _text(key)
     except UnicodeDecodeError as exc:
         raise ContractError("key is not UTF-8 (the key must be the call id)", where) from exc
-    where = f"{where} call {call_id!r}"
+    where = f"{where} call {_quoted(call_id)}"
     h = _headers_dict(headers, where)
     seq = _int_header(h, "seq", None, (), where)
     sample_rate = _int_header(h, "sample_rate", DEFAULT_SAMPLE_RATE, SAMPLE_RATES, where)
@@ -165,7 +186,12 @@ def decode_frame(
     encoding = h.get("encoding", DEFAULT_ENCODING)
     if encoding not in BYTES_PER_SAMPLE:
         raise ContractError(f"header 'encoding' must be one of {list(BYTES_PER_SAMPLE)}, got {encoding[:40]!r}", where)
-    audio = bytes(value or b"")
+    end = _end_header(h, where)
+    if value is None:
+        raise ContractError(f"frame seq {seq} has a null value (a tombstone is not a frame)", where)
+    audio = bytes(value)
+    if not audio and not end:
+        raise ContractError(f"frame seq {seq} is empty but not the call's end frame (only `end` may be empty)", where)
     width = BYTES_PER_SAMPLE[encoding] * channels
     if len(audio) % width:
         raise ContractError(
@@ -173,9 +199,17 @@ def decode_frame(
             f"({encoding}, {channels} channel(s))",
             where,
         )
+    limit = max_frame_bytes(max_frame_seconds, sample_rate, encoding, channels)
+    if len(audio) > limit:
+        raise ContractError(
+            f"frame seq {seq} has {len(audio)} bytes ({len(audio) / (width * sample_rate):.3f} s of audio), more than "
+            f"the {max_frame_seconds:g} s limit ({limit} bytes at {sample_rate} Hz {encoding}, {channels} "
+            f"channel(s); BWSM_MAX_FRAME_SECONDS)",
+            where,
+        )
     return AudioFrame(
         call_id=call_id, seq=seq, audio=audio, sample_rate=sample_rate, encoding=encoding,
-        channels=channels, end=_end_header(h, where), topic=topic, partition=partition, offset=offset,
+        channels=channels, end=end, topic=topic, partition=partition, offset=offset,
     )
 
 

@@ -118,6 +118,7 @@ class Output:
     """Everything read from the transcript and dead-letter topics so far."""
 
     events: list[dict] = field(default_factory=list)  # in topic order per partition (= per call)
+    raw: dict[str, list[bytes]] = field(default_factory=dict)  # event id -> every value read with that id
     letters: list[tuple[bytes | None, dict[str, str]]] = field(default_factory=list)
 
     def by_call(self) -> dict[str, list[dict]]:
@@ -159,6 +160,7 @@ class OutputReader:
                     validate_event(event)
                     assert msg.key().decode() == event["call_id"]
                     self.output.events.append(event)
+                    self.output.raw.setdefault(event["event_id"], []).append(msg.value())
         return self.output
 
     def close(self) -> None:
@@ -166,10 +168,16 @@ class OutputReader:
 
 
 def without_run_specific(event: dict) -> dict:
-    """An event minus what the server assigns per run (the job id), for comparing two runs of the same calls."""
+    """An event minus what differs between two runs of the same calls: the job id (the server assigns it) and the
+    attempts (faults differ per run)."""
     if event.get("job"):
-        return {**event, "job": {k: v for k, v in event["job"].items() if k != "id"}}
+        return {**event, "job": {k: v for k, v in event["job"].items() if k not in ("id", "attempts")}}
     return event
+
+
+def repeated_with_other_bytes(output: Output) -> dict[str, int]:
+    """Event id -> number of distinct byte strings, for every id that was emitted with different bytes."""
+    return {eid: len(set(values)) for eid, values in output.raw.items() if len(set(values)) > 1}
 
 
 def distinct_events(events: Iterable[dict]) -> dict[str, dict]:

@@ -56,3 +56,23 @@ def test_the_decode_operator_keys_frames_by_call_and_splits_off_dead_letters() -
 
 def bad_context(offset: int) -> tuple[tuple[str, str], ...]:
     return (("dlq.source.topic", "calls.audio"), ("dlq.source.partition", "2"), ("dlq.source.offset", str(offset)))
+
+
+@pytest.mark.parametrize("value, headers, says", [
+    (b"", [("seq", b"3")], "empty but not the call's end frame"),
+    (None, [("seq", b"3")], "null value (a tombstone is not a frame)"),
+    (None, [("seq", b"3"), ("end", b"1")], "null value"),
+    (b"\0\0" * 32001, [("seq", b"3")], "64002 bytes (2.000 s of audio), more than the 2 s limit"),
+    (b"\0" * 2_000_000, [("seq", b"3")], "2000000 bytes (62.500 s of audio), more than the 2 s limit"),
+])
+def test_frames_the_contract_bounds_are_dead_lettered(value: bytes | None, headers, says: str) -> None:
+    got = decode_message(message(b"call-b", value, headers))
+    assert isinstance(got, DeadLetter) and says in got.reason and "call-b" in got.reason
+
+
+def test_an_empty_end_frame_and_a_frame_at_the_limit_are_frames() -> None:
+    assert decode_message(message(b"c", b"", [("seq", b"4"), ("end", b"")])).end is True
+    at_limit = decode_message(message(b"c", b"\0\0" * 16000, [("seq", b"0")]), max_frame_seconds=1.0)
+    assert isinstance(at_limit, AudioFrame)
+    over = decode_message(message(b"c", b"\0\0" * 16001, [("seq", b"0")]), max_frame_seconds=1.0)
+    assert isinstance(over, DeadLetter) and "the 1 s limit" in over.reason

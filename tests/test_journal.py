@@ -73,3 +73,15 @@ def test_intent_before_post_is_durable_and_replaced_by_the_job_id(tmp_path) -> N
     reopened.record("c/0", "job-0", "h0")
     reopened.intend("c/0", "h0")  # a later intent never hides a known job id
     assert JobJournal(tmp_path, 0).lookup("c/0").job_id == "job-0"
+
+
+def test_attempts_survive_reopening_and_compaction(tmp_path) -> None:
+    """A replayed result must carry the attempts of its first emission, so they are journalled with the id."""
+    journal = JobJournal(tmp_path, 0)
+    journal.record("c/0", "job-0", "h", attempts=3)
+    journal.mark_done("c/0")
+    assert JobJournal(tmp_path, 0).lookup("c/0").attempts == 3  # reopening compacts the file
+    assert JobJournal(tmp_path, 0).lookup("c/0").attempts == 3  # and the compacted file keeps them
+    with open(tmp_path / "journal-p1.jsonl", "wb") as handle:  # a line from before attempts were journalled
+        handle.write(b'{"r":"old/0","j":"job-old","h":"h","t":1}\n')
+    assert JobJournal(tmp_path, 0).lookup("old/0").attempts == 1

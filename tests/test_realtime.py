@@ -214,7 +214,11 @@ def test_malformed_rt_messages_are_dead_lettered_not_fatal(raw: bytes) -> None:
 
     out, discard = RealtimeLogic(None).on_item(("call-rt", raw))
     assert len(out) == 1 and isinstance(out[0], DeadLetter) and out[0].value == raw
-    assert "call-rt" in out[0].reason and discard is False
+    assert "call-rt" in out[0].reason and discard is True  # refused on a call never seen: no state is created
+    live = RealtimeLogic(None)
+    live.on_item(("call-rt", b'{"message": "RecognitionStarted", "id": "s1"}'))
+    out, discard = live.on_item(("call-rt", raw))
+    assert isinstance(out[0], DeadLetter) and discard is False  # a live session goes on
 
 
 def test_a_session_that_goes_silent_is_forgotten_after_the_idle_time() -> None:

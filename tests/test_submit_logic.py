@@ -48,12 +48,12 @@ def test_job_id_enters_state_and_a_resumed_chunk_waits_for_that_job() -> None:
     service = RecordingService()
     logic = SubmitLogic(None, service, None)
     logic.on_item(chunk(0))
-    service.events = [JobKnown(0, "job-a")]
+    service.events = [JobKnown(0, "job-a", 2)]
     assert logic.on_notify() == ([], False)
     saved = pickle.loads(pickle.dumps(logic.snapshot()))
     resumed_service = RecordingService()
     SubmitLogic(None, resumed_service, saved)
-    assert [(r.chunk.span.index, r.job_id) for r in resumed_service.submitted] == [(0, "job-a")]
+    assert [(r.chunk.span.index, r.job_id, r.attempts) for r in resumed_service.submitted] == [(0, "job-a", 2)]
 
 
 def test_replayed_chunk_is_not_submitted_twice() -> None:
