@@ -7,6 +7,9 @@ import importlib
 import logging
 import sys
 
+from .env import SettingsError
+from .kafka_config import show_client_logs
+
 # Each module exposes `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`.
 SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.local_kafka",
@@ -23,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bytewax-speechmatics",
         description="Live call audio on Kafka -> micro-batched Speechmatics transcripts.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, librdkafka's own logs included")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
@@ -31,13 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; a bad setting is one line naming the variable (exit 2), not a traceback."""
+    try:
+        parser = build_parser()  # option defaults come from BWSM_* variables
+    except SettingsError as exc:
+        print(f"bytewax-speechmatics: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    show_client_logs(args.verbose)
     try:
         return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

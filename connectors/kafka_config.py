@@ -5,14 +5,19 @@ client the project creates: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA
 KAFKA_SASL_PASSWORD, KAFKA_SSL_CA_LOCATION, KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION.
 Any other librdkafka property passes through as KAFKA_CONF_<NAME> with dots written as underscores
 (KAFKA_CONF_SOCKET_TIMEOUT_MS=30000 -> socket.timeout.ms=30000).
+
+librdkafka's own log lines go to the `bytewax.speechmatics.librdkafka` logger instead of straight to stderr, so the
+command line can keep them out of the way of its one-line errors unless `-v` asks for them (`show_client_logs`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
+CLIENT_LOGGER = "bytewax.speechmatics.librdkafka"
 
 _NAMED = {
     "KAFKA_SECURITY_PROTOCOL": "security.protocol",
@@ -42,7 +47,15 @@ def security_config(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def client_config(extra: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None) -> dict:
-    """A complete confluent-kafka config: bootstrap + security + `extra` (which wins)."""
-    conf: dict[str, object] = {"bootstrap.servers": bootstrap_servers(env), **security_config(env)}
+    """A complete confluent-kafka config: bootstrap + security + `extra` (which wins); logs to CLIENT_LOGGER."""
+    conf: dict[str, object] = {
+        "bootstrap.servers": bootstrap_servers(env), "logger": logging.getLogger(CLIENT_LOGGER), **security_config(env),
+    }
     conf.update(extra or {})
     return conf
+
+
+def show_client_logs(show: bool) -> None:
+    """Let librdkafka's log lines through (the CLI's -v), or silence them: a CLI error is one line, not a log burst
+    of reconnect attempts."""
+    logging.getLogger(CLIENT_LOGGER).setLevel(logging.DEBUG if show else logging.CRITICAL + 1)

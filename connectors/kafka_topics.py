@@ -1,14 +1,53 @@
-"""Create the flow's topics on purpose (never by broker auto-creation), or fail with a clear message."""
+"""Create the flow's topics on purpose (never by broker auto-creation), or fail with a clear message; check that
+the brokers answer before a command starts its work."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .kafka_config import client_config
+
+# Long enough for a remote broker behind TLS/SASL, short enough that a wrong address is reported within 10 s.
+PROBE_SECONDS = 5.0
 
 
 class TopicError(RuntimeError):
     """A topic the flow needs is missing and could not (or must not) be created."""
+
+
+class KafkaUnavailable(TopicError):
+    """The brokers did not answer, or the Kafka settings are not valid; the message names them, on one line."""
+
+
+def probe_brokers(config: Mapping[str, object] | None = None, timeout: float = PROBE_SECONDS) -> None:
+    """Raise KafkaUnavailable unless the brokers answer a metadata request within `timeout` seconds.
+
+    librdkafka retries an unreachable broker forever in the background, so without this a command would hang or
+    print reconnect logs instead of saying, once, which address does not answer.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    conf = dict(config or client_config())
+    servers = conf.get("bootstrap.servers", "?")
+    try:
+        admin = AdminClient(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise KafkaUnavailable(f"invalid Kafka client setting: {_one_line(exc)}") from exc
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        admin.poll(0)  # hand librdkafka's queued log lines (its reasons) to the client logger, shown with -v
+        raise KafkaUnavailable(
+            f"Kafka at {servers} (KAFKA_BOOTSTRAP_SERVERS) did not answer within {timeout:g} s: {_one_line(exc)}"
+        ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """librdkafka's reason without the KafkaError wrapping and without line breaks."""
+    first = exc.args[0] if exc.args else exc
+    text = first.str() if hasattr(first, "str") else str(first)
+    return " ".join(text.split())
 
 
 def ensure_topics(

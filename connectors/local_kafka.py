@@ -175,10 +175,8 @@ def prepare_storage(kafka: LocalKafka) -> Path:
     log4j = run / "log4j2.properties"
     log4j.write_text(LOG4J_TEMPLATE.format(log=kafka.log_file))
     if not (data / "meta.properties").exists():
-        cluster_id = _random_cluster_id()
         proc = subprocess.run(
-            _java(kafka, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
-                  "--standalone", log4j=log4j),
+            _java(kafka, *format_storage_args(random_cluster_id(), config), log4j=log4j),
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -186,11 +184,24 @@ def prepare_storage(kafka: LocalKafka) -> Path:
     return config
 
 
-def _random_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+def format_storage_args(cluster_id: str, config: Path) -> list[str]:
+    """StorageTool's `format` arguments; the id goes as `--cluster-id=ID`, because an id beginning with `-`
+    given as a separate word is read by kafka-storage as an option ("expected one argument")."""
+    return ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config), "--standalone"]
+
+
+def random_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own `Uuid.randomUuid()`, ids beginning with `-` are drawn again (one in 64 would), so the id
+    is also safe in any command line or tool that reads a leading dash as an option.
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _read_pid(kafka: LocalKafka) -> int | None:

@@ -21,8 +21,9 @@ import numpy as np
 import soundfile as sf
 
 from ..schemas.frames import SAMPLE_RATES, AudioFrame, encode_frame
-from .kafka_config import client_config
+from .kafka_config import bootstrap_servers, client_config
 from .kafka_sink import PRODUCER_DEFAULTS, produce_with_backpressure
+from .kafka_topics import KafkaUnavailable, probe_brokers
 
 DEFAULT_AUDIO_TOPIC = "calls.audio"
 
@@ -41,13 +42,25 @@ class CallAudio:
         return len(self.pcm) / (2 * self.channels * self.sample_rate)
 
 
+class AudioFileError(ValueError):
+    """A file that cannot be published as a call; the message names the file and says why, on one line."""
+
+
 def read_call(path: str | Path, call_id: str) -> CallAudio:
     """Read a WAV/FLAC file and convert it to 16-bit PCM; refuse rates and layouts the contract has no room for."""
-    data, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    file = Path(path)
+    if not file.is_file():
+        raise AudioFileError(f"{path}: {'is a directory' if file.is_dir() else 'no such file'}")
+    try:
+        data, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    except (sf.SoundFileError, OSError) as exc:  # libsndfile's "Format not recognised." and the like
+        reason = getattr(exc, "error_string", None) or str(exc)
+        raise AudioFileError(f"{path}: not an audio file libsndfile can read (WAV, FLAC, ...): "
+                             f"{' '.join(reason.split())}") from exc
     if rate not in SAMPLE_RATES:
-        raise ValueError(f"{path}: sample rate {rate} Hz is not one of {list(SAMPLE_RATES)}")
+        raise AudioFileError(f"{path}: sample rate {rate} Hz is not one of {list(SAMPLE_RATES)}")
     if data.shape[1] not in (1, 2):
-        raise ValueError(f"{path}: {data.shape[1]} channels; the frame contract allows 1 or 2")
+        raise AudioFileError(f"{path}: {data.shape[1]} channels; the frame contract allows 1 or 2")
     return CallAudio(call_id, np.ascontiguousarray(data).tobytes(), rate, data.shape[1])
 
 
@@ -170,11 +183,20 @@ def _command(args: argparse.Namespace) -> int:
         print("publish: give audio files, or --sample pyannote", file=sys.stderr)
         return 2
     ids = call_ids_for(args.files, args.call_id)
-    calls = [read_call(path, cid) for path, cid in zip(args.files, ids, strict=True)]
+    try:
+        calls = [read_call(path, cid) for path, cid in zip(args.files, ids, strict=True)]
+        probe_brokers()  # before the first frame: an unreachable broker is one line, not minutes of retries
+    except (AudioFileError, KafkaUnavailable) as exc:
+        print(f"publish: {exc}", file=sys.stderr)
+        return 2
     for call in calls:
         print(f"publish: call {call.call_id}: {call.seconds:.1f} s, {call.sample_rate} Hz, "
               f"{call.channels} channel(s) -> {args.topic}", flush=True)
-    frames = publish_calls(calls, args.topic, args.frame_ms, args.speed, progress=True)
+    try:
+        frames = publish_calls(calls, args.topic, args.frame_ms, args.speed, progress=True)
+    except RuntimeError as exc:  # undelivered frames: the broker went away or refused the topic
+        print(f"{exc} (topic {args.topic}, Kafka at {bootstrap_servers()})", file=sys.stderr)
+        return 1
     print(f"publish: {frames} frames sent for {len(calls)} call(s)", flush=True)
     return 0
 

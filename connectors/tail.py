@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from ..schemas.errors import ContractError
 from ..schemas.events import Event, decode_event
 from .kafka_config import client_config
+from .kafka_topics import KafkaUnavailable, probe_brokers
 
 DEFAULT_TRANSCRIPT_TOPIC = "calls.transcripts"
 
@@ -84,6 +85,11 @@ def speaker_turns(event: Event) -> list[tuple[str, str]]:
 
 
 def _command(args: argparse.Namespace) -> int:
+    try:
+        probe_brokers()  # a consumer would wait for an unreachable broker forever, silently
+    except KafkaUnavailable as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 2
     for item in follow(args.topic, args.from_beginning, idle_timeout=args.idle_timeout):
         if isinstance(item, ContractError):
             print(f"tail: skipped a message that breaks the event schema: {item}", file=sys.stderr, flush=True)

@@ -23,6 +23,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -142,6 +143,18 @@ def split_word(text: str) -> tuple[str, str, str]:
     return core[: len(core) - len(word)], word, trailing
 
 
+def word_confidence(probability: float) -> float:
+    """Whisper's word probability as a json-v2 confidence: 3 decimals, always inside the schema's [0, 1].
+
+    Rounding can make a tiny probability exactly 0.0 (allowed), and float noise or a NaN from the model must
+    never push a value outside the range the transcript event schema accepts.
+    """
+    value = float(probability)
+    if not math.isfinite(value):
+        return 0.0
+    return min(1.0, max(0.0, round(value, 3)))
+
+
 def words_to_results(words: list[tuple[str, float, float, float]], language: str, channel: str | None) -> list[dict]:
     """json-v2 results from (text, start, end, probability); trailing punctuation becomes its own item."""
     results: list[dict[str, Any]] = []
@@ -152,7 +165,7 @@ def words_to_results(words: list[tuple[str, float, float, float]], language: str
         start = floor = max(raw_start, floor)
         end = max(raw_end, start)
         _, word, trailing = split_word(text)
-        alt = {"content": word, "confidence": round(float(prob), 3), "language": language, "speaker": "UU"}
+        alt = {"content": word, "confidence": word_confidence(prob), "language": language, "speaker": "UU"}
         if word:
             item: dict[str, Any] = {"type": "word", "start_time": round(start, 3), "end_time": round(end, 3),
                                     "alternatives": [alt]}

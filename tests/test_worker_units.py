@@ -28,6 +28,7 @@ from bytewax.speechmatics.connectors.worker_whisper import (
     ModelResolutionError,
     join_wheel_model,
     split_word,
+    word_confidence,
     words_to_results,
 )
 
@@ -232,6 +233,22 @@ def test_whisper_words_become_json_v2_items():
     assert [(r["type"], r["alternatives"][0]["content"]) for r in results] == [
         ("word", "Hi"), ("word", "there"), ("punctuation", ".")]
     assert results[2]["is_eos"] is True and results[2]["start_time"] == 0.8
+
+
+@pytest.mark.parametrize(
+    ("probability", "expected"),
+    [(0.0004, 0.0), (0.0005, 0.001), (0.9996, 1.0), (1.0000001, 1.0), (-1e-9, 0.0), (float("nan"), 0.0),
+     (float("inf"), 0.0), (np.float32(0.25), 0.25)],
+)
+def test_whisper_confidence_stays_inside_the_event_schema(probability: float, expected: float) -> None:
+    from bytewax.speechmatics.schemas.events import event_schema
+
+    bounds = event_schema()["$defs"]["word"]["properties"]["confidence"]
+    got = word_confidence(probability)
+    assert got == expected and type(got) is float
+    assert bounds["minimum"] <= got <= bounds["maximum"]
+    item = words_to_results([(" so.", 0.0, 0.2, probability)], "en", None)
+    assert [r["alternatives"][0]["confidence"] for r in item] == [expected, 1.0]
 
 
 def test_join_wheel_model_verifies_and_skips_rehash(tmp_path):

@@ -10,6 +10,7 @@ import soundfile
 from speechmatics.batch import AsyncClient
 
 from bytewax.speechmatics.connectors.sample_audio import normalise_for_wer, pyannote_sample, stm_text
+from bytewax.speechmatics.schemas.events import event_schema
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +27,14 @@ def test_whisper_transcribes_the_sample_call_within_wer_and_runs_jobs_in_paralle
             return await asyncio.gather(*(client.transcribe(str(sample.wav), **FAST) for _ in range(2)))
 
     transcripts = asyncio.run(go())
+    # Exactly the event schema's range: a word Whisper is very unsure of may round to 0.0 on some CPUs.
+    confidence = event_schema()["$defs"]["word"]["properties"]["confidence"]
+    low, high = confidence["minimum"], confidence["maximum"]
     reference = normalise_for_wer(stm_text(sample.stm))
     for transcript in transcripts:
         words = [r for r in transcript.results if r.type == "word"]
         assert words and all(0 <= w.start_time <= w.end_time <= duration + 0.05 for w in words)
-        assert all(0 < w.alternatives[0].confidence <= 1 for w in words)
+        assert all(low <= w.alternatives[0].confidence <= high for w in words)
         hypothesis = normalise_for_wer(" ".join(w.alternatives[0].content for w in words))
         assert jiwer.wer(reference, hypothesis) <= 0.30
     runs = list(worker.admin.stats()["engine_runs"].values())

@@ -1,0 +1,200 @@
+"""The command line's user errors are one stderr line naming the file, broker or setting, with a non-zero exit; `run`
+stops on SIGINT/SIGTERM with one "run: stopped" line and exit 0.
+
+Every check runs the real command in its own process, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+CLI = [sys.executable, "-m", "bytewax.speechmatics.connectors.cli"]
+BROKER_DEADLINE_S = 10.0  # an unreachable broker must be reported within this
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound and released at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_env(bootstrap: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "BWSM_", "BYTEWAX_"))}
+    return {**env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, **extra}
+
+
+def stderr_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def wav(path: Path, rate: int = 16000, seconds: float = 0.5) -> Path:
+    sf.write(str(path), np.zeros(int(rate * seconds), dtype=np.int16), rate, subtype="PCM_16")
+    return path
+
+
+# ---------------------------------------------------------------- publish: files that are not calls
+
+
+def _not_audio(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "notes.txt"
+    path.write_text("this is not audio\n")
+    return path, "not an audio file"
+
+
+def _truncated_wav(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "cut.wav"
+    path.write_bytes(wav(tmp / "whole.wav").read_bytes()[:30])
+    return path, "not an audio file"
+
+
+def _missing(tmp: Path) -> tuple[Path, str]:
+    return tmp / "nowhere.wav", "no such file"
+
+
+def _directory(tmp: Path) -> tuple[Path, str]:
+    return tmp, "is a directory"
+
+
+def _unsupported_rate(tmp: Path) -> tuple[Path, str]:
+    return wav(tmp / "cd.wav", rate=44100), "sample rate 44100 Hz"
+
+
+@pytest.mark.parametrize("make", [_not_audio, _truncated_wav, _missing, _directory, _unsupported_rate])
+def test_publish_of_a_file_that_is_not_a_call_is_one_line_naming_it(
+    tmp_path: Path, make: Callable[[Path], tuple[Path, str]],
+) -> None:
+    path, reason = make(tmp_path)
+    # No broker is contacted: the files are checked first (a broker here would not answer anyway).
+    proc = subprocess.run([*CLI, "publish", str(path)], env=cli_env(f"127.0.0.1:{unused_port()}"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = stderr_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"publish: {path}") and reason in lines[0], lines[0]
+    assert proc.stdout == ""
+
+
+# ---------------------------------------------------------------- every Kafka command: an unreachable broker
+
+
+def test_publish_tail_and_run_name_an_unreachable_broker_within_the_deadline(tmp_path: Path) -> None:
+    broker = f"127.0.0.1:{unused_port()}"
+    audio = wav(tmp_path / "call.wav")
+    commands = {
+        "publish": [*CLI, "publish", str(audio), "--speed", "max"],
+        "tail": [*CLI, "tail"],
+        "run": [*CLI, "run", "--recovery-dir", str(tmp_path / "recovery")],
+        "tail -v": [*CLI, "-v", "tail"],
+    }
+    started = time.monotonic()
+    procs = {name: subprocess.Popen(cmd, env=cli_env(broker), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True) for name, cmd in commands.items()}
+    results: dict[str, tuple[int, str, str]] = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=max(0.1, started + BROKER_DEADLINE_S - time.monotonic()))
+            results[name] = (proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for name in ("publish", "tail", "run"):
+        code, out, err = results[name]
+        assert code == 2, (name, err)
+        lines = stderr_lines(err)
+        assert len(lines) == 1, (name, err)  # no librdkafka log lines, no traceback
+        assert lines[0].startswith(f"{name}: Kafka at {broker} ") and "did not answer" in lines[0], lines[0]
+        assert out == "", (name, out)
+    assert not (tmp_path / "recovery").exists()  # nothing was prepared for a flow that cannot run
+    code, _, err = results["tail -v"]  # -v lets librdkafka's own reasons through, then the same last line
+    lines = stderr_lines(err)
+    assert code == 2 and len(lines) > 1 and "librdkafka" in err and f"{broker}" in lines[-1], err
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    cases = {
+        "BWSM_WORKERS": ([*CLI, "tail"], "x"),  # read while the command line is parsed
+        "BWSM_TOPIC_PARTITIONS": ([*CLI, "run"], "many"),  # read by the command
+        "KAFKA_CONF_NO_SUCH_PROPERTY": ([*CLI, "tail"], "1"),  # refused by librdkafka
+    }
+    for variable, (cmd, value) in cases.items():
+        proc = subprocess.run(cmd, env=cli_env(f"127.0.0.1:{unused_port()}", **{variable: value}),
+                              capture_output=True, text=True, timeout=60)
+        lines = stderr_lines(proc.stderr)
+        assert proc.returncode == 2 and len(lines) == 1, (variable, proc.stderr)
+        expected = "no.such.property" if variable.startswith("KAFKA_CONF_") else variable
+        assert expected in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------- run: stopped by a signal
+
+
+def _wait_for(condition: Callable[[], bool], deadline_s: float, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"`run` exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {deadline_s:.0f} s")
+        time.sleep(0.1)  # polling interval of a condition with a deadline, not a wait for time to pass
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_stops_on_a_signal_with_one_line_and_exit_zero(
+    sig: signal.Signals, kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    api_port = unused_port()
+    env = cli_env(
+        kafka_bootstrap,
+        BWSM_AUDIO_TOPIC=make_topic("audio"), BWSM_RT_TOPIC=make_topic("rt"),
+        BWSM_TRANSCRIPT_TOPIC=make_topic("transcripts"), BWSM_DLQ_TOPIC=make_topic("dlq"),
+        # No audio is published, so the Speechmatics endpoint is never called; no embedded worker to load.
+        BWSM_EMBEDDED_WORKER="0", SPEECHMATICS_API_KEY="unused",
+        SPEECHMATICS_BATCH_URL=f"http://127.0.0.1:{unused_port()}/v2",
+        BYTEWAX_DATAFLOW_API_ENABLED="1", BYTEWAX_DATAFLOW_API_PORT=str(api_port),
+    )
+    metrics = f"http://127.0.0.1:{api_port}/metrics"
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen([*CLI, "run", "--recovery-dir", str(tmp_path / "recovery"), "--snapshot-interval",
+                                 "1"], env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _answers(metrics), 120, proc, "running flow (its dataflow API)")
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout, stderr = out_path.read_text(), err_path.read_text()
+    assert code == 0, (stdout, stderr)
+    assert [line for line in stdout.splitlines() if "stopped" in line] == ["run: stopped"], stdout
+    assert stdout.rstrip().endswith("run: stopped")
+    assert "Traceback" not in stderr and "panicked" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert not _answers(metrics)  # the flow process is gone, not orphaned
+    assert len(list((tmp_path / "recovery").glob("part-*.sqlite3"))) == 4  # recovery stays for the next start
