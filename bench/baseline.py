@@ -24,7 +24,7 @@ def consume_and_chunk(bootstrap: str, topic: str) -> dict:
     """Read the topic to its end, cutting chunks per call; frames, chunks and seconds."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    from bytewax.speechmatics.connectors.kafka_config import client_config
+    from bytewax.speechmatics.connectors.kafka.config import client_config
 
     consumer = Consumer(client_config({"bootstrap.servers": bootstrap, "group.id": f"bench-baseline-{topic}",
                                        "enable.auto.commit": False, "enable.partition.eof": True}))

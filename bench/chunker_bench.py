@@ -95,7 +95,7 @@ def run_flow(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float
 def kafka_bootstrap() -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    from bytewax.speechmatics.connectors.local_kafka import LocalKafka, up
+    from bytewax.speechmatics.connectors.kafka.local_broker import LocalKafka, up
 
     return up(LocalKafka.from_env())
 
@@ -105,7 +105,7 @@ def produce(bootstrap: str, msgs: list[KafkaSourceMessage]) -> str:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from bytewax.speechmatics.connectors.kafka_config import client_config
+    from bytewax.speechmatics.connectors.kafka.config import client_config
 
     topic = f"bench-chunker-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(client_config({"bootstrap.servers": bootstrap}))
@@ -123,14 +123,14 @@ def produce(bootstrap: str, msgs: list[KafkaSourceMessage]) -> str:
 def delete_topic(bootstrap: str, topic: str) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from bytewax.speechmatics.connectors.kafka_config import client_config
+    from bytewax.speechmatics.connectors.kafka.config import client_config
 
     admin = AdminClient(client_config({"bootstrap.servers": bootstrap}))  # must outlive the future
     admin.delete_topics([topic])[topic].result(30)
 
 
 def run_kafka(bootstrap: str, topic: str, config: ChunkConfig) -> tuple[float, int]:
-    from bytewax.speechmatics.connectors.kafka_config import client_config
+    from bytewax.speechmatics.connectors.kafka.config import client_config
 
     sink = CountingSink()
     flow = Dataflow("chunker_bench_kafka")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from bench.chunker_bench import call_audio, kafka_bootstrap
-from bytewax.speechmatics.connectors.kafka_config import client_config
+from bytewax.speechmatics.connectors.kafka.config import client_config
 from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
 __all__ = ["call_audio", "kafka_bootstrap"]

@@ -42,7 +42,7 @@ def build_flow(bootstrap: str, topic: str, tail: bool = False, config=None):  # 
     from bytewax.dataflow import Dataflow
 
     from bench.chunker_bench import CountingSink
-    from bytewax.speechmatics.connectors.kafka_config import security_config
+    from bytewax.speechmatics.connectors.kafka.config import security_config
     from bytewax.speechmatics.flows.chunker import chunk_calls
     from bytewax.speechmatics.flows.chunking import ChunkConfig
     from bytewax.speechmatics.flows.decode import decode

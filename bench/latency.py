@@ -48,7 +48,7 @@ from bench.common import (
     percentiles,
     start_child,
 )
-from bytewax.speechmatics.connectors.worker_control import WorkerProcess
+from bytewax.speechmatics.connectors.worker.control import WorkerProcess
 
 FLOW = "bytewax.speechmatics.flows.microbatch:flow"
 FRAME_MS = 20
@@ -72,7 +72,7 @@ def publish(args: argparse.Namespace) -> None:
     """Send `calls` calls in real time, call c starting at c * stagger / calls; report start and end times."""
     from confluent_kafka import Producer
 
-    from bytewax.speechmatics.connectors.kafka_config import client_config
+    from bytewax.speechmatics.connectors.kafka.config import client_config
     from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
     audio, _ = reference_call(args.seconds)
@@ -235,7 +235,7 @@ def run(table: Table, bootstrap: str, levels: Sequence[int] = (100, 500, 1000), 
     Why the second mode: with the default polling the submitter first asks after BWSM_POLL_MIN (0.25 s), which
     hides the pipeline's own overhead; with the server-side wait the GET returns as the engine finishes.
     """
-    from bytewax.speechmatics.connectors.worker_control import start_worker
+    from bytewax.speechmatics.connectors.worker.control import start_worker
 
     audio, words = reference_call(seconds)
     flow_log = Path(tempfile.gettempdir()) / "bench-latency-flow.log"

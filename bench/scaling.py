@@ -81,7 +81,7 @@ def publisher_child(args: argparse.Namespace) -> None:
     """Real-time calls in steps: `steps` calls for `step_seconds` each; progress lines on stdout."""
     from confluent_kafka import Producer
 
-    from bytewax.speechmatics.connectors.kafka_config import client_config
+    from bytewax.speechmatics.connectors.kafka.config import client_config
 
     steps = [int(x) for x in args.steps.split(",")]
     piece = frame_pieces(1.0, FRAME_MS)[0]

@@ -19,20 +19,20 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the small submit flow lives with the tests
 
 from submit_flow import bench_chunks, max_in_window  # noqa: E402
 
-from bytewax.speechmatics.connectors.job_journal import JobJournal  # noqa: E402
-from bytewax.speechmatics.connectors.settings import SubmitSettings  # noqa: E402
-from bytewax.speechmatics.connectors.speechmatics_client import (  # noqa: E402
+from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal  # noqa: E402
+from bytewax.speechmatics.connectors.speechmatics.service import (  # noqa: E402
     ChunkDone,
     ChunkFailed,
     SubmitRequest,
     SubmitService,
 )
-from bytewax.speechmatics.connectors.throttle import ClusterPlace  # noqa: E402
-from bytewax.speechmatics.connectors.worker_control import start_worker  # noqa: E402
+from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings  # noqa: E402
+from bytewax.speechmatics.connectors.speechmatics.throttle import ClusterPlace  # noqa: E402
+from bytewax.speechmatics.connectors.worker.control import start_worker  # noqa: E402
 
 
 def run_service(url: str, chunks: int, rate: float, processes: int, index: int, prefix: str,

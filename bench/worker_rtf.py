@@ -22,8 +22,8 @@ import jiwer
 import soundfile
 from speechmatics.batch import AsyncClient, BatchError
 
-from bytewax.speechmatics.connectors.sample_audio import normalise_for_wer, pyannote_sample, stm_text
-from bytewax.speechmatics.connectors.worker_control import start_worker
+from bytewax.speechmatics.connectors.cli.sample_audio import normalise_for_wer, pyannote_sample, stm_text
+from bytewax.speechmatics.connectors.worker.control import start_worker
 
 
 def rss_mb(pid: int) -> float:

@@ -37,11 +37,11 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 from prometheus_client import Counter
 
-from ..schemas.chunks import Chunk
-from ..schemas.dead_letters import DeadLetter
-from ..schemas.frames import AudioFrame
-from .chunking import STAGE, CallChunker, CallSnapshot, ChunkConfig, Output, Tally
-from .decode import DEAD_LETTERS
+from bytewax.speechmatics.flows.chunking import STAGE, CallChunker, CallSnapshot, ChunkConfig, Output, Tally
+from bytewax.speechmatics.flows.decode import DEAD_LETTERS
+from bytewax.speechmatics.schemas.chunks import Chunk
+from bytewax.speechmatics.schemas.dead_letters import DeadLetter
+from bytewax.speechmatics.schemas.frames import AudioFrame
 
 FRAMES = Counter("bwsm_chunker_frames_total", "Frames accepted by the chunker (duplicates excluded)")
 DUPLICATES = Counter("bwsm_chunker_duplicate_frames_total",

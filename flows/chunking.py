@@ -40,11 +40,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from ..connectors.env import env_float, env_int
-from ..schemas.chunks import Chunk, ChunkSpan, SourceRange
-from ..schemas.dead_letters import DeadLetter, bad_message
-from ..schemas.frames import BYTES_PER_SAMPLE, AudioFrame, encode_frame
-from .vad import AGGRESSIVENESS, VAD_FRAME_MS, SpeechDetector
+from bytewax.speechmatics.flows.env import env_float, env_int
+from bytewax.speechmatics.flows.vad import AGGRESSIVENESS, VAD_FRAME_MS, SpeechDetector
+from bytewax.speechmatics.schemas.chunks import Chunk, ChunkSpan, SourceRange
+from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message
+from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE, AudioFrame, encode_frame
 
 POLICIES = ("fixed", "vad")
 STAGE = "chunker"

@@ -13,9 +13,9 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from prometheus_client import Counter
 
-from ..schemas.dead_letters import DEFAULT_MAX_RECORD_BYTES, DeadLetter, bad_message
-from ..schemas.errors import ContractError
-from ..schemas.frames import DEFAULT_MAX_FRAME_SECONDS, AudioFrame, decode_frame
+from bytewax.speechmatics.schemas.dead_letters import DEFAULT_MAX_RECORD_BYTES, DeadLetter, bad_message
+from bytewax.speechmatics.schemas.errors import ContractError
+from bytewax.speechmatics.schemas.frames import DEFAULT_MAX_FRAME_SECONDS, AudioFrame, decode_frame
 
 STAGE = "decode"
 

@@ -22,19 +22,19 @@ from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
 from prometheus_client import Counter
 
-from ..connectors.kafka_config import security_config
-from ..connectors.kafka_sink import OutMessage, ProducingSink
-from ..connectors.settings import SubmitSettings
-from ..connectors.structured_logs import configure_logging
-from ..schemas.dead_letters import DeadLetter, bad_message, fit
-from .chunker import chunk_calls, is_chunk
-from .chunking import ChunkConfig
-from .decode import decode
-from .realtime import realtime_events
-from .segments import Produced
-from .settings import FlowSettings
-from .stitcher import stitch_calls
-from .submitter import submit_chunks
+from bytewax.speechmatics.connectors.kafka.config import security_config
+from bytewax.speechmatics.connectors.kafka.sink import OutMessage, ProducingSink
+from bytewax.speechmatics.connectors.logs import configure_logging
+from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
+from bytewax.speechmatics.flows.chunker import chunk_calls, is_chunk
+from bytewax.speechmatics.flows.chunking import ChunkConfig
+from bytewax.speechmatics.flows.decode import decode
+from bytewax.speechmatics.flows.realtime import realtime_events
+from bytewax.speechmatics.flows.segments import Produced
+from bytewax.speechmatics.flows.settings import FlowSettings
+from bytewax.speechmatics.flows.stitcher import stitch_calls
+from bytewax.speechmatics.flows.submitter import submit_chunks
+from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message, fit
 
 log = logging.getLogger(__name__)
 

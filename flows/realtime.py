@@ -36,12 +36,12 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from ..schemas.dead_letters import DeadLetter, fit
-from ..schemas.errors import ContractError
-from ..schemas.events import Event, load_json_object
-from .decode import DEAD_LETTERS
-from .segments import Produced, realtime_segment
-from .stitching import UNDETERMINED_LANGUAGE, group_units, parse_tokens
+from bytewax.speechmatics.flows.decode import DEAD_LETTERS
+from bytewax.speechmatics.flows.segments import Produced, realtime_segment
+from bytewax.speechmatics.flows.stitching import UNDETERMINED_LANGUAGE, group_units, parse_tokens
+from bytewax.speechmatics.schemas.dead_letters import DeadLetter, fit
+from bytewax.speechmatics.schemas.errors import ContractError
+from bytewax.speechmatics.schemas.events import Event, load_json_object
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..schemas.events import SCHEMA_VERSION, Event, event_id, validate_event
-from .stitching import TIME_DECIMALS, Completion, Release, Token, Unit
+from bytewax.speechmatics.flows.stitching import TIME_DECIMALS, Completion, Release, Token, Unit
+from bytewax.speechmatics.schemas.events import SCHEMA_VERSION, Event, event_id, validate_event
 
 BATCH, REALTIME = "batch", "realtime"
 

@@ -10,9 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..connectors.env import SettingsError, env_flag, env_float, env_int
-from ..connectors.kafka_config import bootstrap_servers
-from ..schemas.frames import DEFAULT_MAX_FRAME_SECONDS
+from bytewax.speechmatics.connectors.kafka.config import bootstrap_servers
+from bytewax.speechmatics.flows.env import SettingsError, env_flag, env_float, env_int
+from bytewax.speechmatics.schemas.frames import DEFAULT_MAX_FRAME_SECONDS
 
 
 def _positive(value: float, name: str) -> float:

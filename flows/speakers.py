@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..schemas.chunks import ChunkSpan
+from bytewax.speechmatics.schemas.chunks import ChunkSpan
 
 LABEL_PREFIX = "spk_"
 #: The API's limit on identifiers per job.

@@ -27,11 +27,11 @@ import bytewax.operators as op
 from bytewax.operators import KeyedStream, StatefulLogic
 from prometheus_client import Counter
 
-from ..connectors.env import env_float
-from ..schemas.chunks import ChunkResult
-from .segments import Produced, batch_segment, call_completed
-from .speakers import SpeakerBook
-from .stitching import CallTimeline, Completion, Release, StitchSettings
+from bytewax.speechmatics.flows.env import env_float
+from bytewax.speechmatics.flows.segments import Produced, batch_segment, call_completed
+from bytewax.speechmatics.flows.speakers import SpeakerBook
+from bytewax.speechmatics.flows.stitching import CallTimeline, Completion, Release, StitchSettings
+from bytewax.speechmatics.schemas.chunks import ChunkResult
 
 log = logging.getLogger(__name__)
 

@@ -47,9 +47,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..connectors.env import env_float
-from ..schemas.chunks import ChunkResult, ChunkSpan
-from ..schemas.errors import ContractError
+from bytewax.speechmatics.flows.env import env_float
+from bytewax.speechmatics.schemas.chunks import ChunkResult, ChunkSpan
+from bytewax.speechmatics.schemas.errors import ContractError
 
 #: Minimum intersection (seconds) of two copies' intervals for them to be one word.
 MATCH_EPS = 1e-3

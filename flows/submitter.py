@@ -35,8 +35,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from bytewax.speechmatics.connectors.settings import SubmitSettings
-from bytewax.speechmatics.connectors.speechmatics_client import (
+from bytewax.speechmatics.connectors.speechmatics.service import (
     ChunkDone,
     ChunkFailed,
     FatalSubmitError,
@@ -46,6 +45,7 @@ from bytewax.speechmatics.connectors.speechmatics_client import (
     SubmitService,
     get_service,
 )
+from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.flows.speakers import SpeakerBook, speaker_config
 from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, failed_chunk

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import webrtcvad
 
-from ..schemas.frames import BYTES_PER_SAMPLE
+from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE
 
 #: The frame lengths webrtcvad accepts.
 VAD_FRAME_MS = (10, 20, 30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .frames import BYTES_PER_SAMPLE
+from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE
 
 #: (topic, partition, first offset, last offset) of the frames a chunk was cut from: enough to replay it.
 SourceRange = tuple[str, int, int, int]

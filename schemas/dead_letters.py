@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from .chunks import ChunkSpan, SourceRange
+from bytewax.speechmatics.schemas.chunks import ChunkSpan, SourceRange
 
 HEADER_PREFIX = "dlq."
 #: librdkafka's default `message.max.bytes`: the largest record a default producer accepts.

@@ -16,7 +16,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from .errors import ContractError
+from bytewax.speechmatics.schemas.errors import ContractError
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_FILE = "transcript_event.schema.json"

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import ContractError
+from bytewax.speechmatics.schemas.errors import ContractError
 
 #: At most 18 digits: every seq fits a signed 64-bit integer (and Python never parses a megabyte of digits).
 _DIGITS = re.compile(r"[0-9]{1,18}")

@@ -39,7 +39,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from bytewax.speechmatics.connectors.local_kafka import LocalKafka, up
+    from bytewax.speechmatics.connectors.kafka.local_broker import LocalKafka, up
 
     yield up(LocalKafka.from_env())
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer
 
-from bytewax.speechmatics.connectors.publish import CallAudio, publish_calls
-from bytewax.speechmatics.connectors.worker_control import WorkerProcess
+from bytewax.speechmatics.connectors.cli.publish import CallAudio, publish_calls
+from bytewax.speechmatics.connectors.worker.control import WorkerProcess
 from bytewax.speechmatics.schemas.events import validate_event
 
 FLOW = "bytewax.speechmatics.flows.microbatch:flow"

@@ -1,7 +1,7 @@
 """Fixtures for the local Speechmatics-compatible worker (real subprocess, real HTTP).
 
 `local_worker` is a factory: `local_worker(engine="reference", parallel=2, api_key=None, faults=None,
-extra_args=(), env=None)` starts `python -m bytewax.speechmatics.connectors.worker_cli` on a free port,
+extra_args=(), env=None)` starts `python -m bytewax.speechmatics.connectors.cli.worker` on a free port,
 waits for /ready (deadline 120 s) and returns a `WorkerProcess` with:
   .url    base for the SDK / SPEECHMATICS_BATCH_URL (ends in /v2)
   .base   http://host:port (health endpoints /jobs, /live, /ready)
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from bytewax.speechmatics.connectors.worker_control import WorkerProcess, start_worker
+from bytewax.speechmatics.connectors.worker.control import WorkerProcess, start_worker
 from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE
 
 

@@ -1,0 +1,217 @@
+"""`bytewax-speechmatics demo`: the whole pipeline on this machine, from nothing to transcripts, then a clean stop.
+
+Steps: a Kafka broker (KAFKA_BOOTSTRAP_SERVERS if one answers there, else the local one), the local worker with the
+whisper engine (or Speechmatics SaaS when SPEECHMATICS_API_KEY is set), fresh demo topics, the flow, then two real
+recorded calls: the pyannote two-speaker sample (30 s) and a longer call spliced from the same recording's
+utterances (about 3 minutes, so it crosses several chunk boundaries). Transcripts are printed per call as they
+arrive; everything the demo started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bytewax.speechmatics.connectors.cli.publish import read_call
+from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample
+from bytewax.speechmatics.connectors.cli.tail import follow, render
+from bytewax.speechmatics.connectors.kafka.config import bootstrap_servers, client_config
+from bytewax.speechmatics.connectors.kafka.local_broker import LocalKafka, broker_answers
+from bytewax.speechmatics.connectors.kafka.local_broker import down as kafka_down
+from bytewax.speechmatics.connectors.kafka.local_broker import up as kafka_up
+
+STEPS = 7
+
+
+def step(n: int, text: str) -> None:
+    print(f"\n[{n}/{STEPS}] {text}", flush=True)
+
+
+def utterance_blocks(stm: Path) -> list[tuple[float, float]]:
+    """The recording's utterances (from its STM), overlapping ones merged: pieces that can be re-ordered."""
+    rows = [line.split(maxsplit=5) for line in stm.read_text().splitlines() if not line.startswith(";;")]
+    spans = sorted((float(f[3]), float(f[4])) for f in rows if len(f) >= 5)
+    blocks: list[list[float]] = []
+    for start, end in spans:
+        if blocks and start <= blocks[-1][1] + 0.05:
+            blocks[-1][1] = max(blocks[-1][1], end)
+        else:
+            blocks.append([start, end])
+    return [(s, e) for s, e in blocks]
+
+
+def spliced_call(wav: Path, stm: Path, out: Path, seconds: float = 180.0, seed: int = 7) -> Path:
+    """A longer call made of the real recording's utterances in shuffled order, with short pauses between them."""
+    if out.exists():
+        return out
+    audio, rate = sf.read(str(wav), dtype="int16")
+    blocks = utterance_blocks(stm)
+    rng = random.Random(seed)
+    pause = np.zeros(int(0.4 * rate), dtype=np.int16)
+    pieces: list[np.ndarray] = [audio[: int(blocks[0][0] * rate)]]
+    total = len(pieces[0])
+    while total < seconds * rate:
+        order = blocks[:]
+        rng.shuffle(order)
+        for start, end in order:
+            piece = audio[int(start * rate) : int(end * rate)]
+            pieces += [piece, pause]
+            total += len(piece) + len(pause)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(out), np.concatenate(pieces), rate, subtype="PCM_16")
+    return out
+
+
+def _ensure_kafka() -> tuple[str, LocalKafka | None]:
+    """Bootstrap servers, and the local broker when the demo started it (to stop it afterwards)."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured and broker_answers(configured.split(",")[0]):
+        print(f"    using the broker at {configured}", flush=True)
+        return configured, None
+    kafka = LocalKafka.from_env()
+    if broker_answers(kafka.bootstrap):
+        print(f"    using the local broker already running on {kafka.bootstrap}", flush=True)
+        return kafka.bootstrap, None
+    print("    starting a single-node Apache Kafka broker (the first run fetches its jars from Maven Central) ...",
+          flush=True)
+    return kafka_up(kafka), kafka
+
+
+def _create_topics(bootstrap: str, prefix: str) -> dict[str, str]:
+    from bytewax.speechmatics.connectors.kafka.topics import ensure_topics
+
+    names = {"BWSM_AUDIO_TOPIC": f"{prefix}.calls.audio", "BWSM_RT_TOPIC": f"{prefix}.calls.rt",
+             "BWSM_TRANSCRIPT_TOPIC": f"{prefix}.calls.transcripts", "BWSM_DLQ_TOPIC": f"{prefix}.calls.audio.dlq"}
+    ensure_topics(names.values(), partitions=2, create=True, config={"bootstrap.servers": bootstrap, "log_level": 3})
+    for variable, name in names.items():
+        print(f"    {variable}={name}", flush=True)
+    return names
+
+
+def _delete_topics(bootstrap: str, names: dict[str, str]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    for future in admin.delete_topics(list(names.values())).values():
+        try:
+            future.result(30)
+        except Exception as exc:  # noqa: BLE001 - clean-up must not hide the demo's result
+            print(f"    could not delete a demo topic: {exc}", flush=True)
+
+
+def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
+    from bytewax.speechmatics.connectors.worker.control import start_worker
+
+    run_id = uuid.uuid4().hex[:6]
+    cache = Path(os.environ.get("BWSM_CACHE_DIR") or Path.home() / ".cache" / "bytewax-speechmatics")
+    work = cache / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    worker = flow = None
+    kafka: LocalKafka | None = None
+    topics: dict[str, str] = {}
+    bootstrap = bootstrap_servers()
+    try:
+        step(1, "Kafka")
+        bootstrap, kafka = _ensure_kafka()
+
+        step(2, "Speechmatics endpoint")
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1",
+               "BWSM_JOURNAL_DIR": str(work / f"journal-{run_id}")}
+        if os.environ.get("SPEECHMATICS_API_KEY"):
+            print("    SPEECHMATICS_API_KEY is set: jobs go to Speechmatics (SPEECHMATICS_BATCH_URL or SaaS)",
+                  flush=True)
+        else:
+            print(f"    starting the local worker: whisper engine (Whisper base, offline), {parallel} engines;\n"
+                  "    the first start assembles the model from its wheels and checks its SHA-256 ...", flush=True)
+            worker = start_worker(engine="whisper", parallel=parallel, ready_timeout=600)
+            print(f"    worker ready at {worker.url}", flush=True)
+            # One job per engine: more would only be refused as busy (503) and retried.
+            env |= {"SPEECHMATICS_BATCH_URL": worker.url, "SPEECHMATICS_API_KEY": "local-demo",
+                    "BWSM_MAX_IN_FLIGHT": str(parallel)}
+
+        step(3, "Demo topics (fresh, deleted at the end)")
+        topics = _create_topics(bootstrap, f"demo-{run_id}")
+        env |= topics
+
+        step(4, "The flow: python -m bytewax.run bytewax.speechmatics.flows.microbatch:flow")
+        log_path = work / f"flow-{run_id}.log"
+        with open(log_path, "ab") as log:
+            flow = subprocess.Popen([sys.executable, "-m", "bytewax.run",
+                                     "bytewax.speechmatics.flows.microbatch:flow"],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+        print(f"    running (pid {flow.pid}); its log: {log_path}", flush=True)
+
+        step(5, "Two real recorded calls")
+        sample = pyannote_sample()
+        long_wav = spliced_call(sample.wav, sample.stm, work / "spliced-call.wav")
+        names = ("the pyannote two-speaker sample", "spliced from the sample's utterances")
+        for i, (path, what) in enumerate(zip((sample.wav, long_wav), names, strict=True)):
+            call = read_call(path, f"demo-{run_id}-{i}")
+            print(f"    call {call.call_id}: {call.seconds:.0f} s, {call.sample_rate} Hz ({what})", flush=True)
+
+        step(6, f"Publishing both calls at {speed:g}x real time, 20 ms frames, while transcripts arrive")
+        publisher = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "publish", str(sample.wav), str(long_wav),
+             "--call-id", f"demo-{run_id}", "--speed", str(speed), "--topic", topics["BWSM_AUDIO_TOPIC"]],
+            env=env)
+        pending = {f"demo-{run_id}-0", f"demo-{run_id}-1"}
+        started = time.monotonic()
+
+        def stop() -> bool:
+            if flow.poll() is not None:
+                raise RuntimeError(f"the flow exited with {flow.returncode}; see {log_path}")
+            return not pending or time.monotonic() - started > deadline_s
+
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap  # for tail's consumer
+        for item in follow(topics["BWSM_TRANSCRIPT_TOPIC"], from_beginning=True, stop=stop):
+            if isinstance(item, Exception):
+                continue
+            print(render(item), flush=True)
+            if item["type"] == "call_completed":
+                pending.discard(item["call_id"])
+        publisher.wait(60)
+        step(7, "Stopping everything the demo started")
+        if pending:
+            print(f"    calls not completed within {deadline_s:.0f} s: {sorted(pending)}", flush=True)
+            return 1
+        print(f"    both calls transcribed in {time.monotonic() - started:.0f} s", flush=True)
+        return 0
+    finally:
+        if flow is not None and flow.poll() is None:
+            flow.send_signal(2)
+            try:
+                flow.wait(30)
+            except subprocess.TimeoutExpired:
+                flow.kill()
+            print("    flow stopped", flush=True)
+        if worker is not None:
+            worker.stop()
+            print("    worker stopped", flush=True)
+        if topics:
+            _delete_topics(bootstrap, topics)
+            print("    demo topics deleted", flush=True)
+        if kafka is not None:
+            kafka_down(kafka)
+
+
+def _command(args: argparse.Namespace) -> int:
+    client_config()  # fail early on a malformed Kafka setting
+    return run_demo(args.speed, args.deadline, args.parallel)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run the whole pipeline locally on two real recorded calls")
+    parser.add_argument("--speed", type=float, default=float(os.environ.get("BWSM_DEMO_SPEED", "8")),
+                        help="publishing speed, times real time (default 8; BWSM_DEMO_SPEED)")
+    parser.add_argument("--deadline", type=float, default=600.0, help="give up after this many seconds")
+    parser.add_argument("--parallel", type=int, default=2, help="engines of the local worker (default 2)")
+    parser.set_defaults(func=_command)

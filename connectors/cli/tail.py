@@ -1,0 +1,113 @@
+"""Follow `calls.transcripts` and print it per call: readable lines by default, raw events with --json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+from bytewax.speechmatics.connectors.kafka.config import client_config
+from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
+from bytewax.speechmatics.schemas.errors import ContractError
+from bytewax.speechmatics.schemas.events import Event, decode_event
+
+DEFAULT_TRANSCRIPT_TOPIC = "calls.transcripts"
+
+
+def follow(
+    topic: str,
+    from_beginning: bool = False,
+    stop: Callable[[], bool] = lambda: False,
+    idle_timeout: float | None = None,
+) -> Iterator[Event | ContractError]:
+    """Yield events from `topic` (a ContractError for a message that breaks the schema) until `stop()` or idle."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(client_config({
+        "group.id": f"bwsm-tail-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": False,
+    }))
+    consumer.subscribe([topic])
+    last = time.monotonic()
+    try:
+        while not stop():
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                    return
+                continue
+            if msg.error():
+                continue
+            last = time.monotonic()
+            try:
+                yield decode_event(msg.value(), where=f"{msg.topic()}[{msg.partition()}]@{msg.offset()}")
+            except ContractError as exc:
+                yield exc
+    finally:
+        consumer.close()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{secs:04.1f}"
+
+
+def render(event: Event) -> str:
+    """A human-readable line for one event: speaker turns within a segment on their own lines."""
+    head = f"[{event['call_id']}] {_clock(event['start_time'])}-{_clock(event['end_time'])}"
+    if event["type"] == "call_completed":
+        c = event.get("counts") or {}
+        return (f"{head} call completed: {c.get('chunks', 0)} chunks ({c.get('failed_chunks', 0)} failed), "
+                f"{c.get('words', 0)} words, {c.get('audio_seconds', 0):.1f} s audio")
+    tag = event["source"] + ("" if event["is_final"] else " (partial)")
+    if event.get("error"):
+        return f"{head} {tag} chunk failed: {event['error']}"
+    return f"{head} {tag}\n" + "\n".join(f"    {who}: {text}" for who, text in speaker_turns(event))
+
+
+def speaker_turns(event: Event) -> list[tuple[str, str]]:
+    """Consecutive words of one speaker joined into display text, punctuation attached."""
+    turns: list[tuple[str, list[str]]] = []
+    for word in event["words"]:
+        who = word.get("speaker") or "?"
+        if not turns or turns[-1][0] != who:
+            turns.append((who, []))
+        parts = turns[-1][1]
+        if word["type"] == "punctuation" and parts:
+            parts[-1] += word["text"]
+        else:
+            parts.append(word["text"])
+    return [(who, " ".join(parts)) for who, parts in turns]
+
+
+def _command(args: argparse.Namespace) -> int:
+    try:
+        probe_brokers()  # a consumer would wait for an unreachable broker forever, silently
+    except KafkaUnavailable as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 2
+    for item in follow(args.topic, args.from_beginning, idle_timeout=args.idle_timeout):
+        if isinstance(item, ContractError):
+            print(f"tail: skipped a message that breaks the event schema: {item}", file=sys.stderr, flush=True)
+        elif args.json:
+            import orjson
+
+            sys.stdout.write(orjson.dumps(item).decode() + "\n")
+            sys.stdout.flush()
+        else:
+            print(render(item), flush=True)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tail", help="print transcript events per call")
+    parser.add_argument("--json", action="store_true", help="print raw events, one JSON object per line")
+    parser.add_argument("--from-beginning", action="store_true", help="start at the topic's first message")
+    parser.add_argument("--idle-timeout", type=float, default=None,
+                        help="exit after this many seconds without a message (default: follow forever)")
+    parser.add_argument("--topic", default=os.environ.get("BWSM_TRANSCRIPT_TOPIC", DEFAULT_TRANSCRIPT_TOPIC))
+    parser.set_defaults(func=_command)

@@ -1,0 +1,1 @@
+"""The Speechmatics side: the submission service (SDK client, throttle, retries, job journal, webhooks, WAV)."""

@@ -1,0 +1,627 @@
+"""The Speechmatics side of submission: one asyncio loop on a background thread holding ONE AsyncClient.
+
+Why one loop per process (not per Bytewax worker): the POST/GET limits, the in-flight cap and the journal are
+per process by definition (the cluster share rule in throttle.py), and the SDK asks for one client per
+process. On one loop they are plain asyncio objects served FIFO, with one connection pool; per-worker loops
+would need cross-thread locks for the same result. Workers of a process share it through `get_service`.
+
+Bytewax operators hand chunks in with `submit` (non-blocking, thread-safe) and collect what happened with
+`take(call_id)`: `JobKnown` as soon as a job id is known (so it enters operator state), then exactly one
+`ChunkDone` or `ChunkFailed` per chunk. A 401/403 sets `fatal` and stops all requests at once.
+
+Per chunk: journal lookup (a job posted before a crash; or only the intent to post, then look the job up by
+reference first) -> POST through the POST limiter with retries ->
+on an ambiguous failure, look the job up by tracking.reference before posting again -> fsync the id into the
+journal -> wait (poll via the GET limiter, server-side `wait=`, or webhook + slow poll) -> fetch json-v2.
+The API key never appears in our messages: the SDK reads it, and reasons are passed through `redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import aiohttp
+from speechmatics.batch import (
+    AsyncClient,
+    JobConfig,
+    JobDetails,
+    JobStatus,
+    JobType,
+    NotificationConfig,
+)
+from speechmatics.batch._models import TrackingConfig
+
+from bytewax.speechmatics.connectors import metrics
+from bytewax.speechmatics.connectors.logs import fields
+from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, default_journal_dir
+from bytewax.speechmatics.connectors.speechmatics.retry import Backoff, Classified, ErrorClass, RetryBudget, classify
+from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
+from bytewax.speechmatics.connectors.speechmatics.throttle import (
+    AimdRate,
+    ClusterPlace,
+    RateLimiter,
+    cluster_place,
+    cluster_share,
+)
+from bytewax.speechmatics.connectors.speechmatics.wav import audio_hash, chunk_wav
+from bytewax.speechmatics.connectors.speechmatics.webhooks import WebhookReceiver, auth_header_line
+from bytewax.speechmatics.connectors.worker.embedded import ensure_endpoint
+from bytewax.speechmatics.schemas.chunks import Chunk
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: list_jobs pages to walk back (100 jobs each) when looking for a job by reference.
+MAX_LIST_PAGES = 20
+#: How far before our first POST attempt a job may have been created (clock skew with the API).
+LOOKUP_SKEW_SECONDS = 60.0
+#: Seconds between the two lookups that precede a re-POST (see SubmitService._find_settled).
+LOOKUP_SETTLE_SECONDS = 2.0
+HASH_TAG_PREFIX = "audio-sha256:"
+
+
+# ---- what goes in and what comes out -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """One chunk to transcribe; `job_id` when a job is already known (resume: wait for it, never re-post)."""
+
+    chunk: Chunk
+    job_id: str | None = None
+    speaker_config: dict[str, Any] | None = None
+    attempts: int = 0  # POST attempts already spent on `job_id` (from the state or the journal)
+
+
+@dataclass(frozen=True, slots=True)
+class JobKnown:
+    index: int
+    job_id: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone:
+    index: int
+    job_id: str
+    transcript: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFailed:
+    index: int
+    reason: str
+    job_id: str | None
+    attempts: int
+
+
+SubmitEvent = JobKnown | ChunkDone | ChunkFailed
+
+
+class FatalSubmitError(RuntimeError):
+    """Submission cannot work at all (bad API key): the flow must stop."""
+
+
+class ChunkFailure(Exception):
+    """This chunk cannot be transcribed; the reason is safe to log and dead-letter, `kind` labels the metric."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+class _RequestFailed(Exception):
+    def __init__(self, classified: Classified) -> None:
+        super().__init__(classified.description)
+        self.classified = classified
+
+
+class _Gone(Exception):
+    """The job is unknown, expired or deleted at the server: post the chunk again."""
+
+
+def redact(text: str) -> str:
+    """Remove the API key from a message, should a server ever echo it."""
+    key = os.environ.get("SPEECHMATICS_API_KEY")
+    return text.replace(key, "***") if key and len(key) >= 4 else text
+
+
+def _parse_created(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Per chunk: POST attempts so far, and the first POST attempt's wall time (for lookups)."""
+
+    posts: int = 0
+    first_post_at: float | None = None
+    job_id: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+# ---- the service -----------------------------------------------------------------------------------------------
+
+
+class SubmitService:
+    """Background loop + one AsyncClient + limiters + journal, shared by all workers of a process."""
+
+    def __init__(self, settings: SubmitSettings, *, place: ClusterPlace | None = None,
+                 journal: JobJournal | None = None, client_factory: Callable[[], AsyncClient] | None = None) -> None:
+        self.settings = settings
+        self.place = place or cluster_place()
+        self.post_limit = cluster_share(settings.post_rate, self.place)
+        self.get_limit = cluster_share(settings.get_rate, self.place)
+        self._journal = journal or JobJournal(settings.journal_dir or default_journal_dir(), self.place.index,
+                                              settings.journal_retention)
+        self._client_factory = client_factory or AsyncClient
+        self._client: AsyncClient | None = None
+        self._cond = threading.Condition()
+        self._events: dict[str, list[SubmitEvent]] = {}
+        self._fatal: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._running: dict[str, asyncio.Task] = {}  # reference -> its task: one task per chunk at a time
+        self._wakers: dict[str, asyncio.Event] = {}
+        self._receiver: WebhookReceiver | None = None
+        self._start_error: str | None = None
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self._rng = random.Random()  # noqa: S311 - poll jitter
+        self.identity = _identity()
+        # Processes of one host must not share a port: process i listens on BWSM_WEBHOOK_PORT + i, and the
+        # URL may name its own port or index ("http://host:{port}/", "http://flow-{index}.svc:8765/").
+        self.webhook_port = settings.webhook_port + self.place.index if settings.webhook_port else 0
+        self.webhook_url = (settings.webhook_url or "").replace("{port}", str(self.webhook_port)).replace(
+            "{index}", str(self.place.index))
+
+    # -- lifecycle (called from any thread) --
+
+    def start(self) -> SubmitService:
+        """Create the client (fails at once on a missing key) and start the loop thread."""
+        try:
+            self._client = self._client_factory()
+        except ValueError as exc:
+            raise FatalSubmitError(f"Speechmatics client not configured: {redact(str(exc))}") from None
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="bwsm-submit", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if self._start_error is not None:
+            raise FatalSubmitError(f"submit service could not start: {self._start_error}")
+        log.info("submit service: process %d of %d, POST %.2f/s, GET %.2f/s, in-flight cap %d, wait mode %s, "
+                 "journal %s", self.place.index, self.place.processes, self.post_limit, self.get_limit,
+                 self.settings.max_in_flight, self.settings.wait_mode, self._journal.path)
+        return self
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        s = self.settings
+        self._post_limiter = RateLimiter("post", AimdRate(self.post_limit, decrease=s.aimd_decrease,
+                                                          floor=s.aimd_floor, recovery=s.aimd_recovery),
+                                         s.rate_margin)
+        self._get_limiter = RateLimiter("get", AimdRate(self.get_limit, decrease=s.aimd_decrease,
+                                                        floor=s.aimd_floor, recovery=s.aimd_recovery), s.rate_margin)
+        self._in_flight = asyncio.Semaphore(s.max_in_flight)
+        try:
+            loop.run_until_complete(self._install_send_clock())
+            if s.wait_mode == "webhook":
+                self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, self.webhook_port)
+                loop.run_until_complete(self._receiver.start())
+        except Exception as exc:  # e.g. the webhook port is taken: start() reports it, the loop never runs
+            self._start_error = f"{type(exc).__name__}: {exc}"
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+
+    async def _install_send_clock(self) -> None:
+        """Give the SDK's transport a session whose trace hook tells the limiters when a request really left.
+
+        The SDK creates its aiohttp session lazily with only timeouts; we create the same session first, plus
+        the trace config. If a future SDK changes its internals we just keep grant-time spacing.
+        """
+        transport = getattr(self._client, "_transport", None)
+        conn = getattr(transport, "_conn_config", None)
+        if transport is None or conn is None or getattr(transport, "_session", "missing") is not None:
+            log.info("SDK transport not instrumentable: POSTs are spaced from grant time only")
+            return
+
+        async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
+            (self._post_limiter if params.method == "POST" else self._get_limiter).sent()
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(on_headers_sent)
+        timeout = aiohttp.ClientTimeout(total=conn.operation_timeout, connect=conn.connect_timeout)
+        transport._session = aiohttp.ClientSession(timeout=timeout, trace_configs=[trace])  # noqa: SLF001
+
+    def close(self) -> None:
+        """Cancel outstanding work, close the client and stop the loop thread."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return
+
+        async def shutdown() -> None:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._receiver is not None:
+                await self._receiver.stop()
+            if self._client is not None:
+                await self._client.close()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- the operator's side (any thread) --
+
+    @property
+    def fatal(self) -> str | None:
+        return self._fatal
+
+    def submit(self, request: SubmitRequest) -> None:
+        """Start transcribing a chunk; never blocks."""
+        assert self._loop is not None, "start() the service first"
+        metrics.CHUNKS_SUBMITTED.inc()
+        self._loop.call_soon_threadsafe(self._spawn, request)
+
+    def take(self, call_id: str) -> list[SubmitEvent]:
+        """What happened to a call's chunks since the last take (non-blocking)."""
+        with self._cond:
+            return self._events.pop(call_id, [])
+
+    def wait(self, call_id: str, timeout: float) -> list[SubmitEvent]:
+        """Like take, but block up to `timeout` seconds for at least one event (or a fatal error)."""
+        with self._cond:
+            self._cond.wait_for(lambda: call_id in self._events or self._fatal is not None, timeout)
+            return self._events.pop(call_id, [])
+
+    def mark_done(self, reference: str) -> None:
+        """The operator emitted this chunk's result: its journal entry may expire."""
+        self._journal.mark_done(reference)
+
+    # -- the loop's side --
+
+    def _emit(self, call_id: str, event: SubmitEvent) -> None:
+        with self._cond:
+            self._events.setdefault(call_id, []).append(event)
+            self._cond.notify_all()
+
+    def _set_fatal(self, reason: str) -> None:
+        if self._fatal is None:
+            self._fatal = reason
+            log.error("Speechmatics submission stopped: %s", reason)
+            for task in list(self._tasks):
+                if task is not asyncio.current_task():
+                    task.cancel()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _spawn(self, request: SubmitRequest) -> None:
+        if self._fatal is not None:
+            return
+        ref = request.chunk.span.reference
+        if ref in self._running:  # the same chunk handed over twice (a rebuilt operator): still one job
+            return
+        task = asyncio.get_running_loop().create_task(self._run_chunk(request))
+        self._tasks.add(task)
+        self._running[ref] = task
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _task, r=ref: self._running.pop(r, None))
+
+    def _wake_job(self, job_id: str, status: str) -> None:
+        waker = self._wakers.get(job_id)
+        if waker is not None:
+            waker.set()
+
+    async def _run_chunk(self, request: SubmitRequest) -> None:
+        span = request.chunk.span
+        progress = _Progress(posts=request.attempts, job_id=request.job_id)
+        try:
+            async with self._in_flight:
+                metrics.JOBS_IN_FLIGHT.inc()
+                try:
+                    job_id, transcript = await self._transcribe(request, progress)
+                finally:
+                    metrics.JOBS_IN_FLIGHT.dec()
+            metrics.CHUNKS_DONE.inc()
+            metrics.CHUNK_LATENCY.observe(time.monotonic() - progress.started)
+            self._emit(span.call_id, ChunkDone(span.index, job_id, transcript, max(1, progress.posts)))
+        except FatalSubmitError as exc:
+            self._set_fatal(str(exc))
+        except ChunkFailure as exc:
+            reason = redact(str(exc))
+            metrics.CHUNKS_FAILED.labels(reason=exc.kind).inc()
+            log.warning("chunk %s failed after %d POST attempts: %s", span.reference, progress.posts, reason)
+            self._emit(span.call_id, ChunkFailed(span.index, reason, progress.job_id, progress.posts))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not strand the chunk: dead-letter it and say what broke
+            log.exception("chunk %s: unexpected error", span.reference)
+            self._emit(span.call_id, ChunkFailed(span.index, f"internal error: {type(exc).__name__}",
+                                                 progress.job_id, progress.posts))
+
+    async def _transcribe(self, request: SubmitRequest, progress: _Progress) -> tuple[str, dict[str, Any]]:
+        chunk = request.chunk
+        ref = chunk.span.reference
+        digest = audio_hash(chunk.audio)
+        budget = RetryBudget(self.settings.max_attempts, time.monotonic() + self.settings.max_chunk_seconds)
+        job_id = request.job_id
+        if job_id is None:
+            entry = self._journal.lookup(ref)
+            if entry is not None and entry.audio_hash == digest and entry.job_id is not None:
+                job_id = progress.job_id = entry.job_id
+                progress.posts = entry.attempts
+                metrics.JOBS_RECOVERED.labels(via="journal").inc()
+                log.info("job found in the journal", extra=fields(reference=ref, job_id=job_id, stage="journal"))
+                self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id, progress.posts))
+            elif entry is not None and entry.audio_hash == digest:
+                progress.first_post_at = entry.written_at  # a POST was leaving when we crashed: look it up first
+                log.info("a POST was leaving at the crash: looking for its job", extra=fields(reference=ref))
+            elif entry is not None:
+                log.warning("journal entry for another audio hash: posting anew", extra=fields(reference=ref))
+        for _ in range(self.settings.max_attempts):
+            if job_id is None:
+                job_id = progress.job_id = await self._post(request, digest, budget, progress)
+                self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id, progress.posts))
+            try:
+                return job_id, await self._await_job(job_id, budget)
+            except _Gone:
+                log.warning("job gone at the server: posting again", extra=fields(reference=ref, job_id=job_id))
+                entry = self._journal.lookup(ref)
+                if entry is not None and entry.job_id in (job_id, None):  # never a newer id than the one gone
+                    self._journal.forget(ref)
+                job_id = progress.job_id = None
+                progress.first_post_at = None  # the next POST writes its own intent first
+        raise ChunkFailure("gone", f"jobs kept disappearing: {self.settings.max_attempts} jobs gone")
+
+    async def _request(self, route: str, call: Callable[[], Awaitable[T]], budget: RetryBudget) -> T:
+        """One API request with throttling and retries of transient failures (capped attempts and time)."""
+        limiter = self._post_limiter if route == "post" else self._get_limiter
+        failures = busy = 0
+        while True:
+            if self._fatal is not None:
+                raise FatalSubmitError(self._fatal)
+            await limiter.acquire()
+            metrics.RATE_LIMIT.labels(route=route).set(limiter.rate.current())
+            try:
+                return await call()
+            except Exception as exc:
+                classified = classify(exc, posting=route == "post")
+            if classified.throttled:
+                metrics.HTTP_429.labels(route=route).inc()
+                limiter.throttled()
+            if classified.kind is ErrorClass.FATAL:
+                raise FatalSubmitError(classified.description)
+            if classified.kind is not ErrorClass.RETRYABLE:
+                raise _RequestFailed(classified)
+            # A 503 on POST is a busy server refusing before it creates a job (an on-prem worker whose engines
+            # are all in use answers exactly that): back-pressure, not a failure. It waits like any retry but
+            # does not use up the chunk's attempts; the chunk's time cap still bounds it.
+            if route == "post" and classified.status == 503:
+                busy += 1
+            else:
+                failures += 1
+            now = time.monotonic()
+            if failures >= budget.max_attempts or now >= budget.deadline:
+                raise ChunkFailure("retries_exhausted",
+                                   f"{route} gave up after {failures + busy} attempts: {classified.description}")
+            metrics.RETRIES.labels(route=route, kind=classified.kind.value).inc()
+            await asyncio.sleep(budget.clip(self._backoff.delay(failures + busy - 1), now))
+
+    def _job_config(self, request: SubmitRequest, digest: str) -> JobConfig:
+        s = self.settings
+        notifications = None
+        if s.wait_mode == "webhook" and self.webhook_url:
+            notifications = [NotificationConfig(url=self.webhook_url, contents=["jobinfo"],
+                                                auth_headers=[auth_header_line(s.webhook_secret)])]
+        return JobConfig(
+            type=JobType.TRANSCRIPTION,
+            transcription_config=s.transcription_config(request.speaker_config),
+            tracking=TrackingConfig(reference=request.chunk.span.reference, tags=[HASH_TAG_PREFIX + digest]),
+            notification_config=notifications,
+        )
+
+    async def _post(self, request: SubmitRequest, digest: str, budget: RetryBudget, progress: _Progress) -> str:
+        """POST the chunk once, however many tries it takes; after an ambiguous failure, find it first."""
+        ref = request.chunk.span.reference
+        wav = chunk_wav(request.chunk)
+        config = self._job_config(request, digest)
+        s = self.settings
+        ambiguous = 1 if progress.first_post_at is not None else 0
+
+        async def post() -> JobDetails:
+            if progress.first_post_at is None:
+                progress.first_post_at = time.time()
+                self._journal.intend(ref, digest)
+            progress.posts += 1
+            return await self._client.submit_job(io.BytesIO(wav), config=config, parallel_engines=s.parallel_engines,
+                                                 user_id=s.user_id)
+
+        while True:
+            if ambiguous:
+                found = await self._find_settled(ref, digest, progress.first_post_at or time.time(), budget)
+                if found is not None:
+                    metrics.JOBS_RECOVERED.labels(via="lookup").inc()
+                    log.info("job found by reference", extra=fields(reference=ref, job_id=found, stage="lookup"))
+                    self._journal.record(ref, found, digest, progress.posts)
+                    return found
+            try:
+                job = await self._request("post", post, budget)
+            except _RequestFailed as exc:
+                if exc.classified.kind is not ErrorClass.AMBIGUOUS:
+                    raise ChunkFailure("refused", f"POST refused: {exc.classified.description}") from None
+                ambiguous += 1
+                now = time.monotonic()
+                if ambiguous >= budget.max_attempts or now >= budget.deadline:
+                    raise ChunkFailure("retries_exhausted", f"post gave up after {ambiguous} ambiguous failures: "
+                                       f"{exc.classified.description}") from None
+                metrics.RETRIES.labels(route="post", kind="ambiguous").inc()
+                await asyncio.sleep(budget.clip(self._backoff.delay(ambiguous - 1), now))
+                continue
+            self._journal.record(ref, job.id, digest, progress.posts)
+            metrics.JOBS_POSTED.inc()
+            log.info("job posted", extra=fields(reference=ref, job_id=job.id, attempts=progress.posts))
+            return job.id
+
+    async def _find_settled(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:
+        """Look a job up twice, LOOKUP_SETTLE_SECONDS apart, before concluding that a POST must go out again.
+
+        Why: a POST whose sender died (a crash, a cut connection) can still be creating its job at the server when
+        the first lookup runs; a second look after the server has had time to finish avoids paying twice.
+        """
+        found = await self._find_by_reference(ref, digest, since, budget)
+        if found is None:
+            await asyncio.sleep(LOOKUP_SETTLE_SECONDS)
+            found = await self._find_by_reference(ref, digest, since, budget)
+        return found
+
+    async def _find_by_reference(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:
+        """The newest job carrying this reference and audio hash, walking list_jobs back to `since`."""
+        tag = HASH_TAG_PREFIX + digest
+        created_before: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_LIST_PAGES):
+            async def page(before: str | None = created_before) -> list[JobDetails]:
+                return await self._client.list_jobs(limit=100, created_before=before)
+
+            try:
+                jobs = await self._request("get", page, budget)
+            except _RequestFailed as exc:
+                raise ChunkFailure("lookup_failed",
+                                   f"could not look for an existing job: {exc.classified.description}") from None
+            for job in jobs:
+                if job.id in seen:
+                    continue
+                seen.add(job.id)
+                tracking = job.config.tracking if job.config else None
+                if tracking is None or tracking.reference != ref or job.status == JobStatus.DELETED:
+                    continue
+                if not tracking.tags or tag in tracking.tags:
+                    return job.id
+            if len(jobs) < 100:
+                return None
+            oldest = jobs[-1].created_at
+            oldest_t = _parse_created(oldest)
+            if oldest_t is None or oldest_t < since - LOOKUP_SKEW_SECONDS:
+                return None
+            # created_before is exclusive and timestamps are in milliseconds: ask from just after the page's oldest
+            # job, so jobs created in that same millisecond are not skipped (the ones already seen are ignored)
+            created_before = datetime.fromtimestamp(oldest_t + 0.001, tz=timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+        return None
+
+    async def _pause(self, job_id: str, interval: float) -> None:
+        """Between status checks: a jittered poll interval, or until the job's webhook arrives."""
+        if self.settings.wait_mode != "webhook":
+            await asyncio.sleep(interval * self._rng.uniform(0.8, 1.2))
+            return
+        waker = self._wakers.setdefault(job_id, asyncio.Event())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(waker.wait(), self.settings.webhook_fallback_poll)
+        waker.clear()
+
+    async def _await_job(self, job_id: str, budget: RetryBudget) -> dict[str, Any]:
+        """Wait until the job is done and return its json-v2 transcript; _Gone / ChunkFailure otherwise."""
+        s = self.settings
+        interval = s.poll_min
+        wait = s.wait_seconds if s.wait_mode == "wait" else None
+        try:
+            while True:
+                if wait is None:
+                    await self._pause(job_id, interval)
+                    interval = min(interval * 1.5, s.poll_max)
+
+                async def status() -> JobDetails:
+                    return await self._client.get_job_info(job_id, wait=wait)
+
+                try:
+                    info = await self._request("get", status, budget)
+                except _RequestFailed as exc:
+                    if exc.classified.kind is ErrorClass.GONE:
+                        raise _Gone() from None
+                    raise ChunkFailure("status_failed",
+                                       f"status of job {job_id}: {exc.classified.description}") from None
+                if info.status == JobStatus.DONE:
+                    return await self._fetch(job_id, budget)
+                if info.status == JobStatus.REJECTED:
+                    detail = "; ".join(e.message for e in info.errors or [])[:300]
+                    raise ChunkFailure("rejected", f"job rejected: {detail or 'no reason given'}")
+                if info.status == JobStatus.DELETED:
+                    raise _Gone()
+                if time.monotonic() >= budget.deadline:
+                    raise ChunkFailure("timeout",
+                                       f"job not done within {s.max_chunk_seconds:.0f} s (BWSM_MAX_CHUNK_SECONDS)")
+        finally:
+            self._wakers.pop(job_id, None)
+
+    async def _fetch(self, job_id: str, budget: RetryBudget) -> dict[str, Any]:
+        """The json-v2 transcript as the API sent it (the SDK's Transcript object cannot give the dict back)."""
+        transport = self._client._transport  # noqa: SLF001 - raw json-v2, through the SDK's own transport
+
+        async def get() -> dict[str, Any]:
+            return await transport.get(f"/jobs/{job_id}/transcript", params={"format": "json-v2"})
+
+        for attempt in range(budget.max_attempts):
+            try:
+                body = await self._request("get", get, budget)
+            except _RequestFailed as exc:
+                if exc.classified.status == 404:  # done but not yet readable: the API's eventual consistency
+                    await asyncio.sleep(self._backoff.delay(attempt))
+                    continue
+                if exc.classified.kind is ErrorClass.GONE:
+                    raise _Gone() from None
+                raise ChunkFailure("transcript_failed",
+                                   f"transcript of job {job_id}: {exc.classified.description}") from None
+            if not isinstance(body.get("results"), list):
+                raise ChunkFailure("transcript_failed", f"transcript of job {job_id} is not json-v2")
+            return body
+        raise ChunkFailure("transcript_failed", f"transcript of job {job_id} never became readable")
+
+
+# ---- one service per process ---------------------------------------------------------------------------------
+
+
+def _identity() -> tuple[str, str]:
+    """Which API the SDK would talk to now (URL and a hash of the key: the key itself is never kept)."""
+    key = os.environ.get("SPEECHMATICS_API_KEY", "")
+    return os.environ.get("SPEECHMATICS_BATCH_URL", ""), hashlib.sha256(key.encode()).hexdigest()
+
+
+_services: dict[int, SubmitService] = {}
+_services_lock = threading.Lock()
+
+
+def get_service(settings: SubmitSettings) -> SubmitService:
+    """The process's running service for these settings and API; replaces one built for others."""
+    ensure_endpoint()
+    with _services_lock:
+        current = _services.get(os.getpid())
+        if current is not None and current.settings == settings and current.identity == _identity():
+            return current
+        if current is not None:
+            current.close()
+        service = SubmitService(settings).start()
+        _services[os.getpid()] = service
+        return service

@@ -1,0 +1,1 @@
+"""The local Speechmatics-compatible batch worker: HTTP app, jobs, faults, control, and its engines."""

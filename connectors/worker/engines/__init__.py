@@ -1,0 +1,1 @@
+"""The local worker's recognition engines: `whisper` (real, needs the `[worker]` extra) and `reference`."""

