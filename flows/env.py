@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bytewax.speechmatics.schemas.errors import SettingsError
 
-class SettingsError(ValueError):
-    """A BWSM_* variable that cannot be used; the message names the variable."""
+__all__ = ["SettingsError", "env_flag", "env_float", "env_int"]
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:

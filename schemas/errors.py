@@ -1,12 +1,21 @@
-"""The one error type for input that breaks a contract."""
+"""The project's errors: one base class, so a caller can catch everything this library raises on purpose."""
 
 from __future__ import annotations
 
 
-class ContractError(ValueError):
+class BytewaxSpeechmaticsError(Exception):
+    """Base of every error the library raises on purpose (bad input, bad settings, fatal service errors)."""
+
+
+class ContractError(BytewaxSpeechmaticsError, ValueError):
     """Input that breaks a contract: `what` is wrong, `where` it was found (topic/partition/offset, header, field)."""
 
     def __init__(self, what: str, where: str = "") -> None:
         self.what = what
         self.where = where
         super().__init__(f"{where}: {what}" if where else what)
+
+
+class SettingsError(BytewaxSpeechmaticsError, ValueError):
+    """A setting that cannot be used; the message names it (the environment variable, when it came from one) and
+    the values it allows."""

@@ -23,6 +23,7 @@ import soundfile as sf
 from bytewax.speechmatics.connectors.kafka.config import bootstrap_servers, client_config
 from bytewax.speechmatics.connectors.kafka.sink import PRODUCER_DEFAULTS, produce_with_backpressure
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
+from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 from bytewax.speechmatics.schemas.frames import SAMPLE_RATES, AudioFrame, encode_frame
 
 DEFAULT_AUDIO_TOPIC = "calls.audio"
@@ -42,7 +43,7 @@ class CallAudio:
         return len(self.pcm) / (2 * self.channels * self.sample_rate)
 
 
-class AudioFileError(ValueError):
+class AudioFileError(BytewaxSpeechmaticsError, ValueError):
     """A file that cannot be published as a call; the message names the file and says why, on one line."""
 
 

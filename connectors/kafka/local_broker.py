@@ -24,6 +24,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
+
 DEFAULT_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
 
@@ -73,7 +75,7 @@ auto.create.topics.enable=false
 """
 
 
-class BrokerError(RuntimeError):
+class BrokerError(BytewaxSpeechmaticsError, RuntimeError):
     """The local broker could not be prepared, started or stopped."""
 
 

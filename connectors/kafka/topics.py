@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from bytewax.speechmatics.connectors.kafka.config import client_config
+from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
 # Long enough for a remote broker behind TLS/SASL, short enough that a wrong address is reported within 10 s.
 PROBE_SECONDS = 5.0
 
 
-class TopicError(RuntimeError):
+class TopicError(BytewaxSpeechmaticsError, RuntimeError):
     """A topic the flow needs is missing and could not (or must not) be created."""
 
 

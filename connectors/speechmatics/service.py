@@ -59,6 +59,7 @@ from bytewax.speechmatics.connectors.speechmatics.wav import audio_hash, chunk_w
 from bytewax.speechmatics.connectors.speechmatics.webhooks import WebhookReceiver, auth_header_line
 from bytewax.speechmatics.connectors.worker.embedded import ensure_endpoint
 from bytewax.speechmatics.schemas.chunks import Chunk
+from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,7 +112,7 @@ class ChunkFailed:
 SubmitEvent = JobKnown | ChunkDone | ChunkFailed
 
 
-class FatalSubmitError(RuntimeError):
+class FatalSubmitError(BytewaxSpeechmaticsError, RuntimeError):
     """Submission cannot work at all (bad API key): the flow must stop."""
 
 
