@@ -1,4 +1,5 @@
-# Two commands matter: `make demo` and `make test`. Both bootstrap .venv on first use.
+# Two commands matter: `make demo` and `make test`. Both bootstrap .venv on first use, with the test tools ([dev])
+# and the local worker's whisper engine ([worker]), which the demo and the slow tests use.
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= $(shell for p in python3.11 python3.12 python3.10 python3; do \
@@ -11,10 +12,10 @@ CLI := $(BIN)/bytewax-speechmatics
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need Python 3.10-3.12 (bytewax 0.21.1 has no 3.13 wheels)"; exit 1; }
-	@echo "setup: creating $(VENV) with $(PYTHON) and installing bytewax-speechmatics[dev] ..."
+	@echo "setup: creating $(VENV) with $(PYTHON) and installing bytewax-speechmatics[dev,worker] ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,worker]'
 	@touch $(STAMP)
 
 install: $(STAMP)

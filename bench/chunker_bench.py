@@ -29,7 +29,7 @@ from bytewax.testing import TestingSource, run_main
 
 from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.chunking import CallChunker, ChunkConfig
-from bytewax.speechmatics.flows.decode import decode, decode_message
+from bytewax.speechmatics.flows.decode import decode_frames, decode_message
 from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
 
@@ -84,8 +84,8 @@ def messages(calls: int, seconds: float, frame_ms: int, rate: int) -> list[Kafka
 def run_flow(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float, int]:
     sink = CountingSink()
     flow = Dataflow("chunker_bench")
-    decoded = decode("decode", op.input("in", flow, TestingSource(msgs, batch_size=1000)))
-    op.output("out", chunk_calls("chunker", decoded.frames, config), sink)
+    decoded = decode_frames("decode", op.input("in", flow, TestingSource(msgs, batch_size=1000)))
+    op.output("out", chunk_calls("chunker", decoded.oks, config).oks, sink)
     gc.collect()
     t0 = time.perf_counter()
     run_main(flow)
@@ -95,9 +95,10 @@ def run_flow(msgs: list[KafkaSourceMessage], config: ChunkConfig) -> tuple[float
 def kafka_bootstrap() -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    from bytewax.speechmatics.connectors.kafka.local_broker import LocalKafka, up
+    from bytewax.speechmatics.connectors.cli.kafka import local_kafka
+    from bytewax.speechmatics.connectors.kafka.local_broker import up
 
-    return up(LocalKafka.from_env())
+    return up(local_kafka())
 
 
 def produce(bootstrap: str, msgs: list[KafkaSourceMessage]) -> str:
@@ -136,8 +137,8 @@ def run_kafka(bootstrap: str, topic: str, config: ChunkConfig) -> tuple[float, i
     flow = Dataflow("chunker_bench_kafka")
     extra = {k: v for k, v in client_config({"bootstrap.servers": bootstrap}).items() if k != "bootstrap.servers"}
     source = KafkaSource([bootstrap], [topic], tail=False, add_config=extra, batch_size=1000)
-    decoded = decode("decode", op.input("in", flow, source))
-    op.output("out", chunk_calls("chunker", decoded.frames, config), sink)
+    decoded = decode_frames("decode", op.input("in", flow, source))
+    op.output("out", chunk_calls("chunker", decoded.oks, config).oks, sink)
     gc.collect()
     t0 = time.perf_counter()
     run_main(flow)

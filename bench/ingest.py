@@ -45,13 +45,13 @@ def build_flow(bootstrap: str, topic: str, tail: bool = False, config=None):  # 
     from bytewax.speechmatics.connectors.kafka.config import security_config
     from bytewax.speechmatics.flows.chunker import chunk_calls
     from bytewax.speechmatics.flows.chunking import ChunkConfig
-    from bytewax.speechmatics.flows.decode import decode
+    from bytewax.speechmatics.flows.decode import decode_frames
 
     flow = Dataflow("bench_ingest")
     source = KafkaSource([bootstrap], [topic], tail=tail, add_config=security_config(), batch_size=1000)
-    decoded = decode("decode", op.input("in", flow, source))
+    decoded = decode_frames("decode", op.input("in", flow, source))
     sink = CountingSink()
-    op.output("out", chunk_calls("chunker", decoded.frames, config or ChunkConfig()), sink)
+    op.output("out", chunk_calls("chunker", decoded.oks, config or ChunkConfig()).oks, sink)
     return flow, sink
 
 

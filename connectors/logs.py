@@ -1,22 +1,38 @@
 """Structured logs for the flow: one line per record, ids, counts and timings as fields, never transcript text.
 
 Code logs with `extra=fields(call_id=..., chunk=..., job_id=...)`; the formatter puts those fields on the line
-(JSON with BWSM_LOG_FORMAT=json, `key=value` otherwise) so logs can be searched by call, chunk and job. Only the
-fields named in FIELDS are ever emitted, which keeps secrets and transcript text out by construction.
+(JSON with `LoggingSettings(format="json")`, i.e. BWSM_LOG_FORMAT=json; `key=value` otherwise) so logs can be
+searched by call, chunk and job. Only the fields named in FIELDS are ever emitted, which keeps secrets and
+transcript text out by construction.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 FIELDS = ("call_id", "chunk", "job_id", "reference", "attempts", "status", "seconds", "count", "stage")
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
 _CONFIGURED = False
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """How the flow's process logs (applied by the application entry points, never by importing the library)."""
+
+    level: str = "info"
+    format: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.level.lower() not in LEVELS or self.format.lower() not in FORMATS:
+            raise ValueError(f"log level must be one of {LEVELS} and format one of {FORMATS}, got "
+                             f"{self.level!r}, {self.format!r}")
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -50,15 +66,17 @@ class StructuredFormatter(logging.Formatter):
         return f"{line['ts']} {line['level']:<7} {line['logger']} {line['msg']}" + (f" {extra}" if extra else "")
 
 
-def configure_logging() -> None:
-    """Install the formatter on the `bytewax.speechmatics` loggers once (BWSM_LOG_LEVEL, BWSM_LOG_FORMAT)."""
+def configure_logging(settings: LoggingSettings | None = None) -> None:
+    """Install the formatter on the `bytewax.speechmatics` loggers once; called by the flow's entry point (the
+    `flow` attribute, the command line), not by the library: a user's own dataflow keeps its own logging."""
     global _CONFIGURED
     if _CONFIGURED:
         return
+    settings = settings or LoggingSettings()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(StructuredFormatter(os.environ.get("BWSM_LOG_FORMAT", "text").lower() == "json"))
+    handler.setFormatter(StructuredFormatter(settings.format.lower() == "json"))
     root = logging.getLogger("bytewax.speechmatics")
     root.addHandler(handler)
-    root.setLevel(os.environ.get("BWSM_LOG_LEVEL", "INFO").upper())
+    root.setLevel(settings.level.upper())
     root.propagate = False
     _CONFIGURED = True

@@ -1,9 +1,24 @@
-"""Prometheus metrics of job submission (prefix `bwsm_`): counts and rates only, never keys or audio."""
+"""Every Prometheus metric of the flow, in one place (prefix `bwsm_`): counts, rates and timings only, never call
+ids, keys, audio or text. Bytewax serves them on its dataflow API (`BYTEWAX_DATAFLOW_API_ENABLED=1`, `/metrics`).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# -- input --
+SOURCE_ERRORS = Counter("bwsm_kafka_source_errors_total", "Errors reported by the Kafka consumers", ["step"])
+#: Every stage that refuses input counts it here, labelled by stage (never by call id: unbounded).
+DEAD_LETTERS = Counter("bwsm_dead_letters_total", "Messages or chunks sent to the dead-letter topic", ["stage"])
+
+# -- chunking --
+FRAMES = Counter("bwsm_chunker_frames_total", "Frames accepted by the chunker (duplicates excluded)")
+DUPLICATES = Counter("bwsm_chunker_duplicate_frames_total",
+                     "Frames dropped because their seq was already released or filled (replays, retries, late)")
+GAPS = Counter("bwsm_chunker_gap_frames_total", "Missing frames filled with silence")
+CHUNKS = Counter("bwsm_chunks_total", "Chunks cut, by reason (fixed, vad_pause, vad_forced, end, idle)", ["reason"])
+
+# -- submission --
 CHUNKS_SUBMITTED = Counter("bwsm_chunks_submitted", "Chunks handed to the Speechmatics client")
 JOBS_POSTED = Counter("bwsm_jobs_posted", "Jobs the API accepted (POST answered with a job id)")
 JOBS_RECOVERED = Counter("bwsm_jobs_recovered", "Jobs found again instead of posting", ["via"])
@@ -15,3 +30,15 @@ JOBS_IN_FLIGHT = Gauge("bwsm_jobs_in_flight", "Chunks between their first POST a
 RATE_LIMIT = Gauge("bwsm_rate_limit_per_second", "Current (AIMD) request rate of this process", ["route"])
 CHUNK_LATENCY = Histogram("bwsm_chunk_latency_seconds", "From first POST attempt to transcript",
                           buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+
+# -- stitching --
+EVENTS = Counter("bwsm_stitcher_events_total", "Batch events emitted by the stitcher, by type", ["type"])
+FAILED_SEGMENTS = Counter("bwsm_stitcher_failed_segments_total", "Segments emitted for chunks that failed")
+
+# -- output --
+PRODUCED = Counter("bwsm_messages_produced_total", "Messages acknowledged by Kafka, by kind", ["kind"])
+LOST_LETTERS = Counter("bwsm_dead_letters_lost_total", "Dead letters Kafka refused (logged, not retried)", ["kind"])
+CHUNK_TO_EVENT = Histogram(
+    "bwsm_chunk_to_event_seconds", "Wall time from a chunk being cut to its event being acknowledged by Kafka",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)

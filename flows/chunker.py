@@ -1,6 +1,6 @@
 """The chunking operator: one CallChunker per call id inside Bytewax's stateful_batch, plus metrics.
 
-Output: (call_id, Chunk | DeadLetter). Downstream splits them with op.branch (see `is_chunk`).
+Output: StageOut(oks=(call_id, Chunk), errs=DeadLetter).
 
 Why stateful_batch and not stateful: per-frame overhead is the budget (hundreds of thousands of 20 ms frames/s
 per process), so metrics are published once per batch per call, not once per frame.
@@ -35,19 +35,14 @@ from datetime import datetime, timezone
 import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
-from prometheus_client import Counter
 
+from bytewax.speechmatics.connectors.metrics import CHUNKS, DEAD_LETTERS, DUPLICATES, FRAMES, GAPS
 from bytewax.speechmatics.flows.chunking import STAGE, CallChunker, CallSnapshot, ChunkConfig, Output, Tally
-from bytewax.speechmatics.flows.decode import DEAD_LETTERS
+from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.schemas.chunks import Chunk
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 from bytewax.speechmatics.schemas.frames import AudioFrame
 
-FRAMES = Counter("bwsm_chunker_frames_total", "Frames accepted by the chunker (duplicates excluded)")
-DUPLICATES = Counter("bwsm_chunker_duplicate_frames_total",
-                     "Frames dropped because their seq was already released or filled (replays, retries, late)")
-GAPS = Counter("bwsm_chunker_gap_frames_total", "Missing frames filled with silence")
-CHUNKS = Counter("bwsm_chunks_total", "Chunks cut, by reason (fixed, vad_pause, vad_forced, end, idle)", ["reason"])
 _CHUNKER_DEAD = DEAD_LETTERS.labels(stage=STAGE)
 
 
@@ -117,18 +112,27 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame, Chunk | DeadLetter, CallSnapsh
         return replace(self.core.snapshot(), touched_at=self.touched_at)
 
 
-def is_chunk(item: Chunk | DeadLetter) -> bool:
-    """For op.branch on the chunker's output: chunks on `trues`, dead letters on `falses`."""
-    return isinstance(item, Chunk)
-
-
 @operator
-def chunk_calls(step_id: str, frames: KeyedStream[AudioFrame],
-                config: ChunkConfig | None = None) -> KeyedStream[Chunk | DeadLetter]:
-    """Cut each call's frames (keyed by call id) into chunks; config defaults to ChunkConfig.from_env()."""
-    cfg = config if config is not None else ChunkConfig.from_env()
+def chunk_calls(step_id: str, up: KeyedStream[AudioFrame], config: ChunkConfig | None = None) -> StageOut[Chunk]:
+    """Cut each call's frames into chunks: reorder by seq, drop replays, fill gaps with silence, cut fixed windows
+    with overlap (or on silence with the `vad` policy), flush on the `end` frame or an idle timeout.
+
+    Args:
+        step_id: Unique ID.
+        up: `(call_id, AudioFrame)`, as `decode_frames(...).oks` gives them.
+        config: How calls are cut; the built-in defaults (30 s fixed windows, 0.3 s overlap) when omitted.
+
+    Returns:
+        `StageOut`: `oks` are `(call_id, Chunk)` in chunk order per call; `errs` are DeadLetters for frames the
+        call cannot take (a format change mid-call, a seq too far ahead, frames after the call ended).
+
+    Example:
+        >>> from bytewax.speechmatics.flows import ChunkConfig, chunk_calls
+        >>> chunks = chunk_calls("chunk", frames.oks, config=ChunkConfig(policy="vad"))
+    """
+    cfg = config or ChunkConfig()
 
     def build(resume: CallSnapshot | None) -> ChunkerLogic:
         return ChunkerLogic(cfg, resume)
 
-    return op.stateful_batch("chunk", frames, build)
+    return split_letters("out", op.stateful_batch("chunk", up, build))

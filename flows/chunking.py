@@ -35,12 +35,10 @@ Rules (all lengths are samples per channel, counted from the call's first sample
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from bytewax.speechmatics.flows.env import env_float, env_int
 from bytewax.speechmatics.flows.vad import AGGRESSIVENESS, VAD_FRAME_MS, SpeechDetector
 from bytewax.speechmatics.schemas.chunks import Chunk, ChunkSpan, SourceRange
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message
@@ -67,7 +65,7 @@ Output = list[Chunk | DeadLetter]
 
 @dataclass(frozen=True, slots=True)
 class ChunkConfig:
-    """How calls are cut; `from_env()` reads the BWSM_* variables named in each field's comment."""
+    """How calls are cut (each field's comment names the variable `Settings.from_env` reads for it)."""
 
     policy: str = "fixed"  # BWSM_CHUNK_POLICY: fixed | vad
     chunk_seconds: float = 30.0  # BWSM_CHUNK_SECONDS (fixed window, overlap included)
@@ -99,25 +97,6 @@ class ChunkConfig:
             raise ValueError("BWSM_IDLE_TIMEOUT_SECONDS and BWSM_FORGET_SECONDS must be > 0")
         if self.reorder_window_frames < 0 or self.max_gap_frames < self.reorder_window_frames:
             raise ValueError("need 0 <= BWSM_REORDER_WINDOW_FRAMES <= BWSM_MAX_GAP_FRAMES")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ChunkConfig:
-        env = os.environ if env is None else env
-        d = cls()
-        return cls(
-            policy=env.get("BWSM_CHUNK_POLICY", "").strip().lower() or d.policy,
-            chunk_seconds=env_float(env, "BWSM_CHUNK_SECONDS", d.chunk_seconds),
-            overlap_seconds=env_float(env, "BWSM_CHUNK_OVERLAP_SECONDS", d.overlap_seconds),
-            vad_min_seconds=env_float(env, "BWSM_VAD_MIN_SECONDS", d.vad_min_seconds),
-            vad_max_seconds=env_float(env, "BWSM_VAD_MAX_SECONDS", d.vad_max_seconds),
-            vad_min_silence_seconds=env_float(env, "BWSM_VAD_MIN_SILENCE_SECONDS", d.vad_min_silence_seconds),
-            vad_aggressiveness=env_int(env, "BWSM_VAD_AGGRESSIVENESS", d.vad_aggressiveness, low=None),
-            vad_frame_ms=env_int(env, "BWSM_VAD_FRAME_MS", d.vad_frame_ms, low=None),
-            idle_timeout_seconds=env_float(env, "BWSM_IDLE_TIMEOUT_SECONDS", d.idle_timeout_seconds),
-            forget_seconds=env_float(env, "BWSM_FORGET_SECONDS", d.forget_seconds),
-            reorder_window_frames=env_int(env, "BWSM_REORDER_WINDOW_FRAMES", d.reorder_window_frames, low=None),
-            max_gap_frames=env_int(env, "BWSM_MAX_GAP_FRAMES", d.max_gap_frames, low=None),
-        )
 
     @property
     def max_seconds(self) -> float:

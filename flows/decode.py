@@ -11,16 +11,15 @@ from typing import Any, Protocol
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
-from prometheus_client import Counter
 
+from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS
+from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.schemas.dead_letters import DEFAULT_MAX_RECORD_BYTES, DeadLetter, bad_message
 from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.frames import DEFAULT_MAX_FRAME_SECONDS, AudioFrame, decode_frame
 
 STAGE = "decode"
 
-#: Every stage that refuses input counts it here, labelled by stage (never by call id: unbounded).
-DEAD_LETTERS = Counter("bwsm_dead_letters_total", "Messages or chunks sent to the dead-letter topic", ["stage"])
 _DECODE_DEAD = DEAD_LETTERS.labels(stage=STAGE)
 
 
@@ -68,25 +67,45 @@ def decode_batch(messages: list[SourceMessage], max_frame_seconds: float = DEFAU
     return out
 
 
-def _is_keyed(item: tuple[str, AudioFrame] | DeadLetter) -> bool:
-    return item.__class__ is tuple
-
-
 @dataclass(frozen=True)
-class Decoded:
-    """Frames keyed by call id (for the chunker), and the messages refused."""
+class DecodeSettings:
+    """Bounds of the frame contract, and the largest dead letter the producer accepts."""
 
-    frames: Stream[tuple[str, AudioFrame]]
-    dead_letters: Stream[DeadLetter]
+    #: A frame carrying more audio than this is refused (BWSM_MAX_FRAME_SECONDS).
+    max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS
+    #: Dead letters are cut to fit this record size (the producer's message.max.bytes).
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+    def __post_init__(self) -> None:
+        if self.max_frame_seconds <= 0 or self.max_record_bytes < 4096:
+            raise ValueError(f"max_frame_seconds must be > 0 and max_record_bytes >= 4096, got "
+                             f"{self.max_frame_seconds}, {self.max_record_bytes}")
 
 
 @operator
-def decode(step_id: str, up: Stream[SourceMessage], max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
-           max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Decoded:
-    """Decode `calls.audio` messages; split frames (keyed by call id) from dead letters."""
+def decode_frames(step_id: str, up: Stream[SourceMessage], config: DecodeSettings | None = None
+                  ) -> StageOut[AudioFrame]:
+    """Decode and validate `calls.audio` messages into audio frames keyed by call id.
+
+    Args:
+        step_id: Unique ID.
+        up: Kafka messages (`KafkaSourceMessage` from `bytewax.connectors.kafka.operators.input`, or anything
+            with `key`, `value`, `headers`, `topic`, `partition`, `offset`).
+        config: Frame bounds; the built-in defaults when omitted.
+
+    Returns:
+        `StageOut`: `oks` are `(call_id, AudioFrame)`; `errs` are DeadLetters for messages that break the frame
+        contract (the reason says what and where). Never raises on bad input.
+
+    Example:
+        >>> import bytewax.connectors.kafka.operators as kop
+        >>> from bytewax.speechmatics.flows import decode_frames
+        >>> msgs = kop.input("audio_in", flow, brokers=["localhost:9092"], topics=["calls.audio"]).oks
+        >>> frames = decode_frames("decode", msgs)   # frames.oks -> chunk_calls, frames.errs -> your DLQ
+    """
+    cfg = config or DecodeSettings()
 
     def batch(messages: list[SourceMessage]) -> list[tuple[str, AudioFrame] | DeadLetter]:
-        return decode_batch(messages, max_frame_seconds, max_record_bytes)
+        return decode_batch(messages, cfg.max_frame_seconds, cfg.max_record_bytes)
 
-    split = op.branch("split", op.flat_map_batch("decode", up, batch), _is_keyed)
-    return Decoded(split.trues, split.falses)
+    return split_letters("out", op.flat_map_batch("decode", up, batch))

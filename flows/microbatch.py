@@ -1,50 +1,48 @@
 """The micro-batch dataflow: call audio on Kafka -> chunks -> Speechmatics jobs -> stitched transcripts on Kafka.
 
 Run it with `python -m bytewax.run bytewax.speechmatics.flows.microbatch:flow` (every Bytewax option applies) or
-`bytewax-speechmatics run`. Configuration comes from the environment (see the README's table).
+`bytewax-speechmatics run`; the `flow` attribute reads its settings from the environment (`Settings.from_env`).
+Composing your own dataflow: call the stages (`decode_frames`, `chunk_calls`, `transcribe_chunks`,
+`stitch_calls`, `normalize_realtime`) yourself, or `build_flow(settings)` for this whole one.
 
 One dataflow carries both sources: the real-time branch (`calls.rt`, raw Speechmatics RT messages) is merged into
 this flow rather than run beside it, so one deployment, one recovery store and one producer serve the transcript
 topic, and a single consumer sees batch and real-time events for a call in one ordered stream per partition.
-Set BWSM_REALTIME=0 to leave the real-time topic alone.
+`RealtimeSettings(enabled=False)` (BWSM_REALTIME=0) leaves the real-time topic alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
 
 import bytewax.operators as op
 import orjson
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
-from prometheus_client import Counter
 
-from bytewax.speechmatics.connectors.kafka.config import security_config
+from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.sink import OutMessage, ProducingSink
 from bytewax.speechmatics.connectors.logs import configure_logging
-from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
-from bytewax.speechmatics.flows.chunker import chunk_calls, is_chunk
-from bytewax.speechmatics.flows.chunking import ChunkConfig
-from bytewax.speechmatics.flows.decode import decode
-from bytewax.speechmatics.flows.realtime import realtime_events
+from bytewax.speechmatics.connectors.metrics import SOURCE_ERRORS
+from bytewax.speechmatics.flows.chunker import chunk_calls
+from bytewax.speechmatics.flows.decode import decode_frames
+from bytewax.speechmatics.flows.realtime import normalize_realtime
 from bytewax.speechmatics.flows.segments import Produced
-from bytewax.speechmatics.flows.settings import FlowSettings
+from bytewax.speechmatics.flows.settings import Settings
 from bytewax.speechmatics.flows.stitcher import stitch_calls
-from bytewax.speechmatics.flows.submitter import submit_chunks
-from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message, fit
+from bytewax.speechmatics.flows.submitter import transcribe_chunks
+from bytewax.speechmatics.schemas.dead_letters import DeadLetter, fit
+from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
 log = logging.getLogger(__name__)
 
-SOURCE_ERRORS = Counter("bwsm_kafka_source_errors_total", "Errors reported by the Kafka consumers", ["step"])
 
-
-def _source(flow: Dataflow, step_id: str, topic: str, settings: FlowSettings) -> Stream[KafkaSourceMessage]:
+def kafka_input(flow: Dataflow, step_id: str, topic: str, kafka: KafkaSettings) -> Stream[KafkaSourceMessage]:
     """Consume one topic (one Bytewax partition per Kafka partition); consumer errors are logged and counted."""
-    kin = kop.input(step_id, flow, brokers=list(settings.brokers), topics=[topic],
-                    add_config=security_config(), batch_size=settings.source_batch_size)
+    kin = kop.input(step_id, flow, brokers=kafka.brokers, topics=[topic], add_config=dict(kafka.properties),
+                    batch_size=kafka.source_batch_size)
 
     def report(_step: str, err: object) -> None:
         SOURCE_ERRORS.labels(step=step_id).inc()
@@ -54,80 +52,85 @@ def _source(flow: Dataflow, step_id: str, topic: str, settings: FlowSettings) ->
     return kin.oks
 
 
-def _transcript_message(topic: str) -> Callable[[Any], OutMessage]:
-    def convert(keyed: tuple[str, Produced]) -> OutMessage:
-        call_id, produced = keyed
-        return OutMessage(topic=topic, key=call_id.encode(), value=orjson.dumps(produced.event),
-                          kind=f"{produced.event['source']}_{produced.event['type']}", closed_at=produced.closed_at)
-
-    return convert
+def transcript_message(topic: str, keyed: tuple[str, Produced]) -> OutMessage:
+    """A transcript event as the message for the transcript topic (key = call id)."""
+    call_id, produced = keyed
+    return OutMessage(topic=topic, key=call_id.encode(), value=orjson.dumps(produced.event),
+                      kind=f"{produced.event['source']}_{produced.event['type']}", closed_at=produced.closed_at)
 
 
-def _dead_letter_message(topic: str, max_record_bytes: int) -> Callable[[Any], OutMessage]:
-    def convert(letter: DeadLetter) -> OutMessage:
-        letter = fit(letter, max_record_bytes)
-        return OutMessage(topic=topic, key=letter.key, value=letter.value, headers=letter.kafka_headers(),
-                          kind=f"dlq_{letter.stage}", best_effort=True)
-
-    return convert
+def dead_letter_message(topic: str, max_record_bytes: int, letter: DeadLetter) -> OutMessage:
+    """A dead letter as the message for the dead-letter topic, cut to fit the producer (best effort)."""
+    letter = fit(letter, max_record_bytes)
+    return OutMessage(topic=topic, key=letter.key, value=letter.value, headers=letter.kafka_headers(),
+                      kind=f"dlq_{letter.stage}", best_effort=True)
 
 
-def _rt_keyed(msg: KafkaSourceMessage) -> tuple[str, bytes] | DeadLetter:
-    """(call_id, raw RT message), or a dead letter when the message has no usable call id as key."""
-    if msg.value is None:
-        return _rt_refused(msg, "null value (a tombstone is not a real-time message)")
-    if not msg.key:
-        return _rt_refused(msg, "message has no key (the key must be the call id)")
-    try:
-        return msg.key.decode("utf-8"), msg.value
-    except UnicodeDecodeError:
-        return _rt_refused(msg, "key is not UTF-8 (the key must be the call id)")
+def build_flow(settings: Settings | None = None) -> Dataflow:
+    """The whole micro-batch dataflow, Kafka in and out.
 
+    With no API key in `settings.submission` and `settings.worker.embedded` (the default), this process's local
+    worker is started here (it needs the `[worker]` extra for the whisper engine) and submission is pointed at it.
 
-def _rt_refused(msg: KafkaSourceMessage, what: str) -> DeadLetter:
-    reason = f"{msg.topic}[{msg.partition}]@{msg.offset}: {what}"
-    return bad_message(reason, "realtime", msg.key, msg.value, msg.headers, msg.topic, msg.partition, msg.offset)
+    Args:
+        settings: Every setting; the built-in defaults when omitted (`Settings.from_env()` reads the environment).
 
+    Returns:
+        The dataflow, ready for `bytewax.run` (or `cli_main`).
 
-def build_flow(
-    settings: FlowSettings | None = None,
-    chunking: ChunkConfig | None = None,
-    submission: SubmitSettings | None = None,
-) -> Dataflow:
-    """The whole dataflow; every argument defaults to its `from_env()`."""
-    configure_logging()
-    settings = settings or FlowSettings.from_env()
+    Raises:
+        WorkerUnavailable: no API key, and the local worker cannot be started (its engine is not installed).
+
+    Example:
+        >>> from bytewax.speechmatics.flows import Settings, build_flow
+        >>> flow = build_flow(Settings.from_env())
+    """
+    settings = _with_endpoint(settings or Settings())
     flow = Dataflow("bytewax_speechmatics_microbatch")
+    topics = settings.topics
+    sink = ProducingSink(settings.kafka)
+    decoding = replace(settings.decoding, max_record_bytes=sink.max_record_bytes)
 
-    sink = ProducingSink()
-    decoded = decode("decode", _source(flow, "audio_in", settings.audio_topic, settings),
-                     max_frame_seconds=settings.max_frame_seconds, max_record_bytes=sink.max_record_bytes)
-    cut = op.branch("chunks_or_refused", chunk_calls("chunker", decoded.frames, chunking), lambda kv: is_chunk(kv[1]))
-    submitted = submit_chunks("submit", cut.trues, submission)
-    events: list[Stream[tuple[str, Produced]]] = [stitch_calls("stitch", submitted.results)]
-    letters: list[Stream[DeadLetter]] = [
-        decoded.dead_letters, op.map("chunker_refused", cut.falses, lambda kv: kv[1]), submitted.dead_letters,
-    ]
-
-    if settings.realtime:
-        rt = op.map("rt_key", _source(flow, "rt_in", settings.rt_topic, settings), _rt_keyed)
-        rt_split = op.branch("rt_keyed_or_refused", rt, lambda item: not isinstance(item, DeadLetter))
-        rt_out = realtime_events("realtime", rt_split.trues)
-        events.append(rt_out.events)
-        letters += [rt_split.falses, op.map("rt_refused", rt_out.dead_letters, lambda kv: kv[1])]
+    frames = decode_frames("decode", kafka_input(flow, "audio_in", topics.audio, settings.kafka), decoding)
+    chunks = chunk_calls("chunk", frames.oks, settings.chunking)
+    results = transcribe_chunks("transcribe", chunks.oks, settings.submission)
+    stitched = stitch_calls("stitch", results.oks, settings.stitching)
+    events = [stitched.oks]
+    letters = [frames.errs, chunks.errs, results.errs, stitched.errs]
+    if settings.realtime.enabled:
+        rt = normalize_realtime("realtime", kafka_input(flow, "rt_in", topics.realtime, settings.kafka),
+                                settings.realtime)
+        events.append(rt.oks)
+        letters.append(rt.errs)
 
     out = op.merge(
         "to_kafka",
-        op.map("transcripts", op.merge("events", *events), _transcript_message(settings.transcript_topic)),
+        op.map("transcripts", op.merge("events", *events), lambda kv: transcript_message(topics.transcripts, kv)),
         op.map("dead_letters", op.merge("letters", *letters),
-               _dead_letter_message(settings.dlq_topic, sink.max_record_bytes)),
+               lambda letter: dead_letter_message(topics.dead_letters, sink.max_record_bytes, letter)),
     )
     op.output("kafka_out", out, sink)
     return flow
 
 
+def _with_endpoint(settings: Settings) -> Settings:
+    """Point submission at the embedded local worker when no API key is set (and it is not turned off)."""
+    if settings.submission.api_key or not settings.worker.embedded:
+        return settings
+    from bytewax.speechmatics.connectors.worker.embedded import start_embedded_worker
+
+    endpoint = start_embedded_worker(settings.worker.engine, settings.worker.parallel)
+    return settings.with_endpoint(endpoint.url, endpoint.api_key)
+
+
 def __getattr__(name: str) -> Dataflow:
-    """`flow` is built on first access, so importing this module never reads the environment by itself."""
+    """`flow` (for `python -m bytewax.run ...microbatch:flow`) is built on first access from the environment, so
+    importing this module reads nothing and starts nothing."""
     if name == "flow":
-        return build_flow()
+        try:
+            settings = Settings.from_env()
+            configure_logging(settings.logging)
+            return build_flow(settings)
+        except BytewaxSpeechmaticsError as exc:  # bad settings, no engine: one line, not a traceback
+            raise SystemExit(f"bytewax-speechmatics: {exc}") from None
     raise AttributeError(name)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,12 +33,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.operators import KeyedStream, StatefulLogic
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulLogic
 
-from bytewax.speechmatics.flows.decode import DEAD_LETTERS
+from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS
+from bytewax.speechmatics.flows.decode import SourceMessage
 from bytewax.speechmatics.flows.segments import Produced, realtime_segment
+from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.flows.stitching import UNDETERMINED_LANGUAGE, group_units, parse_tokens
-from bytewax.speechmatics.schemas.dead_letters import DeadLetter, fit
+from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message, fit
 from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.events import Event, load_json_object
 
@@ -157,17 +159,59 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
 
 
 @dataclass(frozen=True)
-class RealtimeOutputs:
-    """The RT branch's two outputs: events for calls.transcripts, dead letters for the DLQ topic."""
+class RealtimeSettings:
+    """The real-time branch of the flow."""
 
-    events: KeyedStream[Produced]
-    dead_letters: KeyedStream[DeadLetter]
+    enabled: bool = True  # build_flow also normalises the real-time topic (BWSM_REALTIME)
+    idle_seconds: float = DEFAULT_IDLE_SECONDS  # a session silent this long without EndOfTranscript is forgotten
+
+    def __post_init__(self) -> None:
+        if self.idle_seconds <= 0:
+            raise ValueError(f"realtime idle_seconds must be > 0, got {self.idle_seconds}")
 
 
-def realtime_events(step_id: str, messages: KeyedStream[bytes]) -> RealtimeOutputs:
-    """The real-time branch: (call_id, raw RT message bytes) -> (call_id, Produced) and (call_id, DeadLetter)."""
-    keyed = op.map(f"{step_id}_with_call", messages, lambda kv: (kv[0], (kv[0], kv[1])))
-    idle = float(os.environ.get("BWSM_RT_IDLE_SECONDS") or DEFAULT_IDLE_SECONDS)
-    out = op.stateful(f"{step_id}_normalize", keyed, lambda resume: RealtimeLogic(resume, idle))
-    split = op.branch(f"{step_id}_split", out, lambda kv: isinstance(kv[1], Produced))
-    return RealtimeOutputs(events=split.trues, dead_letters=split.falses)
+def _keyed(msg: SourceMessage) -> tuple[str, tuple[str, bytes]] | DeadLetter:
+    """(call_id, (call_id, raw RT message)), or a dead letter when the message has no usable call id or value."""
+    if msg.value is None:
+        return _refused(msg, "null value (a tombstone is not a real-time message)")
+    if not msg.key:
+        return _refused(msg, "message has no key (the key must be the call id)")
+    try:
+        call_id = msg.key.decode("utf-8")
+    except UnicodeDecodeError:
+        return _refused(msg, "key is not UTF-8 (the key must be the call id)")
+    return call_id, (call_id, msg.value)
+
+
+def _refused(msg: SourceMessage, what: str) -> DeadLetter:
+    _RT_DEAD.inc()
+    reason = f"{msg.topic}[{msg.partition}]@{msg.offset}: {what}"
+    return bad_message(reason, STAGE, msg.key, msg.value, list(msg.headers or ()), msg.topic or "",
+                       -1 if msg.partition is None else msg.partition, -1 if msg.offset is None else msg.offset)
+
+
+@operator
+def normalize_realtime(step_id: str, up: Stream[SourceMessage], config: RealtimeSettings | None = None
+                       ) -> StageOut[Produced]:
+    """Turn raw Speechmatics real-time messages (`calls.rt`, key = call id) into transcript events in the same
+    schema as the batch results (see the module docstring for the mapping).
+
+    Args:
+        step_id: Unique ID.
+        up: Kafka messages of the real-time topic (`KafkaSourceMessage` or anything with `key`, `value`,
+            `headers`, `topic`, `partition`, `offset`).
+        config: Idle expiry of sessions; built-in defaults when omitted.
+
+    Returns:
+        `StageOut`: `oks` are `(call_id, Produced)` (real-time `segment` events); `errs` are DeadLetters for
+        messages without a call id or that are not real-time messages. Never raises on bad input.
+
+    Example:
+        >>> from bytewax.speechmatics.flows import normalize_realtime
+        >>> rt = normalize_realtime("rt", kop.input("rt_in", flow, brokers=brokers, topics=["calls.rt"]).oks)
+    """
+    cfg = config or RealtimeSettings()
+    keyed = split_letters("keyed", op.map("key", up, _keyed))
+    out = op.stateful("normalize", keyed.oks, lambda resume: RealtimeLogic(resume, cfg.idle_seconds))
+    normalized = split_letters("out", out)
+    return StageOut(oks=normalized.oks, errs=op.merge("errs", keyed.errs, normalized.errs))

@@ -1,57 +1,280 @@
-"""The flow's own settings (topics, partitions, sources), read from the environment once at start-up.
+"""The flow's one configuration: frozen dataclasses by concern, read from the environment in one place.
 
-Chunking, submission and Kafka security settings live beside the code they configure; this module only holds what
-wires the dataflow together.
+`Settings()` is the built-in defaults; `Settings.from_env(env)` is the only function of the library that reads
+environment variables (the command line and the `flow` attribute of `flows.microbatch` call it). Operators take
+their group as an argument (`chunk_calls(..., config=settings.chunking)`) and never read the environment.
+
+Each field that a variable sets names it in its metadata (`env(...)`), so the README's table is checked against
+these dataclasses by a test, and a bad value raises one SettingsError naming the variable and what it allows.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
-from bytewax.speechmatics.connectors.kafka.config import bootstrap_servers
-from bytewax.speechmatics.flows.env import SettingsError, env_flag, env_float, env_int
-from bytewax.speechmatics.schemas.frames import DEFAULT_MAX_FRAME_SECONDS
+import orjson
 
+from bytewax.speechmatics.connectors.kafka.config import KafkaSettings, properties_from
+from bytewax.speechmatics.connectors.logs import LoggingSettings
+from bytewax.speechmatics.connectors.speechmatics.journal import default_journal_dir
+from bytewax.speechmatics.connectors.speechmatics.settings import (
+    DIARIZATIONS,
+    WAIT_MODES,
+    SubmitSettings,
+    parse_additional_vocab,
+    parse_channel_labels,
+)
+from bytewax.speechmatics.connectors.speechmatics.throttle import cluster_place
+from bytewax.speechmatics.flows.chunking import POLICIES, ChunkConfig
+from bytewax.speechmatics.flows.decode import DecodeSettings
+from bytewax.speechmatics.flows.realtime import RealtimeSettings
+from bytewax.speechmatics.flows.stitching import StitchSettings
+from bytewax.speechmatics.schemas.errors import SettingsError
 
-def _positive(value: float, name: str) -> float:
-    if value <= 0:
-        raise SettingsError(f"{name} must be > 0, got {value}")
-    return value
+__all__ = ["VARIABLES", "RunSettings", "Settings", "SettingsError", "TopicSettings", "Variable", "WorkerSettings"]
 
 
 @dataclass(frozen=True)
-class FlowSettings:
-    """Topic names, partition count for topics the runner creates, and source options."""
+class TopicSettings:
+    """The four topics, and how `run` creates missing ones."""
 
-    brokers: tuple[str, ...]
-    audio_topic: str = "calls.audio"
-    rt_topic: str = "calls.rt"
-    transcript_topic: str = "calls.transcripts"
-    dlq_topic: str = "calls.audio.dlq"
-    topic_partitions: int = 4
-    realtime: bool = True
-    source_batch_size: int = 1000
-    max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS
+    audio: str = "calls.audio"
+    realtime: str = "calls.rt"
+    transcripts: str = "calls.transcripts"
+    dead_letters: str = "calls.audio.dlq"
+    partitions: int = 4
+    create: bool = False
+
+    def names(self, realtime: bool = True) -> list[str]:
+        """Every topic the flow reads or writes."""
+        inputs = [self.audio, self.realtime] if realtime else [self.audio]
+        return [*inputs, self.transcripts, self.dead_letters]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The embedded local worker, started by `build_flow` when no API key is set (needs the `[worker]` extra)."""
+
+    embedded: bool = True
+    engine: str = "whisper"
+    parallel: int = 1
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What `bytewax-speechmatics run` hands to Bytewax's runner."""
+
+    workers: int | None = None
+    recovery_dir: str | None = None
+    recovery_partitions: int = 4
+    snapshot_seconds: int = 5
+    backup_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the flow, by concern; `Settings()` is the built-in defaults."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    decoding: DecodeSettings = field(default_factory=DecodeSettings)
+    chunking: ChunkConfig = field(default_factory=ChunkConfig)
+    submission: SubmitSettings = field(default_factory=SubmitSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    stitching: StitchSettings = field(default_factory=StitchSettings)
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    run: RunSettings = field(default_factory=RunSettings)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> FlowSettings:
-        env = os.environ if env is None else env
-        return cls(
-            brokers=tuple(bootstrap_servers(env).split(",")),
-            audio_topic=env.get("BWSM_AUDIO_TOPIC", cls.audio_topic),
-            rt_topic=env.get("BWSM_RT_TOPIC", cls.rt_topic),
-            transcript_topic=env.get("BWSM_TRANSCRIPT_TOPIC", cls.transcript_topic),
-            dlq_topic=env.get("BWSM_DLQ_TOPIC", cls.dlq_topic),
-            topic_partitions=env_int(env, "BWSM_TOPIC_PARTITIONS", cls.topic_partitions),
-            realtime=env_flag(env, "BWSM_REALTIME", cls.realtime),
-            source_batch_size=env_int(env, "BWSM_SOURCE_BATCH_SIZE", cls.source_batch_size),
-            max_frame_seconds=_positive(env_float(env, "BWSM_MAX_FRAME_SECONDS", cls.max_frame_seconds),
-                                        "BWSM_MAX_FRAME_SECONDS"),
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None) -> Settings:
+        """Settings from environment variables (unset or empty = default); `argv` is the process's command line
+        (Bytewax's `-i/-a/-r` place the process in its cluster and its journal beside the recovery store).
 
-    def topics(self) -> list[str]:
-        """Every topic the flow reads or writes."""
-        inputs = [self.audio_topic, self.rt_topic] if self.realtime else [self.audio_topic]
-        return [*inputs, self.transcript_topic, self.dlq_topic]
+        Raises:
+            SettingsError: a variable has a value that cannot be used; the message names it and what it allows.
+        """
+        env = os.environ if env is None else env
+        argv = sys.argv if argv is None else argv
+        groups: dict[str, dict[str, Any]] = {f.name: {} for f in fields(cls)}
+        for var in VARIABLES:
+            raw = env.get(var.name, "").strip()
+            if raw:
+                groups[var.group][var.field] = var.parse(raw, var.name)
+        groups["kafka"]["properties"] = properties_from(env)
+        sub = groups["submission"]
+        sub["api_key"] = env.get("SPEECHMATICS_API_KEY") or None  # the SDK's own variables
+        sub["batch_url"] = env.get("SPEECHMATICS_BATCH_URL") or None
+        place = cluster_place(argv, env)
+        sub.setdefault("cluster_processes", place.processes)
+        sub["process_index"] = min(place.index, sub["cluster_processes"] - 1)
+        sub.setdefault("journal_dir", str(default_journal_dir(argv, env)))
+        built = {}
+        for f in fields(cls):
+            try:
+                built[f.name] = f.default_factory(**groups[f.name])  # type: ignore[misc]
+            except SettingsError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"{f.name} settings: {exc}") from None
+        return cls(**built)
+
+    def with_endpoint(self, url: str, api_key: str) -> Settings:
+        """These settings with submission going to another API endpoint (the embedded local worker)."""
+        return replace(self, submission=replace(self.submission, batch_url=url, api_key=api_key))
+
+
+# ---- the variables -----------------------------------------------------------------------------------------------
+
+Parser = Callable[[str, str], Any]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: the field it sets, how it is parsed, and its default as the README shows it."""
+
+    name: str
+    group: str
+    field: str
+    parse: Parser
+
+
+def _number(kind: type, low: float | None = None, above: float | None = None) -> Parser:
+    def parse(raw: str, name: str) -> Any:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw[:40]!r}") \
+                from None
+        if low is not None and value < low:
+            raise SettingsError(f"{name} must be >= {low}, got {value}")
+        if above is not None and value <= above:
+            raise SettingsError(f"{name} must be > {above}, got {value}")
+        return value
+    return parse
+
+
+def _flag(raw: str, name: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {raw[:40]!r}")
+
+
+def _text(raw: str, _name: str) -> str:
+    return raw
+
+
+def _choice(*allowed: str) -> Parser:
+    def parse(raw: str, name: str) -> str:
+        value = raw.lower()
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw[:40]!r}")
+        return value
+    return parse
+
+
+def _json_object(raw: str, name: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SettingsError(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _wrap(parse: Callable[[str], Any]) -> Parser:
+    def run(raw: str, name: str) -> Any:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+    return run
+
+
+_POSITIVE, _NONNEG = _number(float, above=0.0), _number(float, low=0.0)
+_COUNT, _INT = _number(int, low=1), _number(int, low=0)
+
+
+def _v(name: str, group: str, field_name: str, parse: Parser) -> Variable:
+    return Variable(name, group, field_name, parse)
+
+
+VARIABLES: tuple[Variable, ...] = (
+    _v("KAFKA_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers", _text),
+    _v("BWSM_SOURCE_BATCH_SIZE", "kafka", "source_batch_size", _COUNT),
+    _v("BWSM_AUDIO_TOPIC", "topics", "audio", _text),
+    _v("BWSM_RT_TOPIC", "topics", "realtime", _text),
+    _v("BWSM_TRANSCRIPT_TOPIC", "topics", "transcripts", _text),
+    _v("BWSM_DLQ_TOPIC", "topics", "dead_letters", _text),
+    _v("BWSM_TOPIC_PARTITIONS", "topics", "partitions", _COUNT),
+    _v("BWSM_CREATE_TOPICS", "topics", "create", _flag),
+    _v("BWSM_MAX_FRAME_SECONDS", "decoding", "max_frame_seconds", _POSITIVE),
+    _v("BWSM_CHUNK_POLICY", "chunking", "policy", _choice(*POLICIES)),
+    _v("BWSM_CHUNK_SECONDS", "chunking", "chunk_seconds", _POSITIVE),
+    _v("BWSM_CHUNK_OVERLAP_SECONDS", "chunking", "overlap_seconds", _NONNEG),
+    _v("BWSM_VAD_MIN_SECONDS", "chunking", "vad_min_seconds", _POSITIVE),
+    _v("BWSM_VAD_MAX_SECONDS", "chunking", "vad_max_seconds", _POSITIVE),
+    _v("BWSM_VAD_MIN_SILENCE_SECONDS", "chunking", "vad_min_silence_seconds", _POSITIVE),
+    _v("BWSM_VAD_AGGRESSIVENESS", "chunking", "vad_aggressiveness", _INT),
+    _v("BWSM_VAD_FRAME_MS", "chunking", "vad_frame_ms", _INT),
+    _v("BWSM_IDLE_TIMEOUT_SECONDS", "chunking", "idle_timeout_seconds", _POSITIVE),
+    _v("BWSM_FORGET_SECONDS", "chunking", "forget_seconds", _POSITIVE),
+    _v("BWSM_REORDER_WINDOW_FRAMES", "chunking", "reorder_window_frames", _INT),
+    _v("BWSM_MAX_GAP_FRAMES", "chunking", "max_gap_frames", _INT),
+    _v("BWSM_POST_RATE", "submission", "post_rate", _number(float, low=0.01)),
+    _v("BWSM_GET_RATE", "submission", "get_rate", _number(float, low=0.01)),
+    _v("BWSM_MAX_IN_FLIGHT", "submission", "max_in_flight", _COUNT),
+    _v("BWSM_MAX_ATTEMPTS", "submission", "max_attempts", _COUNT),
+    _v("BWSM_MAX_CHUNK_SECONDS", "submission", "max_chunk_seconds", _number(float, low=1.0)),
+    _v("BWSM_WAIT_MODE", "submission", "wait_mode", _choice(*WAIT_MODES)),
+    _v("BWSM_WAIT_SECONDS", "submission", "wait_seconds", _COUNT),
+    _v("BWSM_CLUSTER_PROCESSES", "submission", "cluster_processes", _COUNT),
+    _v("BWSM_RATE_MARGIN", "submission", "rate_margin", _NONNEG),
+    _v("BWSM_AIMD_DECREASE", "submission", "aimd_decrease", _POSITIVE),
+    _v("BWSM_AIMD_FLOOR", "submission", "aimd_floor", _POSITIVE),
+    _v("BWSM_AIMD_RECOVERY", "submission", "aimd_recovery", _NONNEG),
+    _v("BWSM_BACKOFF_BASE", "submission", "backoff_base", _NONNEG),
+    _v("BWSM_BACKOFF_CAP", "submission", "backoff_cap", _NONNEG),
+    _v("BWSM_POLL_MIN", "submission", "poll_min", _number(float, low=0.01)),
+    _v("BWSM_POLL_MAX", "submission", "poll_max", _number(float, low=0.01)),
+    _v("BWSM_COLLECT_INTERVAL", "submission", "collect_interval", _number(float, low=0.001)),
+    _v("BWSM_JOURNAL_DIR", "submission", "journal_dir", _text),
+    _v("BWSM_JOURNAL_RETENTION", "submission", "journal_retention", _NONNEG),
+    _v("BWSM_LANGUAGE", "submission", "language", _text),
+    _v("BWSM_OPERATING_POINT", "submission", "operating_point", _text),
+    _v("BWSM_DIARIZATION", "submission", "diarization", _choice(*DIARIZATIONS)),
+    _v("BWSM_CHANNEL_LABELS", "submission", "channel_labels", _wrap(parse_channel_labels)),
+    _v("BWSM_ADDITIONAL_VOCAB", "submission", "additional_vocab", _wrap(parse_additional_vocab)),
+    _v("BWSM_TRANSCRIPTION_CONFIG", "submission", "transcription_extra", _json_object),
+    _v("BWSM_PARALLEL_ENGINES", "submission", "parallel_engines", _COUNT),
+    _v("BWSM_USER_ID", "submission", "user_id", _text),
+    _v("BWSM_WEBHOOK_URL", "submission", "webhook_url", _text),
+    _v("BWSM_WEBHOOK_HOST", "submission", "webhook_host", _text),
+    _v("BWSM_WEBHOOK_PORT", "submission", "webhook_port", _INT),
+    _v("BWSM_WEBHOOK_SECRET", "submission", "webhook_secret", _text),
+    _v("BWSM_WEBHOOK_FALLBACK_POLL", "submission", "webhook_fallback_poll", _number(float, low=0.1)),
+    _v("BWSM_EMBEDDED_WORKER", "worker", "embedded", _flag),
+    _v("BWSM_WORKER_ENGINE", "worker", "engine", _choice("whisper", "reference")),
+    _v("BWSM_WORKER_PARALLEL", "worker", "parallel", _COUNT),
+    _v("BWSM_STITCH_HOLD_SECONDS", "stitching", "hold_seconds", _POSITIVE),
+    _v("BWSM_STITCH_CONTEXT_SECONDS", "stitching", "context_seconds", _POSITIVE),
+    _v("BWSM_STITCH_SEAM_TOLERANCE", "stitching", "seam_tolerance", _NONNEG),
+    _v("BWSM_STITCH_LINGER_SECONDS", "stitching", "linger_seconds", _NONNEG),
+    _v("BWSM_REALTIME", "realtime", "enabled", _flag),
+    _v("BWSM_RT_IDLE_SECONDS", "realtime", "idle_seconds", _POSITIVE),
+    _v("BWSM_LOG_LEVEL", "logging", "level", _choice("debug", "info", "warning", "error")),
+    _v("BWSM_LOG_FORMAT", "logging", "format", _choice("text", "json")),
+    _v("BWSM_WORKERS", "run", "workers", _COUNT),
+    _v("BWSM_RECOVERY_DIR", "run", "recovery_dir", _text),
+    _v("BWSM_RECOVERY_PARTITIONS", "run", "recovery_partitions", _COUNT),
+    _v("BWSM_SNAPSHOT_SECONDS", "run", "snapshot_seconds", _COUNT),
+    _v("BWSM_BACKUP_SECONDS", "run", "backup_seconds", _INT),
+)

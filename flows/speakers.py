@@ -16,21 +16,22 @@ word at the same time names the same voice; a raw label with no such evidence be
 `UU` stays unknown (None downstream).
 
 Two-channel audio (agent and caller on their own channels) needs none of this: channel diarization with our
-labels (`channel_config`, env BWSM_CHANNEL_LABELS=agent,caller) makes each word's channel its speaker; the
+labels (`channel_config`, channel_labels agent,caller by default) makes each word's channel its speaker; the
 stitcher takes the channel label as the speaker of a word the API left as `UU`.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bytewax.speechmatics.connectors.speechmatics.settings import channel_config, is_reserved
 from bytewax.speechmatics.schemas.chunks import ChunkSpan
+
+__all__ = ["SpeakerBook", "channel_config", "is_reserved", "speaker_config"]
 
 LABEL_PREFIX = "spk_"
 #: The API's limit on identifiers per job.
@@ -38,31 +39,7 @@ MAX_IDENTIFIERS = 50
 #: Words this close to a chunk's end are kept as evidence for the next chunk's overlap (seconds).
 EVIDENCE_SECONDS = 5.0
 UNKNOWN = "UU"
-_RESERVED = re.compile(r"^(S\d+|UU)$")
 _MATCH_EPS = 1e-3
-
-
-def is_reserved(label: str) -> bool:
-    """Labels the API hands out itself: ours must never look like them."""
-    return bool(_RESERVED.match(label))
-
-
-def channel_labels_from_env(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """BWSM_CHANNEL_LABELS (comma-separated, e.g. agent,caller; default agent,caller), validated."""
-    env = os.environ if env is None else env
-    raw = env.get("BWSM_CHANNEL_LABELS") or "agent,caller"
-    labels = tuple(part.strip() for part in raw.split(","))
-    if len(labels) < 2 or any(not label for label in labels) or len(set(labels)) != len(labels):
-        raise ValueError(f"BWSM_CHANNEL_LABELS must be distinct non-empty labels, one per channel, got {raw!r}")
-    bad = [label for label in labels if is_reserved(label)]
-    if bad:
-        raise ValueError(f"BWSM_CHANNEL_LABELS must not look like S<n> or UU, got {bad}")
-    return labels
-
-
-def channel_config(labels: tuple[str, ...]) -> dict[str, Any]:
-    """TranscriptionConfig fields for two-channel calls: each channel's words carry its label."""
-    return {"diarization": "channel", "channel_diarization_labels": list(labels)}
 
 
 @dataclass(frozen=True, slots=True)

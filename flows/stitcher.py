@@ -17,32 +17,23 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import bytewax.operators as op
+from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
-from prometheus_client import Counter
 
-from bytewax.speechmatics.flows.env import env_float
+from bytewax.speechmatics.connectors.metrics import EVENTS, FAILED_SEGMENTS
 from bytewax.speechmatics.flows.segments import Produced, batch_segment, call_completed
 from bytewax.speechmatics.flows.speakers import SpeakerBook
+from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.flows.stitching import CallTimeline, Completion, Release, StitchSettings
 from bytewax.speechmatics.schemas.chunks import ChunkResult
 
 log = logging.getLogger(__name__)
 
-EVENTS = Counter("bwsm_stitcher_events_total", "Batch events emitted by the stitcher, by type", ["type"])
-FAILED_SEGMENTS = Counter("bwsm_stitcher_failed_segments_total", "Segments emitted for chunks that failed")
-DEFAULT_LINGER_SECONDS = 3600.0  # as long as the chunker remembers a flushed call (BWSM_FORGET_SECONDS)
-
-
-def linger_from_env(env: Mapping[str, str] | None = None) -> float:
-    """BWSM_STITCH_LINGER_SECONDS: how long a completed call's tombstone is kept (default 3600)."""
-    return env_float(os.environ if env is None else env, "BWSM_STITCH_LINGER_SECONDS", DEFAULT_LINGER_SECONDS)
 
 
 @dataclass(slots=True)
@@ -114,13 +105,32 @@ class StitchLogic(StatefulLogic[ChunkResult, Produced, StitchState]):
         return copy.deepcopy(self.state)  # type: ignore[return-value]
 
 
-def stitch_calls(step_id: str, results: KeyedStream[ChunkResult], settings: StitchSettings | None = None,
-                 *, linger_seconds: float | None = None, relabel_speakers: bool = False) -> KeyedStream[Produced]:
-    """Stitch each call's chunk results into ordered, validated transcript events (see module docstring)."""
-    cfg = settings if settings is not None else StitchSettings.from_env()
-    linger = linger_seconds if linger_seconds is not None else linger_from_env()
+@operator
+def stitch_calls(step_id: str, up: KeyedStream[ChunkResult], config: StitchSettings | None = None
+                 ) -> StageOut[Produced]:
+    """Stitch each call's chunk results into one ordered timeline of transcript events: offset word times to the
+    call, drop the words the overlap repeats, keep speaker labels stable, emit segments in chunk order and a
+    `call_completed` event once every chunk of the call is in.
+
+    Args:
+        step_id: Unique ID.
+        up: `(call_id, ChunkResult)`, as `transcribe_chunks(...).oks` gives them (any order, replays included).
+        config: Seam tuning and how long a completed call is remembered; built-in defaults when omitted.
+
+    Returns:
+        `StageOut`: `oks` are `(call_id, Produced)`; `Produced.event` is a transcript event (a dict valid against
+        `schemas/transcript_event.schema.json`, ids deterministic, so replays are byte-identical). `errs` is
+        empty today (a failed chunk is a segment with its `error` set; its dead letter comes from
+        `transcribe_chunks`), and kept so every stage has the same shape.
+
+    Example:
+        >>> from bytewax.speechmatics.flows import stitch_calls
+        >>> events = stitch_calls("stitch", results.oks)
+        >>> op.output("out", op.map("json", events.oks, lambda kv: (kv[0], orjson.dumps(kv[1].event))), sink)
+    """
+    cfg = config or StitchSettings()
 
     def build(resume: StitchState | None) -> StitchLogic:
-        return StitchLogic(cfg, linger, relabel_speakers, resume)
+        return StitchLogic(cfg, cfg.linger_seconds, cfg.relabel_speakers, resume)
 
-    return op.stateful(step_id, results, build)
+    return split_letters("out", op.stateful("stitch", up, build))

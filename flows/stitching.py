@@ -42,12 +42,10 @@ since no later chunk will share their audio.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bytewax.speechmatics.flows.env import env_float
 from bytewax.speechmatics.schemas.chunks import ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.errors import ContractError
 
@@ -68,11 +66,13 @@ Relabel = Callable[[ChunkSpan, dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class StitchSettings:
-    """Tuning of the seam (env BWSM_STITCH_*). Defaults suit 0.2-2 s overlaps."""
+    """Tuning of the seam (BWSM_STITCH_* variables). Defaults suit 0.2-2 s overlaps."""
 
     hold_seconds: float = 0.5  # units ending this close to a chunk's end wait for the next chunk
     context_seconds: float = 5.0  # released units kept for matching; must exceed the largest overlap
     seam_tolerance: float = 0.3  # safety net: max distance (s) between midpoints of a repeated n-gram
+    linger_seconds: float = 3600.0  # a completed call is remembered this long (repeated results are ignored)
+    relabel_speakers: bool = False  # map each chunk's S1/S2 labels to stable call labels here (SpeakerBook)
 
     def __post_init__(self) -> None:
         # A word cut by a chunk's end is only made whole by the next chunk if it is held back for it.
@@ -81,13 +81,6 @@ class StitchSettings:
         if self.context_seconds < self.hold_seconds:
             raise ValueError("BWSM_STITCH_CONTEXT_SECONDS must be >= BWSM_STITCH_HOLD_SECONDS, got "
                              f"{self.context_seconds} < {self.hold_seconds}")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> StitchSettings:
-        env, d = (os.environ if env is None else env), cls()
-        return cls(hold_seconds=env_float(env, "BWSM_STITCH_HOLD_SECONDS", d.hold_seconds),
-                   context_seconds=env_float(env, "BWSM_STITCH_CONTEXT_SECONDS", d.context_seconds),
-                   seam_tolerance=env_float(env, "BWSM_STITCH_SEAM_TOLERANCE", d.seam_tolerance))
 
 
 @dataclass(frozen=True, slots=True)

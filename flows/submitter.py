@@ -13,9 +13,10 @@ How it fits Bytewax 0.21.1 without ever blocking the dataflow:
 - Bytewax ends a run at EOF without firing pending notifications, so `on_eof` drains: it blocks until the
   call's chunks are done (only ever at the end of a bounded input, or on resume before EOF).
 - A 401/403 is raised from the operator (FatalSubmitError), which aborts the Bytewax run with that message.
+- One submission service per process and per distinct settings (connectors/speechmatics/service.get_service).
 
 Outputs per call: one ChunkResult per chunk (error set when it failed, so the stitcher never waits) and one
-DeadLetter per failed chunk; `submit_chunks` splits them with op.branch.
+DeadLetter per failed chunk; `transcribe_chunks` returns them as one StageOut.
 
 Speakers (BWSM_DIARIZATION=speaker): a call's jobs run one after another so each job can be given the
 speakers enrolled from the previous ones (flows/speakers.py SpeakerBook), and each transcript is relabelled
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 import bytewax.operators as op
-from bytewax.dataflow import Stream
+from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from bytewax.speechmatics.connectors.speechmatics.service import (
@@ -47,6 +48,7 @@ from bytewax.speechmatics.connectors.speechmatics.service import (
 )
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.flows.speakers import SpeakerBook, speaker_config
+from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, failed_chunk
 
@@ -214,22 +216,33 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
         return [letter, result]
 
 
-@dataclass(frozen=True)
-class SubmitOutputs:
-    """The submit step's two streams: results for the stitcher, dead letters for the DLQ."""
+@operator
+def transcribe_chunks(step_id: str, up: KeyedStream[Chunk], config: SubmitSettings | None = None
+                      ) -> StageOut[ChunkResult]:
+    """Transcribe each chunk as one Speechmatics batch job: WAV-encode, throttle to the API's limits, retry, post
+    each chunk once even across crashes (job ids in state and in a durable journal), wait for the transcript.
 
-    results: KeyedStream[ChunkResult]
-    dead_letters: Stream[DeadLetter]
+    Args:
+        step_id: Unique ID.
+        up: `(call_id, Chunk)`, as `chunk_calls(...).oks` gives them.
+        config: The API (`api_key`, `batch_url`), limits, retries, waiting and the job's transcription config.
+            When omitted, the built-in defaults; the speechmatics-batch SDK then takes SPEECHMATICS_API_KEY itself.
+            Steps with different settings in one flow each get their own submission service.
 
+    Returns:
+        `StageOut`: `oks` are `(call_id, ChunkResult)`, one per chunk (`error` set when it failed, so the stitcher
+        never waits for it); `errs` are DeadLetters for failed chunks (no audio: the source ranges replay them).
 
-def submit_chunks(step_id: str, chunks: KeyedStream[Chunk], settings: SubmitSettings | None = None) -> SubmitOutputs:
-    """Transcribe each call's chunks (keyed by call id); settings default to SubmitSettings.from_env()."""
-    settings = settings or SubmitSettings.from_env()
+    Raises:
+        FatalSubmitError: from the running dataflow when the API refuses the key (401/403): the flow stops.
+
+    Example:
+        >>> from bytewax.speechmatics.flows import Settings, transcribe_chunks
+        >>> results = transcribe_chunks("transcribe", chunks.oks, config=Settings.from_env().submission)
+    """
+    settings = config or SubmitSettings()
 
     def build(resume: SubmitState | None) -> SubmitLogic:
         return SubmitLogic(None, get_service(settings), resume)
 
-    outputs = op.stateful(f"{step_id}_jobs", chunks, build)
-    split = op.branch(f"{step_id}_split", outputs, lambda kv: isinstance(kv[1], ChunkResult))
-    letters = op.map(f"{step_id}_letters", split.falses, lambda kv: kv[1])
-    return SubmitOutputs(results=split.trues, dead_letters=letters)
+    return split_letters("out", op.stateful("jobs", up, build))

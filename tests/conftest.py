@@ -39,9 +39,10 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from bytewax.speechmatics.connectors.kafka.local_broker import LocalKafka, up
+    from bytewax.speechmatics.connectors.cli.kafka import local_kafka
+    from bytewax.speechmatics.connectors.kafka.local_broker import up
 
-    yield up(LocalKafka.from_env())
+    yield up(local_kafka())
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from bytewax.connectors.files import FileSink
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource
 
-from bytewax.speechmatics.flows.submitter import submit_chunks
+from bytewax.speechmatics.flows.settings import Settings
+from bytewax.speechmatics.flows.submitter import transcribe_chunks
 from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 
@@ -64,10 +65,10 @@ def build_flow() -> Dataflow:
     flow = Dataflow("submit_bench")
     chunks = op.input("chunks", flow, TestingSource(bench_chunks(calls, per_call, seconds, prefix)))
     keyed = op.key_on("by_call", chunks, lambda c: c.span.call_id)
-    submitted = submit_chunks("submit", keyed)
-    lines = op.map("result_line", submitted.results, lambda kv: (kv[0], result_line(kv[1])))
+    submitted = transcribe_chunks("submit", keyed, Settings.from_env().submission)
+    lines = op.map("result_line", submitted.oks, lambda kv: (kv[0], result_line(kv[1])))
     op.output("results", lines, FileSink(out))
-    letters = op.map("letter_line", submitted.dead_letters, lambda dl: ((dl.key or b"").decode(), letter_line(dl)))
+    letters = op.map("letter_line", submitted.errs, lambda dl: ((dl.key or b"").decode(), letter_line(dl)))
     op.output("dlq", letters, FileSink(Path(str(out) + ".dlq")))
     return flow
 

@@ -8,11 +8,11 @@ import logging
 import sys
 
 from bytewax.speechmatics.connectors.kafka.config import show_client_logs
-from bytewax.speechmatics.flows.env import SettingsError
+from bytewax.speechmatics.schemas.errors import SettingsError
 
 # Each module exposes `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`.
 SUBCOMMAND_MODULES = [
-    "bytewax.speechmatics.connectors.kafka.local_broker",
+    "bytewax.speechmatics.connectors.cli.kafka",
     "bytewax.speechmatics.connectors.cli.publish",
     "bytewax.speechmatics.connectors.cli.tail",
     "bytewax.speechmatics.connectors.cli.worker",

@@ -21,13 +21,16 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bytewax.speechmatics.connectors.cli.kafka import cache_dir, local_kafka
 from bytewax.speechmatics.connectors.cli.publish import read_call
 from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample
 from bytewax.speechmatics.connectors.cli.tail import follow, render
-from bytewax.speechmatics.connectors.kafka.config import bootstrap_servers, client_config
+from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.local_broker import LocalKafka, broker_answers
 from bytewax.speechmatics.connectors.kafka.local_broker import down as kafka_down
 from bytewax.speechmatics.connectors.kafka.local_broker import up as kafka_up
+from bytewax.speechmatics.flows.settings import Settings
+from bytewax.speechmatics.schemas.errors import SettingsError
 
 STEPS = 7
 
@@ -73,11 +76,11 @@ def spliced_call(wav: Path, stm: Path, out: Path, seconds: float = 180.0, seed: 
 
 def _ensure_kafka() -> tuple[str, LocalKafka | None]:
     """Bootstrap servers, and the local broker when the demo started it (to stop it afterwards)."""
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")  # only when the user named a broker
     if configured and broker_answers(configured.split(",")[0]):
         print(f"    using the broker at {configured}", flush=True)
         return configured, None
-    kafka = LocalKafka.from_env()
+    kafka = local_kafka()
     if broker_answers(kafka.bootstrap):
         print(f"    using the local broker already running on {kafka.bootstrap}", flush=True)
         return kafka.bootstrap, None
@@ -110,15 +113,19 @@ def _delete_topics(bootstrap: str, names: dict[str, str]) -> None:
 
 def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
     from bytewax.speechmatics.connectors.worker.control import start_worker
+    from bytewax.speechmatics.connectors.worker.embedded import NOT_INSTALLED
+    from bytewax.speechmatics.connectors.worker.engines.whisper import faster_whisper_installed
 
+    if not os.environ.get("SPEECHMATICS_API_KEY") and not faster_whisper_installed():
+        raise SettingsError(NOT_INSTALLED)  # before starting anything: one line, exit 2
     run_id = uuid.uuid4().hex[:6]
-    cache = Path(os.environ.get("BWSM_CACHE_DIR") or Path.home() / ".cache" / "bytewax-speechmatics")
+    cache = cache_dir(os.environ)
     work = cache / "demo"
     work.mkdir(parents=True, exist_ok=True)
     worker = flow = None
     kafka: LocalKafka | None = None
     topics: dict[str, str] = {}
-    bootstrap = bootstrap_servers()
+    bootstrap = Settings.from_env().kafka.bootstrap_servers
     try:
         step(1, "Kafka")
         bootstrap, kafka = _ensure_kafka()
@@ -171,8 +178,8 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
                 raise RuntimeError(f"the flow exited with {flow.returncode}; see {log_path}")
             return not pending or time.monotonic() - started > deadline_s
 
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap  # for tail's consumer
-        for item in follow(topics["BWSM_TRANSCRIPT_TOPIC"], from_beginning=True, stop=stop):
+        kafka_settings = KafkaSettings(bootstrap, Settings.from_env().kafka.properties)
+        for item in follow(topics["BWSM_TRANSCRIPT_TOPIC"], from_beginning=True, stop=stop, kafka=kafka_settings):
             if isinstance(item, Exception):
                 continue
             print(render(item), flush=True)
@@ -204,7 +211,7 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    client_config()  # fail early on a malformed Kafka setting
+    Settings.from_env()  # fail early, in one line, on a malformed setting
     return run_demo(args.speed, args.deadline, args.parallel)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import sys
 import time
 import uuid
@@ -20,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bytewax.speechmatics.connectors.kafka.config import bootstrap_servers, client_config
+from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.sink import PRODUCER_DEFAULTS, produce_with_backpressure
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
+from bytewax.speechmatics.flows.settings import Settings, TopicSettings
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 from bytewax.speechmatics.schemas.frames import SAMPLE_RATES, AudioFrame, encode_frame
-
-DEFAULT_AUDIO_TOPIC = "calls.audio"
 
 
 @dataclass(frozen=True)
@@ -129,16 +127,17 @@ class Progress:
 
 def publish_calls(
     calls: Sequence[CallAudio],
-    topic: str = DEFAULT_AUDIO_TOPIC,
+    topic: str = TopicSettings.audio,
     frame_ms: int = 20,
     speed: float = 0.0,
     producer_config: dict | None = None,
     progress: bool = False,
+    kafka: KafkaSettings | None = None,
 ) -> int:
     """Produce the calls' frames (interleaved, paced by `speed`; 0 = as fast as possible); return frames sent."""
     from confluent_kafka import Producer
 
-    conf = client_config({**PRODUCER_DEFAULTS, **(producer_config or {})})
+    conf = (kafka or KafkaSettings()).client_config({**PRODUCER_DEFAULTS, **(producer_config or {})})
     producer = Producer(conf)
     errors: list[str] = []
 
@@ -186,7 +185,8 @@ def _command(args: argparse.Namespace) -> int:
     ids = call_ids_for(args.files, args.call_id)
     try:
         calls = [read_call(path, cid) for path, cid in zip(args.files, ids, strict=True)]
-        probe_brokers()  # before the first frame: an unreachable broker is one line, not minutes of retries
+        # before the first frame: an unreachable broker is one line, not minutes of retries
+        probe_brokers(args.kafka.client_config())
     except (AudioFileError, KafkaUnavailable) as exc:
         print(f"publish: {exc}", file=sys.stderr)
         return 2
@@ -194,9 +194,9 @@ def _command(args: argparse.Namespace) -> int:
         print(f"publish: call {call.call_id}: {call.seconds:.1f} s, {call.sample_rate} Hz, "
               f"{call.channels} channel(s) -> {args.topic}", flush=True)
     try:
-        frames = publish_calls(calls, args.topic, args.frame_ms, args.speed, progress=True)
+        frames = publish_calls(calls, args.topic, args.frame_ms, args.speed, progress=True, kafka=args.kafka)
     except RuntimeError as exc:  # undelivered frames: the broker went away or refused the topic
-        print(f"{exc} (topic {args.topic}, Kafka at {bootstrap_servers()})", file=sys.stderr)
+        print(f"{exc} (topic {args.topic}, Kafka at {args.kafka.bootstrap_servers})", file=sys.stderr)
         return 1
     print(f"publish: {frames} frames sent for {len(calls)} call(s)", flush=True)
     return 0
@@ -211,5 +211,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frame-ms", type=int, default=20, help="frame length in milliseconds (default 20)")
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="realtime (default), max, or N times real time")
-    parser.add_argument("--topic", default=os.environ.get("BWSM_AUDIO_TOPIC", DEFAULT_AUDIO_TOPIC))
-    parser.set_defaults(func=_command)
+    settings = Settings.from_env()
+    parser.add_argument("--topic", default=settings.topics.audio, help="the audio topic (BWSM_AUDIO_TOPIC)")
+    parser.set_defaults(func=_command, kafka=settings.kafka)

@@ -17,13 +17,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bytewax.speechmatics.connectors.cli.flow_process import STOPPED_EXIT, SUPERVISOR_ENV
 from bytewax.speechmatics.connectors.kafka.topics import TopicError, ensure_topics, probe_brokers
-from bytewax.speechmatics.flows.env import SettingsError, env_flag, env_int
-from bytewax.speechmatics.flows.settings import FlowSettings
+from bytewax.speechmatics.flows.settings import Settings
+from bytewax.speechmatics.schemas.errors import SettingsError
 
 FLOW_IMPORT = "bytewax.speechmatics.flows.microbatch:flow"
 FLOW_PROCESS = "bytewax.speechmatics.connectors.cli.flow_process"
@@ -101,12 +102,13 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 self.child.send_signal(signal.SIGINT if self.forwarded == 1 else signal.SIGKILL)
 
-    def run(self, argv: list[str]) -> int:
-        """Run the flow process (unless a stop came first), wait for it, and return `run`'s exit code."""
+    def run(self, argv: list[str], extra_env: Mapping[str, str] | None = None) -> int:
+        """Run the flow process (unless a stop came first) with `extra_env` added to its environment, wait for it,
+        and return `run`'s exit code."""
         if self.stop_asked:
             return self._outcome(0)
         ready, ready_w = os.pipe()
-        env = {**os.environ, SUPERVISOR_ENV: f"{os.getpid()}:{ready_w}"}
+        env = {**os.environ, **(extra_env or {}), SUPERVISOR_ENV: f"{os.getpid()}:{ready_w}"}
         try:
             # Its own session: a terminal's Ctrl-C reaches this process only, which passes it on exactly once.
             self.child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -157,14 +159,18 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     with Supervisor() as supervisor:
         try:
-            settings = FlowSettings.from_env()
-            probe_brokers()  # an unreachable broker is one line within seconds, before anything is prepared
-            created = ensure_topics(settings.topics(), settings.topic_partitions, create=args.create_topics)
+            settings = Settings.from_env()
+            client = settings.kafka.client_config()
+            probe_brokers(client)  # an unreachable broker is one line within seconds, before anything is prepared
+            topics = settings.topics
+            created = ensure_topics(topics.names(settings.realtime.enabled), topics.partitions,
+                                    create=args.create_topics, config=client)
         except (TopicError, SettingsError) as exc:
             print(f"run: {exc}", file=sys.stderr)
             return 2
         if created:
-            print(f"run: created topics {', '.join(created)} ({settings.topic_partitions} partitions)", flush=True)
+            print(f"run: created topics {', '.join(created)} ({topics.partitions} partitions)", flush=True)
+        child_env: dict[str, str] = {}
         if not args.recovery_dir:
             print("run: WARNING: no --recovery-dir: a restart re-reads the audio topic from its start and "
                   "transcribes (and pays for) the retained audio again; production flows should run with recovery",
@@ -173,28 +179,30 @@ def _command(args: argparse.Namespace) -> int:
             recovery = Path(args.recovery_dir)
             if prepare_recovery(recovery, args.recovery_partitions):
                 print(f"run: initialised {args.recovery_partitions} recovery partitions in {recovery}", flush=True)
-            os.environ.setdefault("BWSM_JOURNAL_DIR", str(recovery / "journal"))
+            if not os.environ.get("BWSM_JOURNAL_DIR"):  # the journal lives beside the recovery partitions
+                child_env["BWSM_JOURNAL_DIR"] = str(recovery / "journal")
         argv = bytewax_argv(args)
         print(f"run: {' '.join(argv[1:])}", flush=True)
-        return supervisor.run(flow_process_argv(argv))
+        return supervisor.run(flow_process_argv(argv), child_env)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    env = os.environ.get
+    settings = Settings.from_env()  # a bad BWSM_* value is one line from the command line (SettingsError)
+    defaults = settings.run
     parser = subparsers.add_parser("run", help="run the micro-batch flow (prepares topics and recovery first)")
-    parser.add_argument("-w", "--workers", type=int, default=env_int(os.environ, "BWSM_WORKERS", None),
+    parser.add_argument("-w", "--workers", type=int, default=defaults.workers,
                         help="workers in this process (BWSM_WORKERS; default 1)")
     parser.add_argument("-i", "--process-id", type=int, default=None, help="this process's id in a cluster")
     parser.add_argument("-a", "--addresses", default=None, help='cluster addresses, "host1:2101;host2:2101"')
     parser.add_argument("--create-topics", action="store_true",
-                        default=env_flag(os.environ, "BWSM_CREATE_TOPICS", False),
+                        default=settings.topics.create,
                         help="create missing topics (BWSM_CREATE_TOPICS=1) instead of failing")
-    parser.add_argument("--recovery-dir", default=env("BWSM_RECOVERY_DIR"),
+    parser.add_argument("--recovery-dir", default=defaults.recovery_dir,
                         help="run with recovery, state kept here (BWSM_RECOVERY_DIR); created when missing")
-    parser.add_argument("--recovery-partitions", type=int, default=env_int(os.environ, "BWSM_RECOVERY_PARTITIONS", 4),
+    parser.add_argument("--recovery-partitions", type=int, default=defaults.recovery_partitions,
                         help="recovery partitions to create: fixed forever, >= the most workers you will run")
-    parser.add_argument("--snapshot-interval", type=int, default=env_int(os.environ, "BWSM_SNAPSHOT_SECONDS", 5),
+    parser.add_argument("--snapshot-interval", type=int, default=defaults.snapshot_seconds,
                         help="seconds between state snapshots (BWSM_SNAPSHOT_SECONDS)")
-    parser.add_argument("--backup-interval", type=int, default=env_int(os.environ, "BWSM_BACKUP_SECONDS", 0, low=0),
+    parser.add_argument("--backup-interval", type=int, default=defaults.backup_seconds,
                         help="seconds of extra snapshots to keep for backups (BWSM_BACKUP_SECONDS)")
     parser.set_defaults(func=_command)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from bytewax.speechmatics.connectors.kafka.config import client_config
+from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
+from bytewax.speechmatics.flows.settings import Settings
 from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.events import Event, decode_event
-
-DEFAULT_TRANSCRIPT_TOPIC = "calls.transcripts"
 
 
 def follow(
@@ -22,11 +20,12 @@ def follow(
     from_beginning: bool = False,
     stop: Callable[[], bool] = lambda: False,
     idle_timeout: float | None = None,
+    kafka: KafkaSettings | None = None,
 ) -> Iterator[Event | ContractError]:
     """Yield events from `topic` (a ContractError for a message that breaks the schema) until `stop()` or idle."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer(client_config({
+    consumer = Consumer((kafka or KafkaSettings()).client_config({
         "group.id": f"bwsm-tail-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": False,
@@ -86,11 +85,11 @@ def speaker_turns(event: Event) -> list[tuple[str, str]]:
 
 def _command(args: argparse.Namespace) -> int:
     try:
-        probe_brokers()  # a consumer would wait for an unreachable broker forever, silently
+        probe_brokers(args.kafka.client_config())  # a consumer would wait for an unreachable broker forever, silently
     except KafkaUnavailable as exc:
         print(f"tail: {exc}", file=sys.stderr)
         return 2
-    for item in follow(args.topic, args.from_beginning, idle_timeout=args.idle_timeout):
+    for item in follow(args.topic, args.from_beginning, idle_timeout=args.idle_timeout, kafka=args.kafka):
         if isinstance(item, ContractError):
             print(f"tail: skipped a message that breaks the event schema: {item}", file=sys.stderr, flush=True)
         elif args.json:
@@ -109,5 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--from-beginning", action="store_true", help="start at the topic's first message")
     parser.add_argument("--idle-timeout", type=float, default=None,
                         help="exit after this many seconds without a message (default: follow forever)")
-    parser.add_argument("--topic", default=os.environ.get("BWSM_TRANSCRIPT_TOPIC", DEFAULT_TRANSCRIPT_TOPIC))
-    parser.set_defaults(func=_command)
+    settings = Settings.from_env()
+    parser.add_argument("--topic", default=settings.topics.transcripts,
+                        help="the transcript topic (BWSM_TRANSCRIPT_TOPIC)")
+    parser.set_defaults(func=_command, kafka=settings.kafka)

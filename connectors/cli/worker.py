@@ -1,8 +1,11 @@
 """`bytewax-speechmatics worker`: run the local Speechmatics-compatible batch worker.
 
-Environment defaults (flags win): BWSM_WORKER_HOST (127.0.0.1), BWSM_WORKER_PORT (18000; 0 = any free
-port), BWSM_WORKER_PARALLEL (1), BWSM_WORKER_ENGINE (whisper), BWSM_WHISPER_MODEL_DIR, BWSM_WORKER_API_KEY
-(none: any caller is accepted), BWSM_WORKER_FAULTS (a fault document, see worker_faults).
+The command is where the worker's environment is read (the worker's modules never read it): each flag's default
+comes from a variable, and flags win. BWSM_WORKER_HOST (127.0.0.1), BWSM_WORKER_PORT (18000; 0 = any free port),
+BWSM_WORKER_PARALLEL (1), BWSM_WORKER_ENGINE (whisper), BWSM_WORKER_API_KEY (none: any caller is accepted),
+BWSM_WORKER_FAULTS (a fault document, see worker/faults.py), BWSM_WORKER_WEBHOOK_DEADLINE (60 s), and for the
+whisper engine (the `[worker]` extra): BWSM_WHISPER_MODEL_DIR, BWSM_WHISPER_MODEL (base), BWSM_WHISPER_THREADS
+(cores / parallel) and BWSM_CACHE_DIR (~/.cache/bytewax-speechmatics). A bad value is one line naming the variable.
 Once listening it prints one line `BWSM_WORKER_LISTENING http://host:port` on stdout (how a parent that
 asked for port 0 learns the port). Also runnable as `python -m bytewax.speechmatics.connectors.cli.worker`.
 """
@@ -16,14 +19,23 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from bytewax.speechmatics.connectors.worker.control import LISTENING_PREFIX
 from bytewax.speechmatics.connectors.worker.faults import FaultConfigError, FaultPlan
+from bytewax.speechmatics.schemas.errors import SettingsError
 
-LISTENING_PREFIX = "BWSM_WORKER_LISTENING"
+__all__ = ["LISTENING_PREFIX", "build_parser", "fault_document", "main", "make_engine", "run"]
+
+ENGINES = ("whisper", "reference")
+NOT_INSTALLED = ("the whisper engine needs faster-whisper, which is not installed: "
+                 "pip install 'bytewax-speechmatics[worker]' (or use --engine reference)")
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _range(text: str) -> dict[str, Any]:
@@ -58,23 +70,32 @@ def fault_document(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-def make_engine(name: str, parallel: int, model_dir: str | None):
-    if name == "reference":
+def make_engine(args: argparse.Namespace) -> Any:
+    """The engine the flags ask for; whisper is imported only here, so a reference worker never needs it."""
+    if args.engine == "reference":
         from bytewax.speechmatics.connectors.worker.app import ReferenceBackend
 
         return ReferenceBackend()
-    if name == "whisper":
-        from bytewax.speechmatics.connectors.worker.engines.whisper import WhisperBackend
+    if args.engine == "whisper":
+        from bytewax.speechmatics.connectors.worker.engines.whisper import (
+            WhisperBackend,
+            WhisperConfig,
+            faster_whisper_installed,
+        )
 
-        return WhisperBackend(parallel=parallel, model_dir=model_dir)
-    raise SystemExit(f"unknown engine {name!r} (whisper, reference)")
+        if not faster_whisper_installed():
+            raise SettingsError(NOT_INSTALLED)
+        config = WhisperConfig(cache_dir=Path(args.cache_dir), model_dir=args.model_dir or None,
+                               model_name=args.model, threads=args.threads)
+        return WhisperBackend(args.parallel, config)
+    raise SettingsError(f"unknown engine {args.engine!r} ({', '.join(ENGINES)})")
 
 
-async def serve(args: argparse.Namespace, faults: dict[str, Any]) -> None:
+async def serve(args: argparse.Namespace, engine: Any, faults: dict[str, Any]) -> None:
     from bytewax.speechmatics.connectors.worker.app import WorkerState, create_app
 
-    engine = make_engine(args.engine, args.parallel, args.model_dir)
-    state = WorkerState(engine, args.parallel, api_key=args.api_key, faults=faults)
+    state = WorkerState(engine, args.parallel, api_key=args.api_key or None, faults=faults,
+                        webhook_deadline=args.webhook_deadline)
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -96,36 +117,104 @@ async def serve(args: argparse.Namespace, faults: dict[str, Any]) -> None:
         raise SystemExit(f"worker engine {args.engine} failed to start: {state.failure}")
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument("--host", default=env("BWSM_WORKER_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env("BWSM_WORKER_PORT", "18000")), help="0 = any free port")
-    parser.add_argument("--parallel", type=int, default=int(env("BWSM_WORKER_PARALLEL", "1")), help="engines")
-    parser.add_argument("--engine", choices=["whisper", "reference"], default=env("BWSM_WORKER_ENGINE", "whisper"))
-    parser.add_argument("--model-dir", default=env("BWSM_WHISPER_MODEL_DIR"), help="CTranslate2 Whisper model dir")
-    parser.add_argument("--api-key", default=env("BWSM_WORKER_API_KEY"), help="require Authorization: Bearer KEY")
-    parser.add_argument("--faults", default=env("BWSM_WORKER_FAULTS"), help="fault document (JSON)")
-    parser.add_argument("--fault-post-429", type=float, default=0.0, help="fraction of POST /v2/jobs answered 429")
-    parser.add_argument("--fault-get-429", type=float, default=0.0, help="fraction of GETs answered 429")
-    parser.add_argument("--fault-503", type=float, default=0.0, help="fraction of POSTs and GETs answered 503")
-    parser.add_argument("--fault-500", type=float, default=0.0, help="fraction of POSTs and GETs answered 500")
-    parser.add_argument("--fault-drop", type=float, default=0.0, help="fraction of POSTs dropped after accepting")
-    parser.add_argument("--fault-reject", type=float, default=0.0, help="fraction of jobs that end rejected")
-    parser.add_argument("--fault-latency", help="added latency in seconds: S or MIN:MAX (uniform)")
-    parser.add_argument("--fault-job-duration", help="extra seconds each job holds its engines: S or MIN:MAX")
-    parser.add_argument("--fault-webhook-delay", help="seconds before each webhook attempt: S or MIN:MAX")
-    parser.add_argument("--fault-seed", type=int, default=None, help="seed of the fault dice")
+def _from_env(environ: Mapping[str, str], name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+    """A flag's default from variable `name` (unset or empty: `default`); SettingsError naming it when unusable."""
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {what}, got {raw[:40]!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+def _engine(text: str) -> str:
+    if text not in ENGINES:
+        raise ValueError(text)
+    return text
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> str:
+    """BWSM_CACHE_DIR, else ~/.cache/bytewax-speechmatics (the same place `kafka up` and the samples use)."""
+    return environ.get("BWSM_CACHE_DIR") or str(Path.home() / ".cache" / "bytewax-speechmatics")
+
+
+def _configure(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """The worker's flags; their defaults are read from `environ` (this process's environment by default)."""
+    env = os.environ if environ is None else environ
+    parser.add_argument("--host", default=env.get("BWSM_WORKER_HOST") or "127.0.0.1",
+                        help="address to listen on (BWSM_WORKER_HOST)")
+    parser.add_argument("--port", type=_port, default=_from_env(env, "BWSM_WORKER_PORT", 18000, _port, "a port"),
+                        help="0 = any free port (BWSM_WORKER_PORT, default 18000)")
+    parser.add_argument("--parallel", type=_positive_int,
+                        default=_from_env(env, "BWSM_WORKER_PARALLEL", 1, _positive_int, "an integer >= 1"),
+                        help="engines, i.e. jobs run at once (BWSM_WORKER_PARALLEL, default 1)")
+    parser.add_argument("--engine", choices=ENGINES,
+                        default=_from_env(env, "BWSM_WORKER_ENGINE", "whisper", _engine, " or ".join(ENGINES)),
+                        help="whisper needs the [worker] extra (BWSM_WORKER_ENGINE, default whisper)")
+    parser.add_argument("--api-key", default=env.get("BWSM_WORKER_API_KEY"),
+                        help="require Authorization: Bearer KEY; empty = none (BWSM_WORKER_API_KEY)")
+    parser.add_argument("--faults", default=env.get("BWSM_WORKER_FAULTS"),
+                        help="fault document, JSON (BWSM_WORKER_FAULTS)")
+    parser.add_argument("--webhook-deadline", type=_positive_float,
+                        default=_from_env(env, "BWSM_WORKER_WEBHOOK_DEADLINE", 60.0, _positive_float,
+                                          "a number of seconds > 0"),
+                        help="seconds a job notification is retried for (BWSM_WORKER_WEBHOOK_DEADLINE, default 60)")
+    whisper = parser.add_argument_group("whisper engine")
+    whisper.add_argument("--model-dir", default=env.get("BWSM_WHISPER_MODEL_DIR") or None,
+                         help="CTranslate2 Whisper model directory (BWSM_WHISPER_MODEL_DIR)")
+    whisper.add_argument("--model", default=env.get("BWSM_WHISPER_MODEL") or "base",
+                         help="faster-whisper model name, downloaded when no directory or weight wheel is there "
+                              "(BWSM_WHISPER_MODEL, default base)")
+    whisper.add_argument("--threads", type=_positive_int,
+                         default=_from_env(env, "BWSM_WHISPER_THREADS", None, _positive_int, "an integer >= 1"),
+                         help="CPU threads per engine (BWSM_WHISPER_THREADS, default cores / parallel)")
+    whisper.add_argument("--cache-dir", default=default_cache_dir(env),
+                         help="where the wheels' model is assembled "
+                              "(BWSM_CACHE_DIR, default ~/.cache/bytewax-speechmatics)")
+    faults = parser.add_argument_group("fault injection")
+    faults.add_argument("--fault-post-429", type=float, default=0.0, help="fraction of POST /v2/jobs answered 429")
+    faults.add_argument("--fault-get-429", type=float, default=0.0, help="fraction of GETs answered 429")
+    faults.add_argument("--fault-503", type=float, default=0.0, help="fraction of POSTs and GETs answered 503")
+    faults.add_argument("--fault-500", type=float, default=0.0, help="fraction of POSTs and GETs answered 500")
+    faults.add_argument("--fault-drop", type=float, default=0.0, help="fraction of POSTs dropped after accepting")
+    faults.add_argument("--fault-reject", type=float, default=0.0, help="fraction of jobs that end rejected")
+    faults.add_argument("--fault-latency", help="added latency in seconds: S or MIN:MAX (uniform)")
+    faults.add_argument("--fault-job-duration", help="extra seconds each job holds its engines: S or MIN:MAX")
+    faults.add_argument("--fault-webhook-delay", help="seconds before each webhook attempt: S or MIN:MAX")
+    faults.add_argument("--fault-seed", type=int, default=None, help="seed of the fault dice")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.parallel < 1:
-        raise SystemExit("--parallel must be at least 1")
+    """Serve until SIGTERM/SIGINT; a bad configuration is a SettingsError (one line, exit 2) before listening."""
     try:
         faults = fault_document(args)
     except (ValueError, FaultConfigError) as exc:
-        raise SystemExit(f"bad fault configuration: {exc}") from None
-    asyncio.run(serve(args, faults))
+        raise SettingsError(f"bad fault configuration: {exc}") from None
+    engine = make_engine(args)
+    asyncio.run(serve(args, engine, faults))
     return 0
 
 
@@ -134,12 +223,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _configure(parser)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The worker command on its own (`python -m ...cli.worker`); defaults from `environ` (default os.environ)."""
     parser = argparse.ArgumentParser(prog="bytewax-speechmatics worker")
-    _configure(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return run(args)
+    _configure(parser, environ)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        return run(args)
+    except SettingsError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Kafka client settings from the environment, shared by every consumer, producer and admin client.
+"""Kafka client settings shared by every consumer, producer and admin client the project creates.
 
-KAFKA_BOOTSTRAP_SERVERS (default localhost:9092) plus the usual security settings, so SASL/TLS reach every
-client the project creates: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
-KAFKA_SASL_PASSWORD, KAFKA_SSL_CA_LOCATION, KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION.
-Any other librdkafka property passes through as KAFKA_CONF_<NAME> with dots written as underscores
-(KAFKA_CONF_SOCKET_TIMEOUT_MS=30000 -> socket.timeout.ms=30000).
+`KafkaSettings` holds the brokers, the librdkafka properties for security and anything else (passed to every
+client), and the source batch size. The flow's `Settings.from_env` fills it from KAFKA_BOOTSTRAP_SERVERS, the named
+security variables (`SECURITY_VARIABLES`: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
+KAFKA_SASL_PASSWORD, KAFKA_SSL_CA_LOCATION, KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION) and
+KAFKA_CONF_<NAME> pass-through properties with dots written as underscores
+(KAFKA_CONF_SOCKET_TIMEOUT_MS=30000 -> socket.timeout.ms=30000); nothing here reads the environment itself.
 
 librdkafka's own log lines go to the `bytewax.speechmatics.librdkafka` logger instead of straight to stderr, so the
 command line can keep them out of the way of its one-line errors unless `-v` asks for them (`show_client_logs`).
@@ -13,13 +14,14 @@ command line can keep them out of the way of its one-line errors unless `-v` ask
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
 CLIENT_LOGGER = "bytewax.speechmatics.librdkafka"
 
-_NAMED = {
+#: Environment variable -> librdkafka property, for the security settings every client needs.
+SECURITY_VARIABLES = {
     "KAFKA_SECURITY_PROTOCOL": "security.protocol",
     "KAFKA_SASL_MECHANISM": "sasl.mechanism",
     "KAFKA_SASL_USERNAME": "sasl.username",
@@ -28,31 +30,43 @@ _NAMED = {
     "KAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
     "KAFKA_SSL_KEY_LOCATION": "ssl.key.location",
 }
-_PASSTHROUGH_PREFIX = "KAFKA_CONF_"
+PASSTHROUGH_PREFIX = "KAFKA_CONF_"
 
 
-def bootstrap_servers(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return env.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where Kafka is and how to talk to it."""
+
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    #: librdkafka properties given to every client (security, KAFKA_CONF_*); may hold a password: not in repr.
+    properties: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: Kafka messages per source batch (the flow's KafkaSource `batch_size`).
+    source_batch_size: int = 1000
+
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    def client_config(self, extra: Mapping[str, object] | None = None) -> dict:
+        """A complete confluent-kafka config: bootstrap + properties + `extra` (which wins); logs to CLIENT_LOGGER."""
+        conf: dict[str, object] = {"bootstrap.servers": self.bootstrap_servers,
+                                   "logger": logging.getLogger(CLIENT_LOGGER), **self.properties}
+        conf.update(extra or {})
+        return conf
 
 
-def security_config(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """librdkafka properties for security and pass-through settings (no bootstrap servers)."""
-    env = os.environ if env is None else env
-    conf = {prop: env[name] for name, prop in _NAMED.items() if env.get(name)}
+def properties_from(env: Mapping[str, str]) -> dict[str, str]:
+    """The librdkafka properties an environment mapping names (security variables and KAFKA_CONF_*)."""
+    conf = {prop: env[name] for name, prop in SECURITY_VARIABLES.items() if env.get(name)}
     for name, value in env.items():
-        if name.startswith(_PASSTHROUGH_PREFIX) and value:
-            conf[name[len(_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")] = value
+        if name.startswith(PASSTHROUGH_PREFIX) and value:
+            conf[name[len(PASSTHROUGH_PREFIX) :].lower().replace("_", ".")] = value
     return conf
 
 
-def client_config(extra: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None) -> dict:
-    """A complete confluent-kafka config: bootstrap + security + `extra` (which wins); logs to CLIENT_LOGGER."""
-    conf: dict[str, object] = {
-        "bootstrap.servers": bootstrap_servers(env), "logger": logging.getLogger(CLIENT_LOGGER), **security_config(env),
-    }
-    conf.update(extra or {})
-    return conf
+def client_config(extra: Mapping[str, object] | None = None, kafka: KafkaSettings | None = None) -> dict:
+    """`kafka.client_config(extra)`, with the built-in defaults when no settings are given."""
+    return (kafka or KafkaSettings()).client_config(extra)
 
 
 def show_client_logs(show: bool) -> None:

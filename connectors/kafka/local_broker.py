@@ -5,23 +5,20 @@ requirements are Java 17+ and Maven. `up` is idempotent and returns only once th
 metadata requests; `down` stops it with SIGTERM (a clean controlled shutdown), then SIGKILL after a
 deadline. Logs go to a file in the cache, never to the terminal.
 
-Environment: BWSM_KAFKA_VERSION (4.1.1), BWSM_KAFKA_PORT (9092), BWSM_KAFKA_CONTROLLER_PORT
-(port + 1), BWSM_CACHE_DIR (~/.cache/bytewax-speechmatics), BWSM_KAFKA_HEAP (1g),
-BWSM_MAVEN_REPO (Maven's local repository; default Maven's own, ~/.m2/repository).
+Configured by a `LocalKafka` value; the `kafka` command (connectors/cli/kafka.py) fills it from BWSM_KAFKA_VERSION,
+BWSM_KAFKA_PORT, BWSM_KAFKA_CONTROLLER_PORT, BWSM_CACHE_DIR, BWSM_KAFKA_HEAP and BWSM_MAVEN_REPO.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
@@ -83,23 +80,12 @@ class BrokerError(BytewaxSpeechmaticsError, RuntimeError):
 class LocalKafka:
     """Where one local broker keeps its jars, data, config, pid and log."""
 
-    version: str
-    port: int
-    controller_port: int
-    cache: Path
-    heap: str
-
-    @classmethod
-    def from_env(cls) -> LocalKafka:
-        port = int(os.environ.get("BWSM_KAFKA_PORT", "9092"))
-        cache = Path(os.environ.get("BWSM_CACHE_DIR", Path.home() / ".cache" / "bytewax-speechmatics"))
-        return cls(
-            version=os.environ.get("BWSM_KAFKA_VERSION", DEFAULT_VERSION),
-            port=port,
-            controller_port=int(os.environ.get("BWSM_KAFKA_CONTROLLER_PORT", port + 1)),
-            cache=cache.expanduser(),
-            heap=os.environ.get("BWSM_KAFKA_HEAP", "1g"),
-        )
+    version: str = DEFAULT_VERSION
+    port: int = 9092
+    controller_port: int = 9093
+    cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "bytewax-speechmatics")
+    heap: str = "1g"
+    maven_repo: str | None = None  # Maven's local repository; None = Maven's own (~/.m2/repository)
 
     @property
     def bootstrap(self) -> str:
@@ -150,7 +136,7 @@ def resolve_jars(kafka: LocalKafka) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     (work / "pom.xml").write_text(POM_TEMPLATE.format(kafka=kafka.version, log4j=LOG4J_VERSION))
     print(f"kafka: resolving org.apache.kafka:kafka_2.13:{kafka.version} from Maven Central ...", flush=True)
-    repo = [f"-Dmaven.repo.local={os.environ['BWSM_MAVEN_REPO']}"] if os.environ.get("BWSM_MAVEN_REPO") else []
+    repo = [f"-Dmaven.repo.local={kafka.maven_repo}"] if kafka.maven_repo else []
     proc = subprocess.run(
         ["mvn", "-B", "-q", "-f", str(work / "pom.xml"), *repo, "dependency:copy-dependencies",
          f"-DoutputDirectory={kafka.libs}", "-DincludeScope=runtime"],
@@ -262,26 +248,3 @@ def down(kafka: LocalKafka, timeout: float = 30.0) -> bool:
     kafka.pid_file.unlink(missing_ok=True)
     print(f"kafka: broker on {kafka.bootstrap} stopped", flush=True)
     return True
-
-
-def _command(args: argparse.Namespace) -> int:
-    kafka = LocalKafka.from_env()
-    try:
-        if args.action == "up":
-            up(kafka)
-        elif args.action == "down":
-            down(kafka)
-        else:
-            answers = broker_answers(kafka.bootstrap)
-            print(f"kafka: {kafka.bootstrap} {'answers' if answers else 'does not answer'}")
-            return 0 if answers else 1
-    except BrokerError as exc:
-        print(f"kafka: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("kafka", help="start/stop a local single-node Apache Kafka broker (no Docker)")
-    parser.add_argument("action", choices=["up", "down", "status"])
-    parser.set_defaults(func=_command)

@@ -21,19 +21,13 @@ from dataclasses import dataclass, field
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException
-from prometheus_client import Counter, Histogram
 
-from bytewax.speechmatics.connectors.kafka.config import client_config
+from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
+from bytewax.speechmatics.connectors.metrics import CHUNK_TO_EVENT, LOST_LETTERS, PRODUCED
 from bytewax.speechmatics.schemas.dead_letters import DEFAULT_MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
-PRODUCED = Counter("bwsm_messages_produced_total", "Messages acknowledged by Kafka, by kind", ["kind"])
-LOST_LETTERS = Counter("bwsm_dead_letters_lost_total", "Dead letters Kafka refused (logged, not retried)", ["kind"])
-CHUNK_TO_EVENT = Histogram(
-    "bwsm_chunk_to_event_seconds", "Wall time from a chunk being cut to its event being acknowledged by Kafka",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
-)
 
 PRODUCER_DEFAULTS = {
     "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries per partition
@@ -125,8 +119,8 @@ def _lose(item: OutMessage, err: object, lost: list[OutMessage]) -> None:
 class ProducingSink(DynamicSink[OutMessage]):
     """A sink writing each OutMessage to its own topic through one idempotent producer per worker."""
 
-    def __init__(self, config: dict | None = None) -> None:
-        self._config = client_config({**PRODUCER_DEFAULTS, **(config or {})})
+    def __init__(self, kafka: KafkaSettings | None = None, config: dict | None = None) -> None:
+        self._config = (kafka or KafkaSettings()).client_config({**PRODUCER_DEFAULTS, **(config or {})})
 
     @property
     def max_record_bytes(self) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -47,10 +46,9 @@ class JournalEntry:
         return self.job_id is None
 
 
-def default_journal_dir(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """BWSM_JOURNAL_DIR, else next to the recovery directory, else the user's cache directory."""
-    argv = sys.argv if argv is None else argv
-    env = os.environ if env is None else env
+def default_journal_dir(argv: Sequence[str], env: Mapping[str, str]) -> Path:
+    """BWSM_JOURNAL_DIR, else next to the recovery directory, else the user's cache directory (read from the
+    command line and environment that `Settings.from_env` is given)."""
     if env.get("BWSM_JOURNAL_DIR"):
         return Path(env["BWSM_JOURNAL_DIR"])
     recovery = env.get("BYTEWAX_RECOVERY_DIRECTORY")
@@ -60,8 +58,27 @@ def default_journal_dir(argv: Sequence[str] | None = None, env: Mapping[str, str
     if recovery:
         path = Path(recovery).resolve()
         return path.with_name(path.name + "-bwsm-journal")
-    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "bytewax-speechmatics" / "journal"
+    return cache_journal_dir(Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else None)
+
+
+def cache_journal_dir(cache: Path | None = None) -> Path:
+    """The journal directory under the user's cache directory (`~/.cache` unless given)."""
+    return (cache or Path.home() / ".cache") / "bytewax-speechmatics" / "journal"
+
+
+_journals: dict[tuple[Path, int], JobJournal] = {}
+_journals_lock = threading.Lock()
+
+
+def shared_journal(directory: Path | str | None, process_index: int, retention: float) -> JobJournal:
+    """The process's one journal for a directory: every submission service of the process writes through it
+    (two JobJournal objects on one file would compact each other's lines away)."""
+    path = Path(directory) if directory else cache_journal_dir()
+    with _journals_lock:
+        journal = _journals.get((path.resolve(), process_index))
+        if journal is None:
+            journal = _journals[(path.resolve(), process_index)] = JobJournal(path, process_index, retention)
+        return journal
 
 
 def _attempts(value: object) -> int:

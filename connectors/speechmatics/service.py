@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -45,19 +44,17 @@ from speechmatics.batch._models import TrackingConfig
 
 from bytewax.speechmatics.connectors import metrics
 from bytewax.speechmatics.connectors.logs import fields
-from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, default_journal_dir
+from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, shared_journal
 from bytewax.speechmatics.connectors.speechmatics.retry import Backoff, Classified, ErrorClass, RetryBudget, classify
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.connectors.speechmatics.throttle import (
     AimdRate,
     ClusterPlace,
     RateLimiter,
-    cluster_place,
     cluster_share,
 )
 from bytewax.speechmatics.connectors.speechmatics.wav import audio_hash, chunk_wav
 from bytewax.speechmatics.connectors.speechmatics.webhooks import WebhookReceiver, auth_header_line
-from bytewax.speechmatics.connectors.worker.embedded import ensure_endpoint
 from bytewax.speechmatics.schemas.chunks import Chunk
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
@@ -134,9 +131,8 @@ class _Gone(Exception):
     """The job is unknown, expired or deleted at the server: post the chunk again."""
 
 
-def redact(text: str) -> str:
+def redact(text: str, key: str | None) -> str:
     """Remove the API key from a message, should a server ever echo it."""
-    key = os.environ.get("SPEECHMATICS_API_KEY")
     return text.replace(key, "***") if key and len(key) >= 4 else text
 
 
@@ -166,12 +162,15 @@ class SubmitService:
     def __init__(self, settings: SubmitSettings, *, place: ClusterPlace | None = None,
                  journal: JobJournal | None = None, client_factory: Callable[[], AsyncClient] | None = None) -> None:
         self.settings = settings
-        self.place = place or cluster_place()
+        self.place = place or ClusterPlace(settings.cluster_processes, settings.process_index)
         self.post_limit = cluster_share(settings.post_rate, self.place)
         self.get_limit = cluster_share(settings.get_rate, self.place)
-        self._journal = journal or JobJournal(settings.journal_dir or default_journal_dir(), self.place.index,
-                                              settings.journal_retention)
-        self._client_factory = client_factory or AsyncClient
+        self._journal = journal or shared_journal(settings.journal_dir, self.place.index, settings.journal_retention)
+        self._client_factory = client_factory or (
+            lambda: AsyncClient(api_key=settings.api_key, url=settings.batch_url))
+        # What shapes a job besides its audio: a job is found again (journal, server lookup) only when both match,
+        # so two submit steps with other configs never take each other's jobs for the same chunk.
+        self._config_tag = settings.job_fingerprint()
         self._client: AsyncClient | None = None
         self._cond = threading.Condition()
         self._events: dict[str, list[SubmitEvent]] = {}
@@ -185,7 +184,6 @@ class SubmitService:
         self._start_error: str | None = None
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self._rng = random.Random()  # noqa: S311 - poll jitter
-        self.identity = _identity()
         # Processes of one host must not share a port: process i listens on BWSM_WEBHOOK_PORT + i, and the
         # URL may name its own port or index ("http://host:{port}/", "http://flow-{index}.svc:8765/").
         self.webhook_port = settings.webhook_port + self.place.index if settings.webhook_port else 0
@@ -199,7 +197,8 @@ class SubmitService:
         try:
             self._client = self._client_factory()
         except ValueError as exc:
-            raise FatalSubmitError(f"Speechmatics client not configured: {redact(str(exc))}") from None
+            raise FatalSubmitError(f"Speechmatics client not configured: {redact(str(exc), self.settings.api_key)}") \
+                from None
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="bwsm-submit", daemon=True)
         self._thread.start()
@@ -352,7 +351,7 @@ class SubmitService:
         except FatalSubmitError as exc:
             self._set_fatal(str(exc))
         except ChunkFailure as exc:
-            reason = redact(str(exc))
+            reason = redact(str(exc), self.settings.api_key)
             metrics.CHUNKS_FAILED.labels(reason=exc.kind).inc()
             log.warning("chunk %s failed after %d POST attempts: %s", span.reference, progress.posts, reason)
             self._emit(span.call_id, ChunkFailed(span.index, reason, progress.job_id, progress.posts))
@@ -366,7 +365,7 @@ class SubmitService:
     async def _transcribe(self, request: SubmitRequest, progress: _Progress) -> tuple[str, dict[str, Any]]:
         chunk = request.chunk
         ref = chunk.span.reference
-        digest = audio_hash(chunk.audio)
+        digest = audio_hash(chunk.audio + self._config_tag.encode())
         budget = RetryBudget(self.settings.max_attempts, time.monotonic() + self.settings.max_chunk_seconds)
         job_id = request.job_id
         if job_id is None:
@@ -604,25 +603,16 @@ class SubmitService:
 # ---- one service per process ---------------------------------------------------------------------------------
 
 
-def _identity() -> tuple[str, str]:
-    """Which API the SDK would talk to now (URL and a hash of the key: the key itself is never kept)."""
-    key = os.environ.get("SPEECHMATICS_API_KEY", "")
-    return os.environ.get("SPEECHMATICS_BATCH_URL", ""), hashlib.sha256(key.encode()).hexdigest()
-
-
-_services: dict[int, SubmitService] = {}
+_services: dict[tuple[int, str], SubmitService] = {}
 _services_lock = threading.Lock()
 
 
 def get_service(settings: SubmitSettings) -> SubmitService:
-    """The process's running service for these settings and API; replaces one built for others."""
-    ensure_endpoint()
+    """The process's running service for these settings (one per distinct settings, so two submit steps with
+    different settings in one flow each keep their own client, limits and in-flight jobs)."""
+    key = (os.getpid(), settings.fingerprint())
     with _services_lock:
-        current = _services.get(os.getpid())
-        if current is not None and current.settings == settings and current.identity == _identity():
-            return current
-        if current is not None:
-            current.close()
-        service = SubmitService(settings).start()
-        _services[os.getpid()] = service
+        service = _services.get(key)
+        if service is None:
+            service = _services[key] = SubmitService(settings).start()
         return service

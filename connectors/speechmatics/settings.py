@@ -1,53 +1,51 @@
-"""Submission settings from the environment (BWSM_*): throttle, retries, waiting, transcription config.
+"""Submission settings: the API, throttle, retries, waiting, and the transcription config of every job.
 
-The API key and URL are NOT read here: the speechmatics-batch SDK reads SPEECHMATICS_API_KEY and
-SPEECHMATICS_BATCH_URL itself, so the key never passes through our objects (nor our logs or reprs).
+Plain values, no environment: `bytewax.speechmatics.flows.Settings.from_env` fills them from BWSM_* variables and
+SPEECHMATICS_API_KEY / SPEECHMATICS_BATCH_URL. The key never appears in a repr or a log.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 from speechmatics.batch import TranscriptionConfig
 
-from bytewax.speechmatics.flows.env import SettingsError, env_float, env_int
-from bytewax.speechmatics.flows.speakers import channel_config, channel_labels_from_env
+from bytewax.speechmatics.schemas.errors import SettingsError
 
 WAIT_MODES = ("poll", "wait", "webhook")
+DIARIZATIONS = ("none", "speaker", "channel")
+_RESERVED = re.compile(r"^(S\d+|UU)$")
 
 
+def is_reserved(label: str) -> bool:
+    """Speaker labels the API hands out itself (S1, S2, ..., UU): ours must never look like them."""
+    return bool(_RESERVED.match(label))
 
 
+def parse_channel_labels(raw: str) -> tuple[str, ...]:
+    """Comma-separated channel labels (agent,caller): distinct, non-empty, one per channel, not API labels."""
+    labels = tuple(part.strip() for part in raw.split(","))
+    if len(labels) < 2 or any(not label for label in labels) or len(set(labels)) != len(labels):
+        raise ValueError(f"channel labels must be distinct non-empty labels, one per channel, got {raw!r}")
+    bad = [label for label in labels if is_reserved(label)]
+    if bad:
+        raise ValueError(f"channel labels must not look like S<n> or UU, got {bad}")
+    return labels
 
 
-
-def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
-    if not isinstance(value, dict):
-        raise SettingsError(f"{name} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _channel_labels(env: Mapping[str, str]) -> tuple[str, ...]:
-    try:
-        return channel_labels_from_env(env)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from exc
+def channel_config(labels: tuple[str, ...]) -> dict[str, Any]:
+    """TranscriptionConfig fields for two-channel calls: each channel's words carry its label."""
+    return {"diarization": "channel", "channel_diarization_labels": list(labels)}
 
 
 def parse_additional_vocab(raw: str) -> list[dict[str, Any]]:
-    """BWSM_ADDITIONAL_VOCAB: a JSON list (strings or {"content", "sounds_like"}) or a comma-separated list."""
+    """Custom vocabulary: a JSON list (strings or {"content", "sounds_like"}) or a comma-separated list."""
     raw = raw.strip()
     if not raw:
         return []
@@ -55,7 +53,7 @@ def parse_additional_vocab(raw: str) -> list[dict[str, Any]]:
         try:
             items = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise SettingsError(f"BWSM_ADDITIONAL_VOCAB is not valid JSON: {exc}") from exc
+            raise ValueError(f"not valid JSON: {exc}") from None
     else:
         items = [part.strip() for part in raw.split(",")]
     out: list[dict[str, Any]] = []
@@ -65,13 +63,21 @@ def parse_additional_vocab(raw: str) -> list[dict[str, Any]]:
         elif isinstance(item, dict) and isinstance(item.get("content"), str):
             out.append(item)
         elif item != "":
-            raise SettingsError(f"BWSM_ADDITIONAL_VOCAB entries must be strings or {{'content': ...}}, got {item!r}")
+            raise ValueError(f"entries must be strings or {{'content': ...}}, got {item!r}")
     return out
 
 
 @dataclass(frozen=True)
 class SubmitSettings:
-    """Everything the submitter needs besides the API key; see from_env for the variables."""
+    """Everything the submission service needs: the API (url and key), limits, retries, waiting, job config.
+
+    `api_key` None: the speechmatics-batch SDK falls back to SPEECHMATICS_API_KEY itself (its documented habit);
+    `build_flow` passes the key and URL explicitly (from `Settings.from_env`, or the embedded worker's). The key
+    is never in a repr.
+    """
+
+    api_key: str | None = field(default=None, repr=False)
+    batch_url: str | None = None
 
     post_rate: float = 10.0
     get_rate: float = 50.0
@@ -80,7 +86,8 @@ class SubmitSettings:
     max_chunk_seconds: float = 900.0
     wait_mode: str = "poll"
     wait_seconds: int = 30
-    cluster_processes: int | None = None
+    cluster_processes: int = 1  # processes sharing the API limits (from Bytewax's -a / BYTEWAX_ADDRESSES)
+    process_index: int = 0  # this process's index in the cluster (-i)
     rate_margin: float = 0.06
     aimd_decrease: float = 0.7
     aimd_floor: float = 0.25
@@ -95,7 +102,7 @@ class SubmitSettings:
     language: str = "en"
     operating_point: str | None = None
     diarization: str | None = None
-    channel_labels: tuple[str, ...] = ("agent", "caller")  # BWSM_CHANNEL_LABELS, for BWSM_DIARIZATION=channel
+    channel_labels: tuple[str, ...] = ("agent", "caller")  # for diarization=channel, one label per channel
     additional_vocab: tuple[dict[str, Any], ...] = ()
     transcription_extra: Mapping[str, Any] = field(default_factory=dict)
     parallel_engines: int | None = None
@@ -107,11 +114,18 @@ class SubmitSettings:
     webhook_fallback_poll: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.diarization == "none":
+            object.__setattr__(self, "diarization", None)
+        object.__setattr__(self, "channel_labels", tuple(self.channel_labels))
+        object.__setattr__(self, "additional_vocab", tuple(self.additional_vocab))
+        if self.cluster_processes < 1 or self.process_index < 0:
+            raise SettingsError(f"cluster_processes must be >= 1 and process_index >= 0, got "
+                                f"{self.cluster_processes}, {self.process_index}")
         if self.wait_mode not in WAIT_MODES:
             raise SettingsError(f"BWSM_WAIT_MODE must be one of {list(WAIT_MODES)}, got {self.wait_mode!r}")
         if self.wait_mode == "webhook" and not self.webhook_url:
             raise SettingsError("BWSM_WAIT_MODE=webhook needs BWSM_WEBHOOK_URL (the URL the API calls back)")
-        if self.diarization not in (None, "none", "speaker", "channel"):
+        if self.diarization not in (None, *DIARIZATIONS):
             raise SettingsError(f"BWSM_DIARIZATION must be none, speaker or channel, got {self.diarization!r}")
         if not 0 < self.aimd_decrease < 1 or not 0 < self.aimd_floor <= 1:
             raise SettingsError("BWSM_AIMD_DECREASE and BWSM_AIMD_FLOOR must be in (0, 1)")
@@ -140,44 +154,14 @@ class SubmitSettings:
         except TypeError as exc:
             raise SettingsError(f"BWSM_TRANSCRIPTION_CONFIG has a field the SDK does not know: {exc}") from exc
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SubmitSettings:
-        """Read BWSM_* variables (unset or empty = default); raise SettingsError naming a bad one."""
-        env = os.environ if env is None else env
-        kwargs: dict[str, Any] = {
-            "post_rate": env_float(env, "BWSM_POST_RATE", 10.0, 0.01),
-            "get_rate": env_float(env, "BWSM_GET_RATE", 50.0, 0.01),
-            "max_in_flight": env_int(env, "BWSM_MAX_IN_FLIGHT", 256),
-            "max_attempts": env_int(env, "BWSM_MAX_ATTEMPTS", 8),
-            "max_chunk_seconds": env_float(env, "BWSM_MAX_CHUNK_SECONDS", 900.0, 1.0),
-            "wait_mode": env.get("BWSM_WAIT_MODE", "").strip() or "poll",
-            "wait_seconds": env_int(env, "BWSM_WAIT_SECONDS", 30),
-            "cluster_processes": env_int(env, "BWSM_CLUSTER_PROCESSES", None),
-            "rate_margin": env_float(env, "BWSM_RATE_MARGIN", 0.06),
-            "aimd_decrease": env_float(env, "BWSM_AIMD_DECREASE", 0.7),
-            "aimd_floor": env_float(env, "BWSM_AIMD_FLOOR", 0.25),
-            "aimd_recovery": env_float(env, "BWSM_AIMD_RECOVERY", 0.05),
-            "backoff_base": env_float(env, "BWSM_BACKOFF_BASE", 0.25),
-            "backoff_cap": env_float(env, "BWSM_BACKOFF_CAP", 20.0),
-            "poll_min": env_float(env, "BWSM_POLL_MIN", 0.25, 0.01),
-            "poll_max": env_float(env, "BWSM_POLL_MAX", 5.0, 0.01),
-            "collect_interval": env_float(env, "BWSM_COLLECT_INTERVAL", 0.1, 0.001),
-            "journal_dir": env.get("BWSM_JOURNAL_DIR", "").strip() or None,
-            "journal_retention": env_float(env, "BWSM_JOURNAL_RETENTION", 86400.0),
-            "language": env.get("BWSM_LANGUAGE", "").strip() or "en",
-            "operating_point": env.get("BWSM_OPERATING_POINT", "").strip() or None,
-            "diarization": env.get("BWSM_DIARIZATION", "").strip() or None,
-            "additional_vocab": tuple(parse_additional_vocab(env.get("BWSM_ADDITIONAL_VOCAB", ""))),
-            "transcription_extra": _json_object(env, "BWSM_TRANSCRIPTION_CONFIG"),
-            "parallel_engines": env_int(env, "BWSM_PARALLEL_ENGINES", None),
-            "user_id": env.get("BWSM_USER_ID", "").strip() or None,
-            "channel_labels": _channel_labels(env),
-            "webhook_url": env.get("BWSM_WEBHOOK_URL", "").strip() or None,
-            "webhook_host": env.get("BWSM_WEBHOOK_HOST", "").strip() or "0.0.0.0",  # noqa: S104
-            "webhook_port": env_int(env, "BWSM_WEBHOOK_PORT", 8765, 0),
-            "webhook_fallback_poll": env_float(env, "BWSM_WEBHOOK_FALLBACK_POLL", 30.0, 0.1),
-        }
-        secret = env.get("BWSM_WEBHOOK_SECRET", "").strip()
-        if secret:
-            kwargs["webhook_secret"] = secret
-        return cls(**kwargs)
+    def job_fingerprint(self) -> str:
+        """A stable digest of what shapes a job's transcript besides its audio (the transcription config): the
+        same chunk under other job settings is another job, never one found again in the journal or by lookup.
+        Only job-shaping fields count, so a restart (a new webhook secret, another process index) finds its jobs."""
+        shape = {"config": self.transcription_config().to_dict(), "engines": self.parallel_engines,
+                 "user": self.user_id}
+        return hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """A stable digest of every setting (the key included): one submission service per distinct settings."""
+        return hashlib.sha256(orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:16]

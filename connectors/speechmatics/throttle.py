@@ -8,7 +8,7 @@ between grant and send on our side are removed by spacing from the real send tim
 
 Cluster share rule (processes do not talk to each other, so each must stay within a fixed share):
 the cluster has P processes (the number of `-a` addresses Bytewax was started with, BYTEWAX_ADDRESSES,
-the lines of BYTEWAX_HOSTFILE_PATH, or BWSM_CLUSTER_PROCESSES which overrides all); process i gets
+the lines of BYTEWAX_HOSTFILE_PATH; BWSM_CLUSTER_PROCESSES overrides all, see `Settings.from_env`); process i gets
 floor(N / P) requests per second, plus one if i < N mod P. The integer shares add up to exactly N, and an
 integer share keeps the "any window" guarantee per process, so the sum holds it for the cluster. When
 P > N the share would be 0: each process then gets N / P (averages hold, single windows may not).
@@ -47,12 +47,9 @@ def _count_addresses(value: str) -> int:
     return len([a for a in value.split(";") if a.strip()])
 
 
-def cluster_place(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ClusterPlace:
-    """Learn the cluster size and this process's index from how `bytewax.run` was started (see module doc)."""
-    import sys
-
-    argv = sys.argv if argv is None else argv
-    env = os.environ if env is None else env
+def cluster_place(argv: Sequence[str], env: Mapping[str, str]) -> ClusterPlace:
+    """Learn the cluster size and this process's index from how `bytewax.run` was started (see module doc); called
+    by `Settings.from_env` with the process's command line and environment."""
     index_raw = _argv_value(argv, "-i", "--process-id") or env.get("BYTEWAX_PROCESS_ID")
     if index_raw is None and "BYTEWAX_POD_NAME" in env and "BYTEWAX_STATEFULSET_NAME" in env:
         index_raw = env["BYTEWAX_POD_NAME"].replace(env["BYTEWAX_STATEFULSET_NAME"] + "-", "")
@@ -64,11 +61,7 @@ def cluster_place(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     elif env.get("BYTEWAX_HOSTFILE_PATH") and os.path.exists(env["BYTEWAX_HOSTFILE_PATH"]):
         with open(env["BYTEWAX_HOSTFILE_PATH"]) as hostfile:
             processes = len([line for line in hostfile if line.strip()])
-    override = env.get("BWSM_CLUSTER_PROCESSES", "").strip()
-    if override:
-        processes = int(override)
-    processes = max(1, processes)
-    return ClusterPlace(processes=processes, index=min(index, processes - 1))
+    return ClusterPlace(processes=max(1, processes), index=index)
 
 
 def cluster_share(limit: float, place: ClusterPlace) -> float:

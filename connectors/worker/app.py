@@ -58,7 +58,7 @@ from bytewax.speechmatics.connectors.worker.jobs import (
     new_job_id,
 )
 from bytewax.speechmatics.connectors.worker.stats import WorkerStats
-from bytewax.speechmatics.connectors.worker.webhooks import deliver
+from bytewax.speechmatics.connectors.worker.webhooks import DEFAULT_WEBHOOK_DEADLINE, deliver
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,16 @@ class ReferenceBackend:
 class WorkerState:
     """Everything one worker process holds: jobs, engines, faults, counters."""
 
-    def __init__(self, engine: Engine, parallel: int, api_key: str | None = None, faults: dict | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        parallel: int,
+        api_key: str | None = None,
+        faults: dict | None = None,
+        webhook_deadline: float = DEFAULT_WEBHOOK_DEADLINE,
+    ) -> None:
         self.engine = engine
+        self.webhook_deadline = webhook_deadline
         self.capacity = EngineCapacity(parallel)
         self.api_key = api_key or None
         self.jobs = JobStore()
@@ -378,7 +386,8 @@ def _notify(state: WorkerState, job: Job) -> None:
         state.stats.webhooks[url][outcome] += 1
 
     for notification in notifications:
-        state.spawn(deliver(state.session, notification, job.id, status, render, state.faults.webhook_seconds, record))
+        state.spawn(deliver(state.session, notification, job.id, status, render, state.faults.webhook_seconds, record,
+                            deadline=state.webhook_deadline))
 
 
 def _job_or_404(request: web.Request) -> Job:

@@ -6,7 +6,8 @@
         ...
         worker.admin.stats()["jobs_by_reference"]
 
-The worker is asked for port 0 and reports the port it got, so parallel tests never collide.
+The worker is asked for port 0 and reports the port it got, so parallel tests never collide. The child's
+environment is the caller's `env` when given, else this process's own (inherited by subprocess, never read here).
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bytewax.speechmatics.connectors.cli.worker import LISTENING_PREFIX
+from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
+
+#: The first line the worker command prints once it listens: `BWSM_WORKER_LISTENING http://host:port`; how a
+#: parent that asked for port 0 learns the port.
+LISTENING_PREFIX = "BWSM_WORKER_LISTENING"
 
 
-class WorkerStartError(RuntimeError):
+class WorkerStartError(BytewaxSpeechmaticsError, RuntimeError):
     """The worker process died or did not become ready in time; the message carries its last output."""
 
 
@@ -159,12 +164,23 @@ class WorkerProcess:
         self.stop()
 
 
-def _stop_with_parent() -> None:
-    """In the child before exec: Linux sends it SIGTERM when its parent dies, even by SIGKILL (no orphans)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _stop_with_parent(parent: int) -> Callable[[], None]:
+    """A pre-exec hook: Linux sends the child SIGTERM when its parent dies, even by SIGKILL (no orphans).
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    Linux ties the signal to the *thread* that started the child, not the process: a caller that must keep the
+    worker beyond a short-lived thread starts it from a long-lived one (see `embedded`). A parent that died
+    before the hook ran is caught by comparing the parent pid.
+    """
+
+    def hook() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:
+                os._exit(1)  # the parent is already gone: never become an orphan
+
+    return hook
 
 
 def start_worker(
@@ -174,24 +190,25 @@ def start_worker(
     api_key: str | None = None,
     faults: dict[str, Any] | None = None,
     extra_args: Sequence[str] = (),
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     host: str = "127.0.0.1",
     ready_timeout: float = 120.0,
     die_with_parent: bool = False,
 ) -> WorkerProcess:
-    """Start `python -m ...worker_cli` on a free port and return once /ready answers 200."""
+    """Start `python -m ...cli.worker` on a free port and return once /ready answers 200.
+
+    `env` is the child's whole environment (None: inherit this process's). `api_key` is always passed on the
+    command line, so an inherited BWSM_WORKER_API_KEY cannot protect a worker whose caller asked for none.
+    """
     cmd = [sys.executable, "-m", "bytewax.speechmatics.connectors.cli.worker", "--host", host, "--port", "0",
            "--engine", engine, "--parallel", str(parallel)]
-    if api_key:
-        cmd += [f"--api-key={api_key}"]  # one token even when the key starts with "-"
+    cmd += [f"--api-key={api_key or ''}"]  # one token even when the key starts with "-"; empty = no auth
     if faults:
         cmd += ["--faults", json.dumps(faults)]
     cmd += list(extra_args)
-    proc_env = {**os.environ, **(env or {})}
-    if api_key is None:
-        proc_env.pop("BWSM_WORKER_API_KEY", None)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=proc_env,
-                            preexec_fn=_stop_with_parent if die_with_parent else None)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=None if env is None else dict(env),
+                            preexec_fn=_stop_with_parent(os.getpid()) if die_with_parent else None)
     output: list[str] = []
     found = threading.Event()
     base: list[str] = []

@@ -3,14 +3,13 @@
 Each configured URL gets `<method> url?id=<job>&status=success|error` with the configured `auth_headers`
 ("Name: value" strings). With one `contents` item the body is that item; with several, a multipart form
 with one part per item; with none, an empty body. A delivery is retried with backoff until the receiver
-answers 2xx or the deadline passes (BWSM_WORKER_WEBHOOK_DEADLINE seconds, default 60).
+answers 2xx or the deadline passes (the worker's `--webhook-deadline`, default 60 s; the caller passes it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,8 +22,8 @@ log = logging.getLogger(__name__)
 Renderer = Callable[[str], "tuple[bytes, str] | None"]
 
 
-def webhook_deadline() -> float:
-    return float(os.environ.get("BWSM_WORKER_WEBHOOK_DEADLINE", "60"))
+#: Seconds a notification is retried for, like the SaaS API's patience with a receiver that is down.
+DEFAULT_WEBHOOK_DEADLINE = 60.0
 
 
 def parse_auth_headers(lines: list[str] | None) -> dict[str, str]:
@@ -59,7 +58,7 @@ async def deliver(
     render: Renderer,
     delay: Callable[[], float],
     record: Callable[[str, str], None],
-    deadline: float | None = None,
+    deadline: float = DEFAULT_WEBHOOK_DEADLINE,
 ) -> bool:
     """Deliver one notification until a 2xx or the deadline; True when the receiver accepted it.
 
@@ -71,7 +70,7 @@ async def deliver(
     method = str(notification.get("method") or "post").upper()
     headers = parse_auth_headers(notification.get("auth_headers"))
     contents = [str(c) for c in notification.get("contents") or []]
-    give_up = time.monotonic() + (webhook_deadline() if deadline is None else deadline)
+    give_up = time.monotonic() + deadline
     backoff = 0.25
     attempt = 0
     while True:

@@ -8,9 +8,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import REGISTRY
 
-from bytewax.speechmatics.flows.chunker import chunk_calls, is_chunk
+from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.chunking import ChunkConfig
-from bytewax.speechmatics.flows.decode import decode
+from bytewax.speechmatics.flows.decode import decode_frames
 from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
 
@@ -37,16 +37,16 @@ def test_refused_frames_come_out_as_dead_letters_beside_the_chunks() -> None:
         ("bwsm_chunker_gap_frames_total", {}), ("bwsm_chunks_total", {"reason": "end"}),
         ("bwsm_chunker_frames_total", {})]}
     flow = Dataflow("chunker_dead_letters")
-    decoded = decode("decode", op.input("in", flow, TestingSource([as_message(f, i) for i, f in enumerate(frames)])))
-    split = op.branch("split", chunk_calls("chunker", decoded.frames, ChunkConfig(reorder_window_frames=1)),
-                      lambda kv: is_chunk(kv[1]))
+    source = TestingSource([as_message(f, i) for i, f in enumerate(frames)])
+    decoded = decode_frames("decode", op.input("in", flow, source))
+    split = chunk_calls("chunker", decoded.oks, ChunkConfig(reorder_window_frames=1))
     chunks, dead = [], []
-    op.output("chunks", split.trues, TestingSink(chunks))
-    op.output("dead", split.falses, TestingSink(dead))
+    op.output("chunks", split.oks, TestingSink(chunks))
+    op.output("dead", split.errs, TestingSink(dead))
     run_main(flow)
-    assert [(k, d.stage, dict(d.context)["dlq.source.offset"]) for k, d in dead] == [("a", "chunker", "1"),
-                                                                                    ("a", "chunker", "5")]
-    assert "format changed" in dead[0][1].reason and "after the call ended" in dead[1][1].reason
+    assert [(d.key, d.stage, dict(d.context)["dlq.source.offset"]) for d in dead] == [(b"a", "chunker", "1"),
+                                                                                     (b"a", "chunker", "5")]
+    assert "format changed" in dead[0].reason and "after the call ended" in dead[1].reason
     ((key, chunk),) = chunks
     assert key == "a" and chunk.span.last and chunk.span.gaps_filled == 2
     assert chunk.new_audio == b"\x01\x00" * 4000 + b"\0\0" * 8000 + b"\x03\x00" * 4000 + b"\x04\x00" * 100

@@ -15,9 +15,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 from test_chunking_helpers import add_duplicates, bounded_shuffle, frames_for, strip_clock
 
-from bytewax.speechmatics.flows.chunker import chunk_calls, is_chunk
+from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.chunking import ChunkConfig
-from bytewax.speechmatics.flows.decode import decode
+from bytewax.speechmatics.flows.decode import decode_frames
 from bytewax.speechmatics.schemas.chunks import Chunk
 from bytewax.speechmatics.schemas.frames import encode_frame
 
@@ -45,9 +45,8 @@ def call_messages(rng: random.Random) -> tuple[list[KafkaSourceMessage], dict[st
 
 def chunking_flow(items: list, sink: list) -> Dataflow:
     flow = Dataflow("chunker_recovery")
-    decoded = decode("decode", op.input("in", flow, TestingSource(items)))
-    split = op.branch("split", chunk_calls("chunker", decoded.frames, CONFIG), lambda kv: is_chunk(kv[1]))
-    op.output("out", split.trues, TestingSink(sink))
+    decoded = decode_frames("decode", op.input("in", flow, TestingSource(items)))
+    op.output("out", chunk_calls("chunker", decoded.oks, CONFIG).oks, TestingSink(sink))
     return flow
 
 
@@ -97,8 +96,9 @@ def test_an_idle_call_is_flushed_by_the_timer_and_continues_after(tmp_path: Path
     items = [*messages[: len(first)], TestingSource.PAUSE(timedelta(seconds=2)), *messages[len(first):]]
     out: list = []
     flow = Dataflow("chunker_idle")
-    decoded = decode("decode", op.input("in", flow, TestingSource(items)))
-    op.output("out", chunk_calls("chunker", decoded.frames, config), TestingSink(out))
+    decoded = decode_frames("decode", op.input("in", flow, TestingSource(items)))
+    cut = chunk_calls("chunker", decoded.oks, config)
+    op.output("out", op.merge("all", cut.oks, op.map("keyed", cut.errs, lambda dl: ("", dl))), TestingSink(out))
     run_main(flow)
     spans = [c.span for _, c in out]
     assert [(s.index, s.start_sample, s.end_sample, s.last) for s in spans] == [

@@ -20,6 +20,7 @@ from bytewax.speechmatics.flows.chunking import (
     Tally,
     silence,
 )
+from bytewax.speechmatics.flows.settings import Settings
 from bytewax.speechmatics.flows.vad import MULAW_TO_PCM16, SpeechDetector, to_mono_pcm16
 from bytewax.speechmatics.schemas.chunks import Chunk
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
@@ -41,11 +42,11 @@ def frame(seq: int, nbytes: int = 320, end: bool = False, fill: int = 1, **kw) -
 
 
 def test_config_reads_the_environment() -> None:
-    cfg = ChunkConfig.from_env({"BWSM_CHUNK_POLICY": "VAD", "BWSM_VAD_MIN_SECONDS": "20", "BWSM_VAD_MAX_SECONDS": "40",
-                                "BWSM_VAD_AGGRESSIVENESS": "3", "BWSM_REORDER_WINDOW_FRAMES": "8"})
+    cfg = Settings.from_env({"BWSM_CHUNK_POLICY": "VAD", "BWSM_VAD_MIN_SECONDS": "20", "BWSM_VAD_MAX_SECONDS": "40",
+                                "BWSM_VAD_AGGRESSIVENESS": "3", "BWSM_REORDER_WINDOW_FRAMES": "8"}, []).chunking
     assert (cfg.policy, cfg.vad_min_seconds, cfg.vad_max_seconds, cfg.vad_aggressiveness) == ("vad", 20, 40, 3)
     assert cfg.reorder_window_frames == 8 and cfg.max_seconds == 40
-    assert ChunkConfig.from_env({}) == ChunkConfig()
+    assert Settings.from_env({}, []).chunking == ChunkConfig()
     assert ChunkConfig().max_seconds == 30
 
 
@@ -60,7 +61,7 @@ def test_config_reads_the_environment() -> None:
 ])
 def test_bad_config_names_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ValueError, match=names):
-        ChunkConfig.from_env(env)
+        Settings.from_env(env, [])
 
 
 # --- reorder buffer -----------------------------------------------------------------------------------

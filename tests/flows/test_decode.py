@@ -8,7 +8,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from bytewax.speechmatics.flows.decode import decode, decode_message
+from bytewax.speechmatics.flows.decode import decode_frames, decode_message
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
@@ -44,10 +44,10 @@ def test_the_decode_operator_keys_frames_by_call_and_splits_off_dead_letters() -
     good = [message(*encode_frame(AudioFrame(f"call-{i % 2}", i // 2, b"\0\0" * 10)), offset=i) for i in range(4)]
     bad = message(b"call-0", b"\0", [("seq", b"9")], offset=99)
     flow = Dataflow("decode_test")
-    decoded = decode("decode", op.input("in", flow, TestingSource([*good[:2], bad, *good[2:]])))
+    decoded = decode_frames("decode", op.input("in", flow, TestingSource([*good[:2], bad, *good[2:]])))
     frames, dead = [], []
-    op.output("frames", decoded.frames, TestingSink(frames))
-    op.output("dead", decoded.dead_letters, TestingSink(dead))
+    op.output("frames", decoded.oks, TestingSink(frames))
+    op.output("dead", decoded.errs, TestingSink(dead))
     run_main(flow)
     assert [(k, f.seq, f.offset) for k, f in frames] == [("call-0", 0, 0), ("call-1", 0, 1), ("call-0", 1, 2),
                                                         ("call-1", 1, 3)]

@@ -10,12 +10,13 @@ import bytewax.operators as op
 import jsonschema
 import orjson
 import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bytewax.speechmatics.flows.realtime import RealtimeState, normalize, realtime_events
+from bytewax.speechmatics.flows.realtime import RealtimeState, normalize, normalize_realtime
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 from bytewax.speechmatics.schemas.errors import ContractError
 
@@ -160,24 +161,27 @@ def test_malformed_messages_are_contract_errors(message: dict) -> None:
 
 def test_realtime_branch_in_a_dataflow() -> None:
     """The branch inside Bytewax: events in order per call, a bad message dead-lettered, the call unaffected."""
-    inputs = [("call-a", orjson.dumps(m)) for m in SESSION[:5]]
-    inputs.insert(2, ("call-a", b"\x00not json"))
-    inputs.append(("call-b", orjson.dumps(SESSION[4])))
+    pairs = [(b"call-a", orjson.dumps(m)) for m in SESSION[:5]]
+    pairs.insert(2, (b"call-a", b"\x00not json"))
+    pairs += [(b"call-b", orjson.dumps(SESSION[4])), (None, b"{}"), (b"call-c", None)]
+    inputs = [KafkaSourceMessage(key=k, value=v, topic="calls.rt", partition=0, offset=i)
+              for i, (k, v) in enumerate(pairs)]
     flow = Dataflow("rt_test")
     stream = op.input("in", flow, TestingSource(inputs))
-    outputs = realtime_events("rt", stream)
+    outputs = normalize_realtime("rt", stream)
     events, dead = [], []
-    op.output("events", outputs.events, TestingSink(events))
-    op.output("dead", outputs.dead_letters, TestingSink(dead))
+    op.output("events", outputs.oks, TestingSink(events))
+    op.output("dead", outputs.errs, TestingSink(dead))
     run_main(flow)
     a = [p.event for key, p in events if key == "call-a"]
     assert [e["transcript"] for e in a] == ["Good", "Good morning", "Good morning everyone", "Good morning,"]
     assert [p.event["transcript"] for key, p in events if key == "call-b"] == ["Good morning,"]
     assert all(p.closed_at is None for _, p in events)
-    assert len(dead) == 1
-    key, letter = dead[0]
-    assert key == "call-a" and isinstance(letter, DeadLetter)
+    assert len(dead) == 3
+    letter = next(d for d in dead if d.key == b"call-a")
+    assert isinstance(letter, DeadLetter)
     assert letter.stage == "realtime" and "not JSON" in letter.reason and letter.value == b"\x00not json"
+    assert any("no key" in d.reason for d in dead) and any("tombstone" in d.reason for d in dead)
     for _, p in events:
         VALIDATOR.validate(p.event)
 

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bytewax.speechmatics.connectors.speechmatics.settings import parse_channel_labels
 from bytewax.speechmatics.flows.speakers import (
     MAX_IDENTIFIERS,
     SpeakerBook,
     channel_config,
-    channel_labels_from_env,
     is_reserved,
     speaker_config,
 )
@@ -114,13 +114,13 @@ def test_labels_are_never_reserved_and_stay_consistent(chunks: list[list[str]]) 
 
 
 def test_channel_labels() -> None:
-    assert channel_labels_from_env({}) == ("agent", "caller")
-    assert channel_labels_from_env({"BWSM_CHANNEL_LABELS": "rep, customer"}) == ("rep", "customer")
+    assert parse_channel_labels("agent,caller") == ("agent", "caller")
+    assert parse_channel_labels("rep, customer") == ("rep", "customer")
     assert channel_config(("rep", "customer")) == {"diarization": "channel",
                                                    "channel_diarization_labels": ["rep", "customer"]}
     for bad in ("S1,S2", "agent", "agent,agent", "agent,,caller", "UU,x"):
-        with pytest.raises(ValueError, match="BWSM_CHANNEL_LABELS"):
-            channel_labels_from_env({"BWSM_CHANNEL_LABELS": bad})
+        with pytest.raises(ValueError, match="channel labels"):
+            parse_channel_labels(bad)
 
 
 def test_results_without_usable_times_are_relabelled_but_are_no_evidence() -> None:

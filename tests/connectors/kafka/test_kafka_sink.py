@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer, KafkaException
 
-from bytewax.speechmatics.connectors.kafka.sink import LOST_LETTERS, OutMessage, ProducingSink
+from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
+from bytewax.speechmatics.connectors.kafka.sink import OutMessage, ProducingSink
+from bytewax.speechmatics.connectors.metrics import LOST_LETTERS
 
 pytestmark = pytest.mark.kafka
 
@@ -27,7 +29,7 @@ def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 30.0
 
 def test_a_refused_dead_letter_is_counted_and_the_batch_goes_on(kafka_bootstrap: str, make_topic) -> None:  # noqa: ANN001
     topic = make_topic("sink")
-    sink = ProducingSink({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000})
+    sink = ProducingSink(KafkaSettings(kafka_bootstrap), {"message.max.bytes": 10_000})
     part = sink.build("out", 0, 1)
     before = LOST_LETTERS.labels(kind="dlq_decode")._value.get()
     too_big = OutMessage(topic, b"bad", b"x" * 20_000, "dlq_decode", best_effort=True)
@@ -40,7 +42,7 @@ def test_a_refused_dead_letter_is_counted_and_the_batch_goes_on(kafka_bootstrap:
 
 def test_a_refused_transcript_event_still_stops_the_flow(kafka_bootstrap: str, make_topic) -> None:  # noqa: ANN001
     topic = make_topic("sink")
-    part = ProducingSink({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000}).build("out", 0, 1)
+    part = ProducingSink(KafkaSettings(kafka_bootstrap), {"message.max.bytes": 10_000}).build("out", 0, 1)
     with pytest.raises(KafkaException):
         part.write_batch([OutMessage(topic, b"call", b"x" * 20_000, "batch_segment")])
-    assert ProducingSink({"message.max.bytes": 10_000}).max_record_bytes == 10_000
+    assert ProducingSink(config={"message.max.bytes": 10_000}).max_record_bytes == 10_000

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bytewax.speechmatics.connectors.cli.kafka import local_kafka as kafka_from_env
 from bytewax.speechmatics.connectors.kafka import local_broker as local_kafka
 from bytewax.speechmatics.connectors.kafka.local_broker import (
-    LocalKafka,
     _read_pid,
     broker_answers,
     down,
@@ -35,7 +35,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_up_is_idempotent_and_down_stops_it() -> None:
     port = free_port()
-    kafka = dataclasses.replace(LocalKafka.from_env(), port=port, controller_port=free_port())
+    kafka = dataclasses.replace(kafka_from_env(), port=port, controller_port=free_port())
     assert not broker_answers(kafka.bootstrap)
     try:
         assert up(kafka) == f"127.0.0.1:{port}"
@@ -90,7 +90,7 @@ def test_the_storage_command_line_keeps_an_id_that_starts_with_a_dash(cluster_id
 
 def test_real_kafka_storage_formats_with_an_id_that_starts_with_a_dash(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     """With the broker jars cached, the real StorageTool formats storage for a dash-leading id (about 1 s)."""
-    kafka = LocalKafka.from_env()
+    kafka = kafka_from_env()
     if shutil.which("java") is None or not (kafka.libs / ".complete").exists():
         pytest.skip("no Java or no cached Kafka jars (`bytewax-speechmatics kafka up` caches them)")
     (tmp_path / kafka.libs.parent.name).symlink_to(kafka.libs.parent, target_is_directory=True)

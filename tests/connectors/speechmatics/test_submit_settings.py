@@ -1,14 +1,20 @@
-"""Submission settings from BWSM_* variables: defaults, parsing, errors that name the variable."""
+"""Submission settings from BWSM_* variables (through Settings.from_env): defaults, parsing, named errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from bytewax.speechmatics.connectors.speechmatics.settings import SettingsError, SubmitSettings, parse_additional_vocab
+from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings, parse_additional_vocab
+from bytewax.speechmatics.flows.settings import Settings
+from bytewax.speechmatics.schemas.errors import SettingsError
+
+
+def submission_from_env(env: dict[str, str]) -> SubmitSettings:
+    return Settings.from_env(env, []).submission
 
 
 def test_defaults_hold_the_saas_limits() -> None:
-    s = SubmitSettings.from_env({})
+    s = submission_from_env({})
     assert (s.post_rate, s.get_rate, s.wait_mode, s.language) == (10.0, 50.0, "poll", "en")
     config = s.transcription_config().to_dict()
     assert config["language"] == "en" and "diarization" not in config and "additional_vocab" not in config
@@ -20,7 +26,7 @@ def test_transcription_settings_pass_through_and_json_merges_last() -> None:
         "BWSM_ADDITIONAL_VOCAB": "Bytewax, Speechmatics", "BWSM_TRANSCRIPTION_CONFIG": '{"enable_entities": true}',
         "BWSM_PARALLEL_ENGINES": "2", "BWSM_USER_ID": "tenant-7", "BWSM_POST_RATE": "4.5",
     }
-    s = SubmitSettings.from_env(env)
+    s = submission_from_env(env)
     config = s.transcription_config({"get_speakers": True}).to_dict()
     assert config["language"] == "de" and config["model"] == "enhanced"
     assert config["diarization"] == "speaker" and config["enable_entities"] is True
@@ -48,23 +54,23 @@ def test_additional_vocab_accepts_json_with_sounds_like() -> None:
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
-        SubmitSettings.from_env(env)
+        submission_from_env(env)
 
 
 def test_unknown_transcription_field_is_a_clear_error() -> None:
-    s = SubmitSettings.from_env({"BWSM_TRANSCRIPTION_CONFIG": '{"no_such_field": 1}'})
+    s = submission_from_env({"BWSM_TRANSCRIPTION_CONFIG": '{"no_such_field": 1}'})
     with pytest.raises(SettingsError, match="BWSM_TRANSCRIPTION_CONFIG"):
         s.transcription_config()
 
 
 def test_webhook_secret_is_not_in_the_repr() -> None:
-    s = SubmitSettings.from_env({"BWSM_WAIT_MODE": "webhook", "BWSM_WEBHOOK_URL": "http://h/",
+    s = submission_from_env({"BWSM_WAIT_MODE": "webhook", "BWSM_WEBHOOK_URL": "http://h/",
                                  "BWSM_WEBHOOK_SECRET": "very-secret-1"})
     assert "very-secret-1" not in repr(s)
 
 
 def test_channel_diarization_sends_our_channel_labels() -> None:
-    settings = SubmitSettings.from_env({"BWSM_DIARIZATION": "channel", "BWSM_CHANNEL_LABELS": "agent,customer"})
+    settings = submission_from_env({"BWSM_DIARIZATION": "channel", "BWSM_CHANNEL_LABELS": "agent,customer"})
     config = settings.transcription_config()
     assert config.diarization == "channel"
     assert config.channel_diarization_labels == ["agent", "customer"]
@@ -73,4 +79,13 @@ def test_channel_diarization_sends_our_channel_labels() -> None:
 
 def test_reserved_channel_labels_are_refused_by_name() -> None:
     with pytest.raises(SettingsError, match="BWSM_CHANNEL_LABELS"):
-        SubmitSettings.from_env({"BWSM_DIARIZATION": "channel", "BWSM_CHANNEL_LABELS": "S1,caller"})
+        submission_from_env({"BWSM_DIARIZATION": "channel", "BWSM_CHANNEL_LABELS": "S1,caller"})
+
+
+def test_a_job_is_the_same_job_across_restarts_and_another_under_other_job_settings() -> None:
+    """The job fingerprint (part of the hash the journal and the server lookup match on) ignores what differs per
+    start (the random webhook secret, the process index) and changes with what shapes the transcript."""
+    first, again = submission_from_env({}), submission_from_env({})
+    assert first.webhook_secret != again.webhook_secret and first.fingerprint() != again.fingerprint()
+    assert first.job_fingerprint() == again.job_fingerprint()
+    assert submission_from_env({"BWSM_LANGUAGE": "de"}).job_fingerprint() != first.job_fingerprint()

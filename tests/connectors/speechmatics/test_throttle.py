@@ -33,7 +33,6 @@ def test_cluster_place_from_bytewax_run_arguments() -> None:
     assert cluster_place(argv, {}) == ClusterPlace(3, 1)
     assert cluster_place(["x"], {"BYTEWAX_ADDRESSES": "a:1;b:1", "BYTEWAX_PROCESS_ID": "1"}) == ClusterPlace(2, 1)
     assert cluster_place(["x"], {}) == ClusterPlace(1, 0)
-    assert cluster_place(argv, {"BWSM_CLUSTER_PROCESSES": "4"}) == ClusterPlace(4, 1)
 
 
 def test_cluster_place_from_helm_hostfile(tmp_path) -> None:

@@ -202,4 +202,4 @@ def test_an_engine_that_cannot_start_stops_the_worker_loudly(local_worker, tmp_p
     from bytewax.speechmatics.connectors.worker.control import WorkerStartError
 
     with pytest.raises(WorkerStartError, match="has no model.bin"):
-        local_worker(engine="whisper", parallel=1, env={"BWSM_WHISPER_MODEL_DIR": str(tmp_path)}, ready_timeout=60)
+        local_worker(engine="whisper", parallel=1, extra_args=["--model-dir", str(tmp_path)], ready_timeout=60)

@@ -281,11 +281,10 @@ def test_stm_text_and_wer_normalisation(tmp_path):
 
 
 def test_cli_flags_merge_into_one_fault_document():
-    from bytewax.speechmatics.connectors.cli import build_parser
-    from bytewax.speechmatics.connectors.cli.worker import fault_document
+    from bytewax.speechmatics.connectors.cli.worker import build_parser, fault_document
 
-    args = build_parser().parse_args([
-        "worker", "--engine", "reference", "--port", "0", "--faults", '{"schedule": {"get": ["429"]}}',
+    args = build_parser({}).parse_args([
+        "--engine", "reference", "--port", "0", "--faults", '{"schedule": {"get": ["429"]}}',
         "--fault-post-429", "0.2", "--fault-503", "0.1", "--fault-latency", "0.1:0.3", "--fault-seed", "4"])
     assert fault_document(args) == {
         "schedule": {"get": ["429"]},
@@ -294,7 +293,7 @@ def test_cli_flags_merge_into_one_fault_document():
                     "get": {"dist": "uniform", "min": 0.1, "max": 0.3}},
         "seed": 4,
     }
-    bad = build_parser().parse_args(["worker", "--fault-post-429", "1.5"])
+    bad = build_parser({}).parse_args(["--fault-post-429", "1.5"])
     with pytest.raises(FaultConfigError, match="probability"):
         fault_document(bad)
 
