@@ -35,6 +35,11 @@ CHUNK_LATENCY = Histogram("bwsm_chunk_latency_seconds", "From first POST attempt
 EVENTS = Counter("bwsm_stitcher_events_total", "Batch events emitted by the stitcher, by type", ["type"])
 FAILED_SEGMENTS = Counter("bwsm_stitcher_failed_segments_total", "Segments emitted for chunks that failed")
 
+# -- real time --
+REALTIME_MESSAGES = Counter("bwsm_realtime_messages_total",
+                            "Real-time messages read, by type (every ServerMessageType; ignored ones included)",
+                            ["type", "outcome"])
+
 # -- output --
 PRODUCED = Counter("bwsm_messages_produced_total", "Messages acknowledged by Kafka, by kind", ["kind"])
 LOST_LETTERS = Counter("bwsm_dead_letters_lost_total", "Dead letters Kafka refused (logged, not retried)", ["kind"])

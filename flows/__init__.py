@@ -17,6 +17,7 @@ call id, `errs` the dead letters of what it refused. Nothing here reads the envi
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.chunking import ChunkConfig
+from bytewax.speechmatics.flows.collector import CollectSettings, collect_transcripts
 from bytewax.speechmatics.flows.decode import DecodeSettings, decode_frames
 from bytewax.speechmatics.flows.microbatch import build_flow
 from bytewax.speechmatics.flows.realtime import RealtimeSettings, normalize_realtime
@@ -32,6 +33,7 @@ from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError, Settin
 __all__ = [
     "BytewaxSpeechmaticsError",
     "ChunkConfig",
+    "CollectSettings",
     "DeadLetter",
     "DecodeSettings",
     "Produced",
@@ -43,6 +45,7 @@ __all__ = [
     "SubmitSettings",
     "build_flow",
     "chunk_calls",
+    "collect_transcripts",
     "decode_frames",
     "normalize_realtime",
     "stitch_calls",

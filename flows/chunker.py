@@ -1,6 +1,7 @@
 """The chunking operator: one CallChunker per call id inside Bytewax's stateful_batch, plus metrics.
 
-Output: StageOut(oks=(call_id, Chunk), errs=DeadLetter).
+Input: (call_id, AudioFrame | CallStart). Output: StageOut(oks=(call_id, Chunk | CallStarted), errs=DeadLetter):
+per call, one CallStarted first (the call was seen: its start message or first frame), then its chunks.
 
 Why stateful_batch and not stateful: per-frame overhead is the budget (hundreds of thousands of 20 ms frames/s
 per process), so metrics are published once per batch per call, not once per frame.
@@ -39,7 +40,8 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 from bytewax.speechmatics.connectors.metrics import CHUNKS, DEAD_LETTERS, DUPLICATES, FRAMES, GAPS
 from bytewax.speechmatics.flows.chunking import STAGE, CallChunker, CallSnapshot, ChunkConfig, Output, Tally
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
-from bytewax.speechmatics.schemas.chunks import Chunk
+from bytewax.speechmatics.schemas.call_start import CallStart
+from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 from bytewax.speechmatics.schemas.frames import AudioFrame
 
@@ -63,7 +65,7 @@ def publish(tally: Tally) -> None:
     tally.frames = tally.duplicates = tally.gaps = tally.dead = 0
 
 
-class ChunkerLogic(StatefulBatchLogic[AudioFrame, Chunk | DeadLetter, CallSnapshot]):
+class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarted | DeadLetter, CallSnapshot]):
     """Bytewax's per-call-id logic around CallChunker: batches in, idle/forget timers, snapshots."""
 
     def __init__(self, config: ChunkConfig, resume: CallSnapshot | None) -> None:
@@ -82,7 +84,7 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame, Chunk | DeadLetter, CallSnapsh
         self.touched_at = now
         self.deadline = now + (cfg.idle_timeout_seconds if self.core.open else cfg.forget_seconds)
 
-    def on_batch(self, values: list[AudioFrame]) -> tuple[Output, bool]:
+    def on_batch(self, values: list[AudioFrame | CallStart]) -> tuple[Output, bool]:
         out: Output = []
         push = self.core.push
         for frame in values:
@@ -113,18 +115,22 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame, Chunk | DeadLetter, CallSnapsh
 
 
 @operator
-def chunk_calls(step_id: str, up: KeyedStream[AudioFrame], config: ChunkConfig | None = None) -> StageOut[Chunk]:
+def chunk_calls(step_id: str, up: KeyedStream[AudioFrame | CallStart], config: ChunkConfig | None = None
+                ) -> StageOut[Chunk | CallStarted]:
     """Cut each call's frames into chunks: reorder by seq, drop replays, fill gaps with silence, cut fixed windows
-    with overlap (or on silence with the `vad` policy), flush on the `end` frame or an idle timeout.
+    with overlap (or on silence with the `vad` policy), flush on the `end` frame or an idle timeout. A call's
+    start message sets the settings and metadata its chunks carry.
 
     Args:
         step_id: Unique ID.
-        up: `(call_id, AudioFrame)`, as `decode_frames(...).oks` gives them.
+        up: `(call_id, AudioFrame)` and `(call_id, CallStart)`, as `decode_frames(...).oks` gives them.
         config: How calls are cut; the built-in defaults (30 s fixed windows, 0.3 s overlap) when omitted.
 
     Returns:
-        `StageOut`: `oks` are `(call_id, Chunk)` in chunk order per call; `errs` are DeadLetters for frames the
-        call cannot take (a format change mid-call, a seq too far ahead, frames after the call ended).
+        `StageOut`: `oks` are, per call, one `(call_id, CallStarted)` (the call was seen; `transcribe_chunks`
+        passes it on and `stitch_calls` makes it the call_started event) followed by `(call_id, Chunk)` in chunk
+        order, each chunk with the call's settings (`Chunk.call`); `errs` are DeadLetters for frames the call
+        cannot take (a format change mid-call, a seq too far ahead, frames or a start after the call ended).
 
     Example:
         >>> from bytewax.speechmatics.flows import ChunkConfig, chunk_calls

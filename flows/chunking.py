@@ -31,6 +31,17 @@ Rules (all lengths are samples per channel, counted from the call's first sample
   of a call that had no audio at all; downstream must pass it on without submitting it.
 - VAD repeatability: each chunk's scan starts with a fresh webrtcvad (which adapts to what it has heard);
   after a restore, the frames already classified are fed again first, so a resumed run cuts identically.
+
+Per-call settings (the start message, schemas/call_start.py):
+- The call is announced once, by a `CallStarted` emitted before its first chunk: when its start message is seen,
+  or its first frame when no start message came first. It carries the call's settings and `warnings` (a refused
+  start message: the call uses the flow's defaults). It depends on the input only, so a replay repeats it exactly.
+- Every chunk carries the call's settings as they were when it was cut (`Chunk.call`); they are part of the
+  snapshot, so a call restored before its first chunk keeps them.
+- A start message for a call already started (a second one, or one after the first frame) applies to the chunks
+  cut after it; the first of those carries a warning saying so (a refused one changes nothing but says so too).
+  A start message for a call that has ended is refused (dead letter); a refused marker adds nothing to the DLQ
+  (decode already dead-lettered its message).
 """
 
 from __future__ import annotations
@@ -40,7 +51,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bytewax.speechmatics.flows.vad import AGGRESSIVENESS, VAD_FRAME_MS, SpeechDetector
-from bytewax.speechmatics.schemas.chunks import Chunk, ChunkSpan, SourceRange
+from bytewax.speechmatics.schemas.call_start import NO_SETTINGS, CallSettings, CallStart, settings_value
+from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk, ChunkSpan, SourceRange
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message
 from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE, AudioFrame, encode_frame
 
@@ -56,7 +68,7 @@ CUT_IDLE = "idle"
 
 AudioFormat = tuple[int, str, int]
 #: What the chunker emits for a call.
-Output = list[Chunk | DeadLetter]
+Output = list[Chunk | CallStarted | DeadLetter]
 
 
 
@@ -107,6 +119,19 @@ class ChunkConfig:
 def silence(encoding: str, nbytes: int) -> bytes:
     """Digital silence in the given encoding (mu-law's zero level is 0xFF, not 0x00)."""
     return (b"\xff" if encoding == "mulaw" else b"\x00") * nbytes
+
+
+class CallContext:
+    """The settings chunks of the call are cut with now, and the warnings the next chunk cut will carry.
+
+    Shared by a CallChunker and its Cutter (which only reads the settings and takes the warnings).
+    """
+
+    __slots__ = ("settings", "warnings")
+
+    def __init__(self, settings: CallSettings = NO_SETTINGS, warnings: tuple[str, ...] = ()) -> None:
+        self.settings = settings
+        self.warnings = warnings
 
 
 class Tally:
@@ -201,14 +226,18 @@ class CallSnapshot:
     end_seq: int  # -1 while the call has not ended
     held: Chunk | None = None
     touched_at: float = 0.0  # wall clock of the call's last frame or flush (set by the operator, for its timers)
+    settings: CallSettings = NO_SETTINGS  # the call's settings (its start message), for the chunks still to cut
+    started: bool = False  # CallStarted was emitted
+    warnings: tuple[str, ...] = ()  # for the next chunk cut
 
 
 class Cutter:
     """Holds the open chunk's audio and cuts it by the policy; knows nothing of seqs."""
 
     def __init__(self, config: ChunkConfig, call_id: str, audio_format: AudioFormat, tally: Tally,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], context: CallContext | None = None) -> None:
         self.config = config
+        self.context = context or CallContext()
         self.call_id = call_id
         self.rate, self.encoding, self.channels = audio_format
         self.width = BYTES_PER_SAMPLE[self.encoding] * self.channels
@@ -366,8 +395,10 @@ class Cutter:
         )
         spans = self._marker_spans()
         audio = self.audio_bytes()
+        context = self.context
         chunk = Chunk(span=span, audio=audio if cut * w == len(audio) else audio[: cut * w],
-                      source=self._sources(spans, start, end))
+                      source=self._sources(spans, start, end), call=context.settings, warnings=context.warnings)
+        context.warnings = ()
         self.tally.cuts[reason] = self.tally.cuts.get(reason, 0) + 1
         next_start = end - next_overlap
         self.markers = [(b, src) for b, e, src in spans if e > next_start or b >= next_start]
@@ -417,6 +448,8 @@ class CallChunker:
         self.cutter: Cutter | None = None
         self.open = False  # frames accepted since the last flush: an idle timeout must flush them
         self.end_seq = -1
+        self.context = CallContext()
+        self.started = False  # CallStarted emitted
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -424,12 +457,18 @@ class CallChunker:
     def ended(self) -> bool:
         return self.end_seq >= 0
 
-    def push(self, frame: AudioFrame, out: Output) -> None:
-        """Take one frame; append the chunks and dead letters it causes to `out`."""
+    def push(self, frame: AudioFrame | CallStart, out: Output) -> None:
+        """Take one frame (or start message); append the chunks, CallStarted and dead letters it causes to `out`."""
+        if frame.__class__ is CallStart:
+            self.start(frame, out)  # type: ignore[arg-type]
+            return
         cutter = self.cutter
         if cutter is None:
+            if not self.started:
+                self._announce(frame.call_id, (), out)
             self.call_id, self.audio_format = frame.call_id, frame.audio_format
-            cutter = self.cutter = Cutter(self.config, frame.call_id, frame.audio_format, self.tally, self.clock)
+            cutter = self.cutter = Cutter(self.config, frame.call_id, frame.audio_format, self.tally, self.clock,
+                                          self.context)
         elif frame.audio_format != self.audio_format:
             self._refuse(frame, f"audio format changed mid-call: call is {self._fmt(self.audio_format)}, "
                                 f"frame seq {frame.seq} is {self._fmt(frame.audio_format)}", out)
@@ -451,6 +490,40 @@ class CallChunker:
         if frame.end:
             self._flush(CUT_END, out)
             self.end_seq = self.reorder.next_seq - 1
+
+    def start(self, start: CallStart, out: Output) -> None:
+        """Take the call's start message (or the marker of a refused one): see the module doc."""
+        self.call_id = self.call_id or start.call_id
+        if self.end_seq >= 0:
+            if start.refused is None:  # a refused one was dead-lettered by decode already
+                self._refuse_start(start, f"start message arrived after the call ended at seq {self.end_seq}", out)
+            return
+        if not self.started:
+            warnings: tuple[str, ...] = ()
+            if start.refused is None:
+                self.context.settings = start.settings
+            else:
+                warnings = (f"start message refused ({start.refused}): the call uses the flow's defaults",)
+            self._announce(start.call_id, warnings, out)
+            return
+        index = self.cutter.index if self.cutter is not None else 0
+        if start.refused is None:
+            self.context.settings = start.settings
+            warning = (f"start message for a call already started: its settings apply from chunk {index} on "
+                       "(earlier chunks keep the earlier ones)")
+        else:
+            warning = f"a later start message was refused ({start.refused}): the call keeps its settings"
+        self.context.warnings = (*self.context.warnings, warning)
+
+    def _announce(self, call_id: str, warnings: tuple[str, ...], out: Output) -> None:
+        out.append(CallStarted(call_id, self.context.settings, warnings))
+        self.started = True
+
+    def _refuse_start(self, start: CallStart, reason: str, out: Output) -> None:
+        key = start.call_id.encode("utf-8")
+        out.append(bad_message(f"{reason} (call {start.call_id!r})", STAGE, key, settings_value(start.settings),
+                               [("kind", b"start")], start.topic, start.partition, start.offset))
+        self.tally.dead += 1
 
     def flush_idle(self, out: Output) -> None:
         """The call went quiet: flush what it holds as a last chunk (it may still revive)."""
@@ -497,15 +570,19 @@ class CallChunker:
             audio=c.audio_bytes() if c else b"", markers=tuple(c.markers) if c else (),
             vad_pos=c.vad_pos if c else -1, run_start=c.run_start if c else -1,
             open=self.open, end_seq=self.end_seq, held=c.held if c else None,
+            settings=self.context.settings, started=self.started, warnings=self.context.warnings,
         )
 
     def _restore(self, s: CallSnapshot) -> None:
         self.call_id, self.audio_format, self.open, self.end_seq = s.call_id, s.audio_format, s.open, s.end_seq
         self.reorder = ReorderBuffer(self.config.reorder_window_frames, self.config.max_gap_frames,
                                      s.next_seq, {f.seq: f for f in s.pending}, s.ref_bytes)
+        # getattr: a snapshot written before per-call settings existed (its calls had started already)
+        self.context = CallContext(getattr(s, "settings", NO_SETTINGS), getattr(s, "warnings", ()))
+        self.started = getattr(s, "started", True)
         if s.audio_format is None:
             return
-        c = self.cutter = Cutter(self.config, s.call_id, s.audio_format, self.tally, self.clock)
+        c = self.cutter = Cutter(self.config, s.call_id, s.audio_format, self.tally, self.clock, self.context)
         c.index, c.start, c.overlap = s.index, s.start, s.overlap
         c.parts, c.nbytes = ([s.audio] if s.audio else []), len(s.audio)
         c.markers, c.vad_pos, c.run_start, c.held = list(s.markers), s.vad_pos, s.run_start, s.held

@@ -1,22 +1,34 @@
-"""Kafka message of `calls.audio` -> AudioFrame, or a DeadLetter saying what was wrong and where.
+"""Kafka message of `calls.audio` -> AudioFrame or CallStart, or a DeadLetter saying what was wrong and where.
 
 A bad message never stops the flow: it leaves as a dead letter with the reason, byte for byte when it fits the
-producer's limit (else cut to fit, see schemas.dead_letters), and it never creates call state.
+producer's limit (else cut to fit, see schemas.dead_letters), and a bad frame never creates call state.
+
+Start messages (header `kind: start`, schemas/call_start.py) are control, not audio: a valid one becomes a
+`CallStart` for the chunker. A refused one (not JSON, breaks the schema, too large) becomes a dead letter whose
+reason names the field AND, when its key names a call, a `CallStart` marked `refused` so the call still runs (with
+the flow's defaults) and its call_started event says the start message was refused: audio is never lost because
+of control-plane errors. Frames pay nothing for this: a start message fails the frame fast path, and only then is
+its `kind` looked at.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from bytewax.speechmatics.connectors.logs import fields
 from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
+from bytewax.speechmatics.schemas.call_start import START, CallStart, StartRefused, decode_start, message_kind
 from bytewax.speechmatics.schemas.dead_letters import DEFAULT_MAX_RECORD_BYTES, DeadLetter, bad_message
 from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.frames import DEFAULT_MAX_FRAME_SECONDS, AudioFrame, decode_frame
+
+log = logging.getLogger(__name__)
 
 STAGE = "decode"
 
@@ -34,9 +46,23 @@ class SourceMessage(Protocol):
     partition: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedStart:
+    """A start message that broke the contract: its dead letter, and the marker that lets the call go on."""
+
+    letter: DeadLetter
+    marker: CallStart  # `refused` set: the call uses the flow's defaults, its call_started carries the warning
+
+
+Decoded = AudioFrame | CallStart | DeadLetter | RefusedStart
+#: What the decode stage emits: (call_id, frame or start) and dead letters.
+DecodeOutput = tuple[str, AudioFrame | CallStart] | DeadLetter
+
+
 def decode_message(msg: SourceMessage, max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
-                   max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> AudioFrame | DeadLetter:
-    """One message as a validated frame, or as a dead letter carrying the ContractError's text.
+                   max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Decoded:
+    """One message as a validated frame or start message, or as a dead letter carrying the ContractError's text
+    (a refused start message whose key names a call: `RefusedStart`, the dead letter plus the call's marker).
 
     The dead letter fits a record of `max_record_bytes` (the producer's `message.max.bytes`).
     """
@@ -47,23 +73,46 @@ def decode_message(msg: SourceMessage, max_frame_seconds: float = DEFAULT_MAX_FR
         return decode_frame(msg.key, msg.value, msg.headers, topic=topic, partition=partition, offset=offset,
                             max_frame_seconds=max_frame_seconds)
     except ContractError as exc:
-        _DECODE_DEAD.inc()
-        return bad_message(str(exc), STAGE, msg.key, msg.value, list(msg.headers or ()), topic, partition, offset,
-                           limit=max_record_bytes)
+        error: ContractError = exc
+    if message_kind(msg.headers) == START:  # only refused messages get here: frames never pay for this look
+        try:
+            return decode_start(msg.key, msg.value, msg.headers, topic=topic, partition=partition, offset=offset)
+        except StartRefused as exc:
+            error = exc
+            _DECODE_DEAD.inc()
+            letter = bad_message(str(exc), STAGE, msg.key, msg.value, list(msg.headers or ()), topic, partition,
+                                 offset, limit=max_record_bytes)
+            if exc.call_id is None:
+                return letter
+            # the reason names a field, never a value of the metadata
+            log.warning("start message refused (%s): the call goes on with the flow's defaults", exc.what,
+                        extra=fields(call_id=exc.call_id, stage=STAGE))
+            marker = CallStart(exc.call_id, refused=exc.what, topic=topic, partition=partition, offset=offset)
+            return RefusedStart(letter, marker)
+    _DECODE_DEAD.inc()
+    return bad_message(str(error), STAGE, msg.key, msg.value, list(msg.headers or ()), topic, partition, offset,
+                       limit=max_record_bytes)
 
 
 def decode_batch(messages: list[SourceMessage], max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[tuple[str, AudioFrame] | DeadLetter]:
-    """A batch of messages as (call_id, frame) pairs or dead letters, in one pass.
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[DecodeOutput]:
+    """A batch of messages as (call_id, frame or start) pairs or dead letters, in one pass.
 
     Why one batch step instead of map + key_on: each per-item operator costs a Python call and a generator
     step per frame, and frames come by hundreds of thousands per second.
     """
-    out: list[tuple[str, AudioFrame] | DeadLetter] = []
+    out: list[DecodeOutput] = []
     append = out.append
     for msg in messages:
         item = decode_message(msg, max_frame_seconds, max_record_bytes)
-        append((item.call_id, item) if item.__class__ is AudioFrame else item)
+        cls = item.__class__
+        if cls is AudioFrame or cls is CallStart:
+            append((item.call_id, item))
+        elif cls is DeadLetter:
+            append(item)
+        else:
+            append(item.letter)
+            append((item.marker.call_id, item.marker))
     return out
 
 
@@ -84,8 +133,8 @@ class DecodeSettings:
 
 @operator
 def decode_frames(step_id: str, up: Stream[SourceMessage], config: DecodeSettings | None = None
-                  ) -> StageOut[AudioFrame]:
-    """Decode and validate `calls.audio` messages into audio frames keyed by call id.
+                  ) -> StageOut[AudioFrame | CallStart]:
+    """Decode and validate `calls.audio` messages into audio frames (and start messages) keyed by call id.
 
     Args:
         step_id: Unique ID.
@@ -94,8 +143,10 @@ def decode_frames(step_id: str, up: Stream[SourceMessage], config: DecodeSetting
         config: Frame bounds; the built-in defaults when omitted.
 
     Returns:
-        `StageOut`: `oks` are `(call_id, AudioFrame)`; `errs` are DeadLetters for messages that break the frame
-        contract (the reason says what and where). Never raises on bad input.
+        `StageOut`: `oks` are `(call_id, AudioFrame)` and `(call_id, CallStart)` (a call's start message; one
+        marked `refused` when it broke the contract, so the call still runs with the flow's defaults); `errs` are
+        DeadLetters for messages that break the frame or start contract (the reason says what and where). Never
+        raises on bad input.
 
     Example:
         >>> import bytewax.connectors.kafka.operators as kop
@@ -105,7 +156,7 @@ def decode_frames(step_id: str, up: Stream[SourceMessage], config: DecodeSetting
     """
     cfg = config or DecodeSettings()
 
-    def batch(messages: list[SourceMessage]) -> list[tuple[str, AudioFrame] | DeadLetter]:
+    def batch(messages: list[SourceMessage]) -> list[DecodeOutput]:
         return decode_batch(messages, cfg.max_frame_seconds, cfg.max_record_bytes)
 
     return split_letters("out", op.flat_map_batch("decode", up, batch))

@@ -1,14 +1,23 @@
 """Real-time results from `calls.rt` (raw Speechmatics RT messages, key = call id) as transcript events.
 
-Message by message, per call (in Kafka order, which the key's partition keeps):
+Message by message, per call (in Kafka order, which the key's partition keeps). Every type of the speechmatics-rt
+SDK's `ServerMessageType` has a mapping (MAPPING below; each message is counted in
+`bwsm_realtime_messages_total{type, outcome}`, outcome `event` or `ignored`):
+- RecognitionStarted -> `call_started` (source realtime); its session `id` becomes part of the call's event ids
+  from then on, so a reconnected session (whose times and segments start again from 0) never reuses an earlier
+  session's ids;
 - AddPartialTranscript -> `segment` (source realtime, is_final false);
 - AddTranscript -> `segment` (is_final true) that replaces the partials before it;
-- RecognitionStarted -> nothing, but its session `id` becomes part of the call's event ids from then on, so a
-  reconnected session (whose times and segments start again from 0) never reuses an earlier session's ids;
-- EndOfUtterance, SpeakersResult, AudioAdded, Info, Warning -> nothing (no event type fits; real-time speaker
-  labels are already stable within a session);
-- EndOfTranscript -> nothing, and the call's state is dropped;
-- anything that is not such a message -> a dead letter (stage `realtime`), and the call goes on.
+- EndOfUtterance -> `utterance_end` (a turn ended: voice agents act on it), with its times and channel;
+- EndOfTranscript -> `call_completed` (source realtime: final words, audio seconds and speakers of the session),
+  and the call's state is dropped;
+- Error -> `call_completed` with `error` set (the server ends the session after an Error), state dropped;
+- AudioAdded, ChannelAudioAdded (acknowledgements of audio sent), AudioEventStarted, AudioEventEnded (music,
+  laughter: not speech), AddTranslation, AddPartialTranslation (another language's text: not this call's
+  transcript), SpeakersResult (real-time labels are already stable within a session), Info, Warning ->
+  counted and ignored;
+- anything else (not JSON, not an object, no `message` string, a type the SDK does not define, a transcript or
+  EndOfUtterance with malformed fields) -> a dead letter (stage `realtime`), and the call goes on.
 
 Event ids: a final replaces its partials. An RT session finalises words in order: every partial shows the
 words after the last final, and the next final confirms a prefix of them. So a channel's results fall into
@@ -36,9 +45,15 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulLogic
 
-from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS
+from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS, REALTIME_MESSAGES
 from bytewax.speechmatics.flows.decode import SourceMessage
-from bytewax.speechmatics.flows.segments import Produced, realtime_segment
+from bytewax.speechmatics.flows.segments import (
+    Produced,
+    realtime_completed,
+    realtime_segment,
+    realtime_started,
+    utterance_end,
+)
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.flows.stitching import UNDETERMINED_LANGUAGE, group_units, parse_tokens
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message, fit
@@ -51,8 +66,30 @@ STAGE = "realtime"
 PARTIAL, FINAL = "AddPartialTranscript", "AddTranscript"
 END = "EndOfTranscript"
 STARTED = "RecognitionStarted"
-SILENT = frozenset({"EndOfUtterance", "SpeakersResult", "AudioAdded", "Info", "Warning",
-                    "ChannelAudioAdded", "AudioEventStarted", "AudioEventEnded"})
+UTTERANCE_END = "EndOfUtterance"
+ERROR = "Error"
+IGNORED = "ignored"
+#: Every ServerMessageType of the speechmatics-rt SDK and what it becomes (an event type, or IGNORED).
+MAPPING: dict[str, str] = {
+    STARTED: "call_started",
+    PARTIAL: "segment",
+    FINAL: "segment",
+    UTTERANCE_END: "utterance_end",
+    END: "call_completed",
+    ERROR: "call_completed",
+    "AudioAdded": IGNORED,
+    "ChannelAudioAdded": IGNORED,
+    "AudioEventStarted": IGNORED,
+    "AudioEventEnded": IGNORED,
+    "AddTranslation": IGNORED,
+    "AddPartialTranslation": IGNORED,
+    "SpeakersResult": IGNORED,
+    "Info": IGNORED,
+    "Warning": IGNORED,
+}
+SILENT = frozenset(kind for kind, becomes in MAPPING.items() if becomes == IGNORED)
+#: An Error's text in call_completed.error is cut to this many characters.
+_MAX_ERROR_CHARS = 500
 _RT_DEAD = DEAD_LETTERS.labels(stage=STAGE)
 #: BWSM_RT_IDLE_SECONDS: how long a real-time session may stay silent before its state is dropped.
 DEFAULT_IDLE_SECONDS = 3600.0
@@ -68,6 +105,17 @@ class RealtimeState:
     session: str = ""
     ended: bool = False
     last_seen: float = 0.0  # wall clock of the last message: a session that stops without EndOfTranscript expires
+    words: int = 0  # final words of the session
+    audio_seconds: float = 0.0  # the latest end time the session reported
+    speakers: tuple[str, ...] = ()  # speakers of the session's finals
+    utterances: dict[str, int] = field(default_factory=dict)  # EndOfUtterance messages per channel
+
+    def new_session(self, session: str) -> None:
+        self.session = session
+        self.finals.clear()
+        self.showing.clear()
+        self.utterances.clear()
+        self.words, self.audio_seconds, self.speakers = 0, 0.0, ()
 
 
 def _seconds(meta: Mapping[str, Any], name: str, default: float, where: str) -> float:
@@ -77,6 +125,25 @@ def _seconds(meta: Mapping[str, Any], name: str, default: float, where: str) -> 
     return float(value)
 
 
+def _channel_of(message: Mapping[str, Any]) -> str | None:
+    channel = message.get("channel")
+    return None if channel is None else str(channel)
+
+
+def _completed(call_id: str, state: RealtimeState, error: str | None = None) -> Event:
+    state.ended = True
+    return realtime_completed(call_id, state.session, words=state.words, audio_seconds=state.audio_seconds,
+                              speakers=state.speakers, language=state.language, error=error)
+
+
+def _error_text(message: Mapping[str, Any]) -> str:
+    kind, reason = message.get("type"), message.get("reason")
+    text = f"real-time session error: {kind if isinstance(kind, str) else 'unknown'}"
+    if isinstance(reason, str) and reason:
+        text += f": {reason}"
+    return text[:_MAX_ERROR_CHARS]
+
+
 def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) -> list[Event]:
     """The events one RT message makes (0 or 1); updates `state`. ContractError for a malformed message."""
     where = f"RT message of call {call_id}"
@@ -84,17 +151,29 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
     if not isinstance(kind, str):
         raise ContractError(f"field 'message' must be a string naming the message type, got {kind!r:.60}", where)
     if kind == END:
-        state.ended = True
-        return []
+        return [_completed(call_id, state)]
+    if kind == ERROR:
+        return [_completed(call_id, state, _error_text(message))]
     if kind == STARTED:
-        state.session = str(message.get("id") or "")
-        state.finals.clear()
-        state.showing.clear()
-        return []
+        state.new_session(str(message.get("id") or ""))
+        return [realtime_started(call_id, state.session, state.language)]
     if kind in SILENT:
         return []
+    if kind == UTTERANCE_END:
+        meta = message.get("metadata") or {}
+        if not isinstance(meta, Mapping):
+            raise ContractError("metadata must be an object", where)
+        start = _seconds(meta, "start_time", 0.0, where)
+        end = _seconds(meta, "end_time", start, where)
+        channel = _channel_of(message)
+        key = channel or ""
+        number = state.utterances.get(key, 0)
+        state.utterances[key] = number + 1
+        state.audio_seconds = max(state.audio_seconds, end)
+        return [utterance_end(call_id, f"{state.session}/{key}/utterance/{number}", start=start, end=end,
+                              language=state.language, channel=channel)]
     if kind not in (PARTIAL, FINAL):
-        raise ContractError(f"unknown message type {kind!r}", where)
+        raise ContractError(f"unknown message type {kind[:60]!r}", where)
     tokens = parse_tokens(message, 0.0, where)
     channel = message.get("channel")
     channel = str(channel) if channel is not None else next((t.channel for t in tokens if t.channel), None)
@@ -114,9 +193,14 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
     end = _seconds(meta, "end_time", max((t.end for t in tokens), default=start), where)
     event = realtime_segment(call_id, f"{state.session}/{key}/{number}", is_final=kind == FINAL, start=start, end=end,
                              units=group_units(tokens), language=language, channel=channel)
+    state.audio_seconds = max(state.audio_seconds, end)
     if kind == FINAL:
         state.finals[key] = number + 1
         state.showing[key] = False
+        state.words += sum(1 for t in tokens if t.kind == "word")
+        heard = {t.speaker for t in tokens if t.speaker is not None}
+        if not heard <= set(state.speakers):
+            state.speakers = tuple(sorted(heard | set(state.speakers)))
     else:
         state.showing[key] = bool(tokens)
     return [event]
@@ -143,7 +227,8 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
         first = self.state.last_seen == 0.0  # a refused first message must not leave state behind
         self.state.last_seen = time.time()
         try:
-            events = normalize(call_id, load_json_object(raw, f"calls.rt message of call {call_id}"), self.state)
+            message = load_json_object(raw, f"calls.rt message of call {call_id}")
+            events = normalize(call_id, message, self.state)
         except (ContractError, TypeError, ValueError, KeyError, AttributeError) as exc:  # never crash on input
             _RT_DEAD.inc()
             what = exc.what if isinstance(exc, ContractError) else f"unreadable message ({type(exc).__name__})"
@@ -151,6 +236,8 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
             letter = fit(DeadLetter(reason=f"calls.rt message of call {call_id}: {what}", stage=STAGE,
                                     key=call_id.encode(), value=raw))
             return [letter], first
+        kind = message["message"]  # normalize accepted it: one of MAPPING's types
+        REALTIME_MESSAGES.labels(type=kind, outcome=IGNORED if MAPPING[kind] == IGNORED else "event").inc()
         out: list[Produced | DeadLetter] = [Produced(event) for event in events]
         return out, self.state.ended
 
@@ -203,8 +290,9 @@ def normalize_realtime(step_id: str, up: Stream[SourceMessage], config: Realtime
         config: Idle expiry of sessions; built-in defaults when omitted.
 
     Returns:
-        `StageOut`: `oks` are `(call_id, Produced)` (real-time `segment` events); `errs` are DeadLetters for
-        messages without a call id or that are not real-time messages. Never raises on bad input.
+        `StageOut`: `oks` are `(call_id, Produced)` (real-time `call_started`, `segment`, `utterance_end` and
+        `call_completed` events); `errs` are DeadLetters for messages without a call id or that are not real-time
+        messages. Never raises on bad input.
 
     Example:
         >>> from bytewax.speechmatics.flows import normalize_realtime

@@ -3,6 +3,9 @@
 Everything in an event is a function of the inputs: ids come from schemas.events.event_id, times are rounded
 the same way every time, and there is no wall-clock field, so a replay after recovery yields identical bytes.
 Every builder validates what it returns against the schema.
+
+Every event of a call that has metadata (its start message's) carries it as `metadata`; events of calls without
+one have no such field, exactly as before schema 1.1.
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bytewax.speechmatics.flows.stitching import TIME_DECIMALS, Completion, Release, Token, Unit
+import orjson
+
+from bytewax.speechmatics.flows.stitching import TIME_DECIMALS, UNDETERMINED_LANGUAGE, Completion, Release, Token, Unit
+from bytewax.speechmatics.schemas.call_start import CallSettings
+from bytewax.speechmatics.schemas.chunks import CallStarted
 from bytewax.speechmatics.schemas.events import SCHEMA_VERSION, Event, event_id, validate_event
 
 BATCH, REALTIME = "batch", "realtime"
@@ -87,6 +94,46 @@ def batch_event_id(call_id: str, chunk_index: int, part: str = "segment") -> str
     return event_id(call_id, BATCH, chunk_index, part)
 
 
+def with_call(event: Event, call: CallSettings, warnings: tuple[str, ...] = ()) -> Event:
+    """`event` with the call's metadata (when it has some) and the warnings (when there are any)."""
+    if call.metadata_json is not None:
+        event["metadata"] = orjson.loads(call.metadata_json)
+    if warnings:
+        event["warnings"] = list(warnings)
+    return event
+
+
+def call_settings(call: CallSettings) -> dict[str, Any]:
+    """The `settings` of a call_started event: what the call's jobs ask for (the effective config), in short."""
+    config = call.config
+    diarization = config.diarization or "none"
+    out: dict[str, Any] = {
+        "language": config.language or UNDETERMINED_LANGUAGE,
+        "diarization": diarization,
+        "channel_labels": list(config.channel_labels) if diarization == "channel" and config.channel_labels else None,
+    }
+    for name in ("operating_point", "output_locale", "domain", "enable_entities"):
+        if getattr(config, name) is not None:
+            out[name] = getattr(config, name)
+    if config.additional_vocab is not None:
+        out["additional_vocab"] = len(config.additional_vocab)  # how many entries, not the words themselves
+    if config.punctuation_overrides is not None:
+        out["punctuation_overrides"] = config.punctuation_overrides.to_json()
+    return out
+
+
+def call_started(started: CallStarted) -> Event:
+    """A call's first event (source batch): its settings, metadata and warnings (a refused start message, ...)."""
+    settings = call_settings(started.call)
+    event = {
+        "schema_version": SCHEMA_VERSION, "event_id": event_id(started.call_id, BATCH, "started"),
+        "call_id": started.call_id, "type": "call_started", "source": BATCH, "is_final": True,
+        "start_time": 0.0, "end_time": 0.0, "transcript": "", "words": [], "speakers": [],
+        "language": settings["language"], "channel": None, "settings": settings, "warnings": list(started.warnings),
+    }
+    return validate_event(with_call(event, started.call), where=f"call_started of call {started.call_id}")
+
+
 def batch_segment(release: Release) -> Event:
     """One chunk's `segment` event (source batch, final), or its failure (error set, no words)."""
     span = release.span
@@ -111,7 +158,7 @@ def batch_segment(release: Release) -> Event:
                 "gaps_filled": span.gaps_filled},
         "supersedes": supersedes, "error": release.error,
     }
-    return validate_event(event, where=f"segment of chunk {span.reference}")
+    return validate_event(with_call(event, release.call, release.warnings), where=f"segment of chunk {span.reference}")
 
 
 def call_completed(done: Completion) -> Event:
@@ -124,7 +171,7 @@ def call_completed(done: Completion) -> Event:
         "counts": {"chunks": done.chunks, "failed_chunks": done.failed_chunks, "words": done.words,
                    "audio_seconds": _t(done.audio_seconds), "gaps_filled": done.gaps_filled},
     }
-    return validate_event(event, where=f"call_completed of call {done.call_id}")
+    return validate_event(with_call(event, done.call), where=f"call_completed of call {done.call_id}")
 
 
 def realtime_segment(call_id: str, segment_id: str, *, is_final: bool, start: float, end: float,
@@ -138,3 +185,40 @@ def realtime_segment(call_id: str, segment_id: str, *, is_final: bool, start: fl
         "words": words, "speakers": _speakers(words), "language": language, "channel": channel,
     }
     return validate_event(event, where=f"real-time segment {segment_id} of call {call_id}")
+
+
+def realtime_started(call_id: str, session: str, language: str) -> Event:
+    """A real-time session began (RecognitionStarted): the call's real-time call_started."""
+    event = {
+        "schema_version": SCHEMA_VERSION, "event_id": event_id(call_id, REALTIME, f"{session}/started"),
+        "call_id": call_id, "type": "call_started", "source": REALTIME, "is_final": True,
+        "start_time": 0.0, "end_time": 0.0, "transcript": "", "words": [], "speakers": [], "language": language,
+        "channel": None, "warnings": [],
+    }
+    return validate_event(event, where=f"real-time call_started of call {call_id}")
+
+
+def utterance_end(call_id: str, utterance_id: str, *, start: float, end: float, language: str,
+                  channel: str | None) -> Event:
+    """A turn ended (EndOfUtterance: silence after speech), for voice agents that act on turn ends."""
+    event = {
+        "schema_version": SCHEMA_VERSION, "event_id": event_id(call_id, REALTIME, utterance_id),
+        "call_id": call_id, "type": "utterance_end", "source": REALTIME, "is_final": True,
+        "start_time": _t(start), "end_time": _t(max(start, end)), "transcript": "", "words": [], "speakers": [],
+        "language": language, "channel": channel,
+    }
+    return validate_event(event, where=f"utterance_end {utterance_id} of call {call_id}")
+
+
+def realtime_completed(call_id: str, session: str, *, words: int, audio_seconds: float, speakers: Sequence[str],
+                       language: str, error: str | None = None) -> Event:
+    """A real-time session ended (EndOfTranscript, or an Error that ended it: `error` set)."""
+    event = {
+        "schema_version": SCHEMA_VERSION, "event_id": event_id(call_id, REALTIME, f"{session}/completed"),
+        "call_id": call_id, "type": "call_completed", "source": REALTIME, "is_final": True,
+        "start_time": 0.0, "end_time": _t(audio_seconds), "transcript": "", "words": [],
+        "speakers": sorted(set(speakers)), "language": language, "channel": None,
+        "counts": {"chunks": 0, "failed_chunks": 0, "words": words, "audio_seconds": _t(audio_seconds)},
+        "error": error,
+    }
+    return validate_event(event, where=f"real-time call_completed of call {call_id}")

@@ -30,6 +30,7 @@ from bytewax.speechmatics.connectors.speechmatics.settings import (
 )
 from bytewax.speechmatics.connectors.speechmatics.throttle import cluster_place
 from bytewax.speechmatics.flows.chunking import POLICIES, ChunkConfig
+from bytewax.speechmatics.flows.collector import CollectSettings
 from bytewax.speechmatics.flows.decode import DecodeSettings
 from bytewax.speechmatics.flows.realtime import RealtimeSettings
 from bytewax.speechmatics.flows.stitching import StitchSettings
@@ -48,6 +49,7 @@ class TopicSettings:
     dead_letters: str = "calls.audio.dlq"
     partitions: int = 4
     create: bool = False
+    final_transcripts: str = "calls.transcripts.final"  # one document per call (flows/final_transcripts.py)
 
     def names(self, realtime: bool = True) -> list[str]:
         """Every topic the flow reads or writes."""
@@ -87,6 +89,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     stitching: StitchSettings = field(default_factory=StitchSettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    collect: CollectSettings = field(default_factory=CollectSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     run: RunSettings = field(default_factory=RunSettings)
 
@@ -270,6 +273,9 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_STITCH_LINGER_SECONDS", "stitching", "linger_seconds", _NONNEG),
     _v("BWSM_REALTIME", "realtime", "enabled", _flag),
     _v("BWSM_RT_IDLE_SECONDS", "realtime", "idle_seconds", _POSITIVE),
+    _v("BWSM_FINAL_TOPIC", "topics", "final_transcripts", _text),
+    _v("BWSM_COLLECT_IDLE_SECONDS", "collect", "idle_seconds", _POSITIVE),
+    _v("BWSM_COLLECT_FORGET_SECONDS", "collect", "forget_seconds", _POSITIVE),
     _v("BWSM_LOG_LEVEL", "logging", "level", _choice("debug", "info", "warning", "error")),
     _v("BWSM_LOG_FORMAT", "logging", "format", _choice("text", "json")),
     _v("BWSM_WORKERS", "run", "workers", _COUNT),

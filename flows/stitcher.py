@@ -1,8 +1,10 @@
 """The stitching operator: one CallTimeline per call id inside Bytewax's `stateful`, emitting transcript events.
 
-Input: (call_id, ChunkResult) from the submitter, in any order. Output: (call_id, Produced): each event with the
-`closed_at` of the chunk it came from, so the flow can measure "chunk closed -> event produced" (and count
-events) where it produces them, while the events themselves carry no clock and replay byte for byte.
+Input: (call_id, ChunkResult) from the submitter, in any order, and the call's CallStarted (passed through by the
+submitter before any of the call's results), which becomes the call_started event at once. Output:
+(call_id, Produced): each event with the `closed_at` of the chunk it came from, so the flow can measure "chunk
+closed -> event produced" (and count events) where it produces them, while the events themselves carry no clock and
+replay byte for byte. Every event of a call with metadata carries it (each chunk's result brings it along).
 
 Speaker labels: the submitter relabels transcripts with its per-call SpeakerBook (flows/speakers.py) before they
 get here, so by default the stitcher trusts the labels it is given and maps nothing. `relabel_speakers=True`
@@ -26,11 +28,11 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from bytewax.speechmatics.connectors.metrics import EVENTS, FAILED_SEGMENTS
-from bytewax.speechmatics.flows.segments import Produced, batch_segment, call_completed
+from bytewax.speechmatics.flows.segments import Produced, batch_segment, call_completed, call_started
 from bytewax.speechmatics.flows.speakers import SpeakerBook
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.flows.stitching import CallTimeline, Completion, Release, StitchSettings
-from bytewax.speechmatics.schemas.chunks import ChunkResult
+from bytewax.speechmatics.schemas.chunks import CallStarted, ChunkResult
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def _produce(item: Release | Completion) -> Produced:
     return Produced(event, item.span.closed_at)
 
 
-class StitchLogic(StatefulLogic[ChunkResult, Produced, StitchState]):
+class StitchLogic(StatefulLogic[ChunkResult | CallStarted, Produced, StitchState]):
     """Per call: hold results until they are next in order, release them through the timeline, emit events."""
 
     def __init__(self, settings: StitchSettings, linger_seconds: float, relabel_speakers: bool,
@@ -70,7 +72,11 @@ class StitchLogic(StatefulLogic[ChunkResult, Produced, StitchState]):
         self.relabel_speakers = relabel_speakers
         self.state = resume
 
-    def on_item(self, value: ChunkResult) -> tuple[list[Produced], bool]:
+    def on_item(self, value: ChunkResult | CallStarted) -> tuple[list[Produced], bool]:
+        if value.__class__ is CallStarted:  # no state of its own: the event depends on the message alone
+            EVENTS.labels(type="call_started").inc()
+            started = Produced(call_started(value))
+            return [started], StatefulLogic.DISCARD if self.state is None else StatefulLogic.RETAIN
         if self.state is None:
             self.state = StitchState(CallTimeline(value.span.call_id),
                                      SpeakerBook() if self.relabel_speakers else None)
@@ -114,12 +120,14 @@ def stitch_calls(step_id: str, up: KeyedStream[ChunkResult], config: StitchSetti
 
     Args:
         step_id: Unique ID.
-        up: `(call_id, ChunkResult)`, as `transcribe_chunks(...).oks` gives them (any order, replays included).
+        up: `(call_id, ChunkResult)` and `(call_id, CallStarted)`, as `transcribe_chunks(...).oks` gives them (any
+            order, replays included).
         config: Seam tuning and how long a completed call is remembered; built-in defaults when omitted.
 
     Returns:
         `StageOut`: `oks` are `(call_id, Produced)`; `Produced.event` is a transcript event (a dict valid against
-        `schemas/transcript_event.schema.json`, ids deterministic, so replays are byte-identical). `errs` is
+        `schemas/transcript_event.schema.json`, ids deterministic, so replays are byte-identical): the call's
+        call_started, its segments in chunk order, then call_completed, each with the call's metadata. `errs` is
         empty today (a failed chunk is a segment with its `error` set; its dead letter comes from
         `transcribe_chunks`), and kept so every stage has the same shape.
 

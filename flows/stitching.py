@@ -38,6 +38,11 @@ Each release is one chunk's `segment`; its `supersedes` span runs from where the
 start of what it holds back (the chunk's end for the last chunk). A failed chunk releases nothing of its own
 (error set, no span); if the chunk before it held words, they go out first in a `tail` release of that chunk,
 since no later chunk will share their audio.
+
+Per-call settings: each release carries the settings of the chunk it belongs to (`ChunkResult.call`: the
+effective config and the call's metadata, which its event copies) and the completion those of the last chunk.
+With channel diarization a word's speaker is its channel's label, and a channel the API named `channel_N` (an
+engine that ignores `channel_diarization_labels`) is given the call's label N.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bytewax.speechmatics.schemas.call_start import NO_SETTINGS, CallSettings
 from bytewax.speechmatics.schemas.chunks import ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.errors import ContractError
 
@@ -134,10 +140,21 @@ def _attachment(value: Any) -> str:
     return value if value in _ATTACHMENTS else "previous"
 
 
-def parse_tokens(transcript: Mapping[str, Any], offset: float, where: str = "transcript") -> list[Token]:
+def _channel_name(channel: str, labels: tuple[str, ...]) -> str:
+    """`channel_N` as the call's label N (when it has one), any other name as it is."""
+    if labels and channel.startswith("channel_") and channel[8:].isdigit():
+        n = int(channel[8:])
+        if 0 < n <= len(labels):
+            return labels[n - 1]
+    return channel
+
+
+def parse_tokens(transcript: Mapping[str, Any], offset: float, where: str = "transcript",
+                 channel_labels: tuple[str, ...] = ()) -> list[Token]:
     """json-v2 results as Tokens in call time; entities and unknown result types are skipped.
 
-    A word's speaker is its label, or with channel diarization (label UU) its channel's label.
+    A word's speaker is its label, or with channel diarization (label UU) its channel's label; `channel_labels`
+    (the call's, with channel diarization) name channels the API left as `channel_N`.
     """
     results = transcript.get("results")
     if not isinstance(results, list):
@@ -160,7 +177,7 @@ def parse_tokens(transcript: Mapping[str, Any], offset: float, where: str = "tra
         start = _number(result.get("start_time"), f"{at}.start_time")
         end = max(start, _number(result.get("end_time"), f"{at}.end_time"))
         confidence = min(1.0, max(0.0, _number(alt.get("confidence", 1.0), f"{at}.confidence")))
-        channel = None if result.get("channel") is None else str(result["channel"])
+        channel = None if result.get("channel") is None else _channel_name(str(result["channel"]), channel_labels)
         speaker = alt.get("speaker")
         speaker = channel if speaker in (None, UNKNOWN_SPEAKER) else str(speaker)  # channel diarization
         out.append(Token(
@@ -210,7 +227,9 @@ def chunk_units(result: ChunkResult) -> tuple[list[Unit], str]:
     """A successful chunk's units in call time, sorted, and its language."""
     assert result.transcript is not None
     where = f"transcript of chunk {result.span.reference}"
-    tokens = parse_tokens(result.transcript, result.span.start_time, where)
+    config = result.call.config
+    labels = (config.channel_labels or ()) if config.diarization == "channel" else ()
+    tokens = parse_tokens(result.transcript, result.span.start_time, where, labels)
     return sort_units(group_units(tokens)), transcript_language(result.transcript, tokens)
 
 
@@ -232,6 +251,7 @@ class Tail:
     released_until: float  # end of the time span the released units are authoritative for
     held: tuple[Unit, ...] = ()
     context: tuple[Unit, ...] = ()
+    call: CallSettings = NO_SETTINGS
 
 
 def _intersection(x: Token, y: Token) -> float:
@@ -368,6 +388,8 @@ class Release:
     attempts: int
     error: str | None = None
     part: str = "segment"
+    call: CallSettings = NO_SETTINGS  # the chunk's (effective) settings and the call's metadata
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +405,7 @@ class Completion:
     speakers: tuple[str, ...]
     language: str
     closed_at: float
+    call: CallSettings = NO_SETTINGS  # the last chunk's
 
 
 def _speakers(units: Iterable[Unit]) -> set[str]:
@@ -455,11 +478,11 @@ class CallTimeline:
                 out.append(self._note(Release(
                     span=self.tail.span, units=self.tail.held, job_id=self.tail.job_id, attempts=self.tail.attempts,
                     supersedes=(self.tail.released_until, max(self.tail.released_until, self.tail.span.end_time)),
-                    language=self.tail.language, part="tail",
+                    language=self.tail.language, part="tail", call=self.tail.call,
                 )))
             self.tail = None
             out.append(Release(span=span, units=(), supersedes=None, language=language, job_id=result.job_id,
-                               attempts=result.attempts, error=error))
+                               attempts=result.attempts, error=error, call=result.call, warnings=result.warnings))
         else:
             self.language = language
             follows = self.tail is not None and self.tail.span.index == span.index - 1
@@ -472,17 +495,19 @@ class CallTimeline:
             released, held = split_release(units, span, settings)
             hi = max(lo, held[0].host.start if held else span.end_time)
             out.append(self._note(Release(span=span, units=tuple(released), supersedes=(lo, hi), language=language,
-                                          job_id=result.job_id, attempts=result.attempts)))
+                                          job_id=result.job_id, attempts=result.attempts, call=result.call,
+                                          warnings=result.warnings)))
             self.tail = Tail(span=span, job_id=result.job_id, attempts=result.attempts, language=language,
                              released_until=hi, held=tuple(held),
-                             context=context_of(released, self.tail if follows else None, span, settings))
+                             context=context_of(released, self.tail if follows else None, span, settings),
+                             call=result.call)
         if span.last:
             self.completed = True
             self.tail = None
             out.append(Completion(
                 call_id=self.call_id, chunks=span.index + 1, failed_chunks=self.failed, words=self.words,
                 audio_seconds=span.end_time, gaps_filled=self.gaps_filled, speakers=tuple(sorted(self.speakers)),
-                language=self.language, closed_at=span.closed_at,
+                language=self.language, closed_at=span.closed_at, call=result.call,
             ))
         return out
 

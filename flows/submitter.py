@@ -18,9 +18,14 @@ How it fits Bytewax 0.21.1 without ever blocking the dataflow:
 Outputs per call: one ChunkResult per chunk (error set when it failed, so the stitcher never waits) and one
 DeadLetter per failed chunk; `transcribe_chunks` returns them as one StageOut.
 
-Speakers (BWSM_DIARIZATION=speaker): a call's jobs run one after another so each job can be given the
-speakers enrolled from the previous ones (flows/speakers.py SpeakerBook), and each transcript is relabelled
-before it is emitted. With no or channel diarization, a call's chunks are submitted in parallel.
+Speakers (diarization `speaker`, BWSM_DIARIZATION or the call's own): a call's jobs run one after another so each
+job can be given the speakers enrolled from the previous ones (flows/speakers.py SpeakerBook), and each transcript
+is relabelled before it is emitted. With no or channel diarization, a call's chunks are submitted in parallel.
+
+Per-call settings: each chunk's job is shaped by the chunk's call settings merged over the flow's defaults
+(`SubmitSettings.transcription_config(call=...)`); each ChunkResult carries the *effective* settings (what the job
+asked for) and the call's metadata, for the stitcher. A `CallStarted` passes straight through, its config resolved
+the same way, so the call_started event states what the call's jobs ask for.
 """
 
 from __future__ import annotations
@@ -49,13 +54,14 @@ from bytewax.speechmatics.connectors.speechmatics.service import (
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.flows.speakers import SpeakerBook, speaker_config
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
-from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult
+from bytewax.speechmatics.schemas.call_start import CallSettings
+from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk, ChunkResult
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, failed_chunk
 
 log = logging.getLogger(__name__)
 
 STAGE = "submit"
-SubmitOutput = ChunkResult | DeadLetter
+SubmitOutput = ChunkResult | CallStarted | DeadLetter
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +82,10 @@ class SubmitState:
     done: set[int] = field(default_factory=set)  # chunk indexes already answered (replays are ignored)
     last_seen: bool = False
     speakers: SpeakerBook | None = None  # when diarization=speaker
+    chaining: bool = False  # a chunk of this call has speaker diarization: its jobs run one after another
 
 
-class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
+class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState]):
     """Per call: hand chunks to the loop, collect their jobs' results (see module doc)."""
 
     def __init__(self, call_id: str | None, service: SubmitService, state: SubmitState | None) -> None:
@@ -87,14 +94,18 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
         self.state = state or SubmitState()
         self.call_id = call_id
         self._handed: set[int] = set()
+        self._resolved: tuple[CallSettings, CallSettings] | None = None  # (call settings, effective): the last one
         if self.state.pending:  # resumed from a snapshot: the loop knows nothing of these chunks yet
             self.call_id = next(iter(self.state.pending.values())).chunk.span.call_id
             self._hand_ready()
 
     # -- Bytewax hooks --
 
-    def on_item(self, value: Chunk) -> tuple[Iterable[SubmitOutput], bool]:
+    def on_item(self, value: Chunk | CallStarted) -> tuple[Iterable[SubmitOutput], bool]:
         self._check_fatal()
+        if value.__class__ is CallStarted:  # passes through, with the config the call's jobs will ask for
+            self.call_id = value.call_id
+            return [replace(value, call=self._effective(value.call))], self._finished()
         index = value.span.index
         self.call_id = value.span.call_id
         if index in self.state.pending or index in self.state.done:
@@ -102,10 +113,13 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
         self.state.last_seen = self.state.last_seen or value.span.last
         if value.span.end_sample == value.span.start_sample:  # a call that sent no audio at all: nothing to bill
             self.state.done.add(index)
-            empty = ChunkResult(span=value.span, transcript={"results": []}, attempts=0, source=value.source)
+            empty = ChunkResult(span=value.span, transcript={"results": []}, attempts=0, source=value.source,
+                                call=self._effective(value.call), warnings=value.warnings)
             return [empty], self._finished()
         self.state.pending[index] = PendingChunk(value)
-        if self.settings.speaker_chaining:
+        if self._chains(value):
+            self.state.chaining = True
+        if self.state.chaining:
             self.state.held.append(index)
             self.state.held.sort()
         self._hand_ready()
@@ -133,7 +147,8 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
 
     def snapshot(self) -> SubmitState:
         s = self.state
-        return SubmitState(dict(s.pending), list(s.held), set(s.done), s.last_seen, copy.deepcopy(s.speakers))
+        return SubmitState(dict(s.pending), list(s.held), set(s.done), s.last_seen, copy.deepcopy(s.speakers),
+                           s.chaining)
 
     # -- the work --
 
@@ -145,14 +160,24 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
         """Discard the call's state when nothing is pending (with speakers: once the last chunk is done)."""
         if self.state.pending:
             return StatefulLogic.RETAIN
-        if self.settings.speaker_chaining and not self.state.last_seen:
+        if self.state.chaining and not self.state.last_seen:
             return StatefulLogic.RETAIN
         return StatefulLogic.DISCARD
+
+    def _chains(self, chunk: Chunk) -> bool:
+        """This chunk's job uses speaker diarization (the call's own setting, else the flow's)."""
+        return self.settings.chains(chunk.call.config)
+
+    def _effective(self, call: CallSettings) -> CallSettings:
+        """The call's settings with the config its jobs really ask for (the flow's defaults merged under it)."""
+        if self._resolved is None or self._resolved[0] != call:
+            self._resolved = (call, replace(call, config=self.settings.effective_config(call.config)))
+        return self._resolved[1]
 
     def _hand(self, index: int) -> None:
         pending = self.state.pending[index]
         speakers = None
-        if self.settings.speaker_chaining:
+        if self._chains(pending.chunk):
             if self.state.speakers is None:
                 self.state.speakers = SpeakerBook()
             speakers = speaker_config(self.state.speakers)
@@ -161,7 +186,7 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
 
     def _hand_ready(self) -> None:
         """Hand over what may run now: everything, or with speaker chaining the next chunk when none runs."""
-        if not self.settings.speaker_chaining:
+        if not self.state.chaining:
             for index in sorted(self.state.pending):
                 if index not in self._handed:
                     self._hand(index)
@@ -196,14 +221,15 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
         self.state.done.add(index)
 
     def _done(self, pending: PendingChunk, event: ChunkDone) -> ChunkResult:
-        span = pending.chunk.span
+        chunk = pending.chunk
+        span = chunk.span
         transcript = event.transcript
-        if self.settings.speaker_chaining and self.state.speakers is not None:
+        if self._chains(chunk) and self.state.speakers is not None:
             transcript = self.state.speakers.relabel(span, transcript)
         self._close(span.index)
         self.service.mark_done(span.reference)
         return ChunkResult(span=span, transcript=transcript, job_id=event.job_id, attempts=event.attempts,
-                           source=pending.chunk.source)
+                           source=chunk.source, call=self._effective(chunk.call), warnings=chunk.warnings)
 
     def _failed(self, pending: PendingChunk, event: ChunkFailed) -> list[SubmitOutput]:
         span = pending.chunk.span
@@ -212,26 +238,30 @@ class SubmitLogic(StatefulLogic[Chunk, SubmitOutput, SubmitState]):
         attempts = max(1, event.attempts)
         letter = failed_chunk(event.reason, STAGE, span, pending.chunk.source, event.job_id, attempts)
         result = ChunkResult(span=span, error=event.reason, job_id=event.job_id, attempts=attempts,
-                             source=pending.chunk.source)
+                             source=pending.chunk.source, call=self._effective(pending.chunk.call),
+                             warnings=pending.chunk.warnings)
         return [letter, result]
 
 
 @operator
-def transcribe_chunks(step_id: str, up: KeyedStream[Chunk], config: SubmitSettings | None = None
-                      ) -> StageOut[ChunkResult]:
+def transcribe_chunks(step_id: str, up: KeyedStream[Chunk | CallStarted], config: SubmitSettings | None = None
+                      ) -> StageOut[ChunkResult | CallStarted]:
     """Transcribe each chunk as one Speechmatics batch job: WAV-encode, throttle to the API's limits, retry, post
     each chunk once even across crashes (job ids in state and in a durable journal), wait for the transcript.
 
     Args:
         step_id: Unique ID.
-        up: `(call_id, Chunk)`, as `chunk_calls(...).oks` gives them.
-        config: The API (`api_key`, `batch_url`), limits, retries, waiting and the job's transcription config.
+        up: `(call_id, Chunk)` and `(call_id, CallStarted)`, as `chunk_calls(...).oks` gives them.
+        config: The API (`api_key`, `batch_url`), limits, retries, waiting and the jobs' default transcription
+            config (each chunk's call settings are merged over it).
             When omitted, the built-in defaults; the speechmatics-batch SDK then takes SPEECHMATICS_API_KEY itself.
             Steps with different settings in one flow each get their own submission service.
 
     Returns:
         `StageOut`: `oks` are `(call_id, ChunkResult)`, one per chunk (`error` set when it failed, so the stitcher
-        never waits for it); `errs` are DeadLetters for failed chunks (no audio: the source ranges replay them).
+        never waits for it; `call` the effective settings and metadata), and each `(call_id, CallStarted)` passed on
+        at once with its config resolved; `errs` are DeadLetters for failed chunks (no audio: the source ranges
+        replay them).
 
     Raises:
         FatalSubmitError: from the running dataflow when the API refuses the key (401/403): the flow stops.

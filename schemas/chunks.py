@@ -1,10 +1,17 @@
-"""What flows between the stages: a chunk of one call's audio, and what became of its transcription job."""
+"""What flows between the stages: a chunk of one call's audio, what became of its transcription job, and the
+announcement that a call started (which passes through submission and stitching to become its call_started event).
+
+Every chunk carries its call's settings (`CallSettings`: the per-call config of its start message and the metadata),
+as they were when the chunk was cut, so each stage shapes the chunk's job and events from the chunk alone, and a
+restored snapshot keeps them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from bytewax.speechmatics.schemas.call_start import NO_SETTINGS, CallSettings
 from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE
 
 #: (topic, partition, first offset, last offset) of the frames a chunk was cut from: enough to replay it.
@@ -61,6 +68,8 @@ class Chunk:
     span: ChunkSpan
     audio: bytes
     source: tuple[SourceRange, ...] = ()
+    call: CallSettings = NO_SETTINGS  # the call's config (overrides of the flow's defaults) and metadata
+    warnings: tuple[str, ...] = ()  # said once, on the first chunk cut after what caused them (a second start)
 
     @property
     def new_audio(self) -> bytes:
@@ -71,7 +80,11 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class ChunkResult:
-    """The outcome of one chunk's job: a json-v2 transcript, or the reason it failed (never both)."""
+    """The outcome of one chunk's job: a json-v2 transcript, or the reason it failed (never both).
+
+    `call` is the call's *effective* settings for this chunk: the config its job really asked for (the call's own
+    settings merged over the flow's defaults by submission) and the call's metadata.
+    """
 
     span: ChunkSpan
     transcript: dict[str, Any] | None = None
@@ -79,7 +92,23 @@ class ChunkResult:
     job_id: str | None = None
     attempts: int = 1
     source: tuple[SourceRange, ...] = field(default=())
+    call: CallSettings = NO_SETTINGS
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """A call was seen for the first time (its start message, or its first frame when it has none).
+
+    The chunker emits it once per call, before the call's first chunk; submission resolves `call.config` to the
+    effective config (what the call's jobs ask for) and passes it on; stitching turns it into the call_started
+    event. Deterministic: it depends only on the input (no clock), so a replay repeats it byte for byte.
+    """
+
+    call_id: str
+    call: CallSettings = NO_SETTINGS
+    warnings: tuple[str, ...] = ()

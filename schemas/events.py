@@ -18,7 +18,9 @@ import orjson
 
 from bytewax.speechmatics.schemas.errors import ContractError
 
-SCHEMA_VERSION = "1.0"
+#: The version of the events this library writes; events of every version in SCHEMA_VERSIONS stay valid.
+SCHEMA_VERSION = "1.1"
+SCHEMA_VERSIONS = ("1.0", "1.1")
 SCHEMA_FILE = "transcript_event.schema.json"
 
 Event = dict[str, Any]

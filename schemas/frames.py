@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bytewax.speechmatics.schemas.call_start import FRAME, KIND_HEADER, START
 from bytewax.speechmatics.schemas.errors import ContractError
 
 #: At most 18 digits: every seq fits a signed 64-bit integer (and Python never parses a megabyte of digits).
@@ -110,7 +111,8 @@ _FAST_RATES = {str(r).encode(): r for r in SAMPLE_RATES}
 _FAST_CHANNELS = {str(c).encode(): c for c in CHANNELS}
 _FAST_ENCODINGS = {e.encode(): e for e in BYTES_PER_SAMPLE}
 _FAST_END = {b"": True, b"1": True, b"true": True, b"0": False, b"false": False}
-_FAST_NAMES = frozenset(("seq", "sample_rate", "channels", "encoding", "end"))
+_FAST_NAMES = frozenset(("seq", "sample_rate", "channels", "encoding", "end", KIND_HEADER))
+_FAST_FRAME_KIND = FRAME.encode()
 
 
 def max_frame_bytes(max_seconds: float, sample_rate: int, encoding: str, channels: int) -> int:
@@ -130,6 +132,9 @@ def _decode_usual(key: object, value: object, headers: Headers | None, topic: st
         return None
     h = dict(headers)  # the last of repeated names wins, as in the full path
     if not h.keys() <= _FAST_NAMES:
+        return None
+    kind = h.get(KIND_HEADER)
+    if kind is not None and kind != _FAST_FRAME_KIND:
         return None
     raw_seq = h.get("seq")
     # bytes.isdigit: ASCII digits only, like the full path's [0-9]+; the tables below hold bytes keys only,
@@ -166,7 +171,8 @@ def decode_frame(
     """Decode and validate one Kafka message of `calls.audio`; raise ContractError saying what and where.
 
     Refused besides malformed headers: a null value (a tombstone is not a frame), an empty value that is not the
-    call's `end` frame, and a value longer than `max_frame_seconds` of audio.
+    call's `end` frame, a value longer than `max_frame_seconds` of audio, and a start message (header
+    `kind: start`, see schemas.call_start: the decode stage reads those with `decode_start`) or any other `kind`.
     """
     frame = _decode_usual(key, value, headers, topic, partition, offset, max_frame_seconds)
     if frame is not None:
@@ -180,6 +186,12 @@ def decode_frame(
         raise ContractError("key is not UTF-8 (the key must be the call id)", where) from exc
     where = f"{where} call {_quoted(call_id)}"
     h = _headers_dict(headers, where)
+    kind = h.get(KIND_HEADER, FRAME)
+    if kind == START:
+        raise ContractError("a start message (header 'kind' is 'start') is not a frame", where)
+    if kind != FRAME:
+        raise ContractError(f"header 'kind' must be 'start' (a start message) or 'frame' (or absent: a frame), "
+                            f"got {kind[:40]!r}", where)
     seq = _int_header(h, "seq", None, (), where)
     sample_rate = _int_header(h, "sample_rate", DEFAULT_SAMPLE_RATE, SAMPLE_RATES, where)
     channels = _int_header(h, "channels", 1, CHANNELS, where)

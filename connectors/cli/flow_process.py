@@ -1,8 +1,9 @@
 """The flow process that `bytewax-speechmatics run` supervises: `python -m bytewax.run`, stopped quietly.
 
 `run` keeps its own process so that a stop (Ctrl-C, `docker stop`, Kubernetes) is one clean line and exit 0. Here
-SIGINT and SIGTERM both ask Bytewax to stop (with recovery, the state is then the last snapshot's), and the process
-ends with STOPPED_EXIT instead of a traceback, so the supervisor can tell "stopped as asked" from a failure.
+SIGINT and SIGTERM end the running dataflow at once with STOPPED_EXIT (see `_on_stop_signal` for why not through
+Bytewax's own interrupt): the state is the last snapshot's, and the supervisor can tell "stopped as asked" from a
+failure.
 
 Bytewax stops cleanly on an interrupt raised while its main thread waits for worker threads; that is how it runs any
 cluster, and `python -m bytewax.run` with more than one worker. With one worker it runs the worker on the main
@@ -14,20 +15,57 @@ the worker is a thread.
 On Linux the process also stops when its supervisor dies, even by SIGKILL, so a restarted `run` never meets an
 orphaned flow writing the same recovery store.
 
+In a cluster, Bytewax 0.21 cannot survive the loss of a process: the survivors' network threads panic ("Send thread
+panic") within a second, and a restarted process cannot rejoin processes that are still running. So a survivor
+ends with one line saying the cluster lost a peer and must be restarted as a whole, and exit code PEER_LOST_EXIT
+(75, EX_TEMPFAIL: try again), which a supervisor (Kubernetes, systemd) answers by restarting it; the cluster then
+resumes from the recovery store.
+
 Usage: python -m bytewax.speechmatics.connectors.cli.flow_process <the arguments of python -m bytewax.run>
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
 from datetime import timedelta
 from typing import Any
 
 STOPPED_EXIT = 130  # the shell's code for "ended by SIGINT"
+PEER_LOST_EXIT = 75  # EX_TEMPFAIL: the cluster lost a process; restart all of them (see the module doc)
+PEER_LOST_EXIT_SECONDS = 10.0  # a survivor still alive this long after the loss (a stuck thread) is ended anyway
 SUPERVISOR_ENV = "BWSM_SUPERVISOR"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: What Bytewax 0.21.1 (timely's networking) raises when a connection to another process of the cluster breaks.
+PEER_LOST_MARKERS = ("Send thread panic", "Recv thread panic", "timely communication error")
+
+
+_stop_requested = False  # set by SIGINT/SIGTERM: a peer lost after it is part of the stop, not a node loss
+
+
+_flow_running = False  # set just before Bytewax takes over: from then on a stop ends the process at once
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    """Record the request; before the dataflow runs, interrupt as Python's default SIGINT handler does; once it
+    runs, end the process at once with STOPPED_EXIT.
+
+    Why not Bytewax's own interrupt: in 0.21.1 it sometimes ends in a worker panic (about 1 stop in 30 here), a
+    traceback and exit 1 instead of a stop. Ending the process leaves exactly what a stop promises: the state of the
+    last snapshot (what recovery resumes from), a durable journal, and a transcript topic that a resumed run
+    continues with byte-identical repeats at most.
+    """
+    global _stop_requested  # noqa: PLW0603 - one flag per process, set from a signal handler
+    _stop_requested = True
+    if _flow_running:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(STOPPED_EXIT)
+    signal.default_int_handler(signum, frame)
 
 
 def _interrupted(exc: BaseException | None) -> bool:
@@ -39,6 +77,23 @@ def _interrupted(exc: BaseException | None) -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _peer_lost(exc: BaseException | None) -> bool:
+    """True when the exception is, or was caused by, a broken connection to another process of the cluster."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if any(marker in str(exc) for marker in PEER_LOST_MARKERS):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def peer_lost_message(process_id: int, processes: int) -> str:
+    """The one line a survivor prints (the lost peer itself is not known: timely only reports a broken connection)."""
+    return (f"run: the cluster lost a peer (this is process {process_id} of {processes}); restart the whole cluster "
+            f"(all processes) from the recovery store")
 
 
 def _join_supervisor() -> None:
@@ -92,18 +147,31 @@ def cli_kwargs(argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     """Run the flow of a `python -m bytewax.run` command line; STOPPED_EXIT when SIGINT/SIGTERM stopped it."""
     for sig in STOP_SIGNALS:  # SIGINT too: a process started in the background may inherit it ignored
-        signal.signal(sig, signal.default_int_handler)
+        signal.signal(sig, _on_stop_signal)
+    kwargs: dict[str, Any] = {}
     try:
         _join_supervisor()
         kwargs = cli_kwargs(argv)
         from bytewax.run import cli_main
 
+        global _flow_running  # noqa: PLW0603 - read by the signal handler
+        _flow_running = True
         cli_main(kwargs.pop("flow"), **kwargs)
     except BaseException as exc:
-        if _interrupted(exc):
+        # A whole cluster asked to stop: a peer that stops first looks lost to the others, and that is the stop too.
+        if _interrupted(exc) or (_stop_requested and _peer_lost(exc)):
             for sig in STOP_SIGNALS:  # stopping already: exit handlers run uninterrupted
                 signal.signal(sig, signal.SIG_IGN)
             return STOPPED_EXIT
+        processes = len(kwargs.get("addresses", []))
+        if processes > 1 and _peer_lost(exc):
+            print(peer_lost_message(kwargs["process_id"], processes), file=sys.stderr, flush=True)
+            # Exit handlers still run (the journal and the recovery store are durable already), but a thread that
+            # keeps the interpreter alive must not keep the cluster down.
+            watchdog = threading.Timer(PEER_LOST_EXIT_SECONDS, os._exit, (PEER_LOST_EXIT,))
+            watchdog.daemon = True
+            watchdog.start()
+            return PEER_LOST_EXIT
         raise
     return 0
 

@@ -2,18 +2,20 @@
 
 Each file becomes one call: pcm_s16le frames of `frame_ms` with increasing `seq` and `end` on the last frame.
 Several files go out concurrently (frames interleaved in time order), paced in real time, at full speed, or at
-N x real time.
+N x real time. With `--config` / `--metadata`, each call's start message (schemas/call_start.py: per-call
+transcription settings and the platform's metadata) goes out first, on the same key, so it precedes the frames.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.sink import PRODUCER_DEFAULTS, produce_with_backpressure
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
 from bytewax.speechmatics.flows.settings import Settings, TopicSettings
-from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
+from bytewax.speechmatics.schemas.call_start import encode_start, parse_start_value, start_value
+from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError, ContractError
 from bytewax.speechmatics.schemas.frames import SAMPLE_RATES, AudioFrame, encode_frame
 
 
@@ -35,6 +38,7 @@ class CallAudio:
     pcm: bytes
     sample_rate: int
     channels: int
+    start: bytes | None = None  # the value of the call's start message, sent before its first frame (as it is)
 
     @property
     def seconds(self) -> float:
@@ -134,7 +138,8 @@ def publish_calls(
     progress: bool = False,
     kafka: KafkaSettings | None = None,
 ) -> int:
-    """Produce the calls' frames (interleaved, paced by `speed`; 0 = as fast as possible); return frames sent."""
+    """Produce each call's start message (when it has one), then the calls' frames (interleaved, paced by `speed`;
+    0 = as fast as possible); return the frames sent."""
     from confluent_kafka import Producer
 
     conf = (kafka or KafkaSettings()).client_config({**PRODUCER_DEFAULTS, **(producer_config or {})})
@@ -148,6 +153,10 @@ def publish_calls(
     started = time.monotonic()
     bar = Progress(max((c.seconds for c in calls), default=0.0), progress)
     sent = 0
+    for call in calls:  # same key as the frames: Kafka keeps each start message ahead of its call's frames
+        if call.start is not None:
+            key, value, headers = encode_start(call.call_id, value=call.start)
+            produce_with_backpressure(producer, topic, key, value, headers, on_delivery)
     for at, frame in interleave(calls, frame_ms):
         if speed:
             delay = started + at / speed - time.monotonic()
@@ -174,7 +183,32 @@ def call_ids_for(paths: Sequence[str], call_id: str | None) -> list[str]:
     return [f"{Path(p).stem}-{uuid.uuid4().hex[:6]}" for p in paths]
 
 
+def start_message(config: str | None, metadata: str | None) -> bytes | None:
+    """The start message value for `--config` / `--metadata` (JSON objects), checked against the contract; None
+    without either. Raises ContractError naming the option and what is wrong."""
+    if config is None and metadata is None:
+        return None
+    parsed = {}
+    for option, text in (("--config", config), ("--metadata", metadata)):
+        if text is None:
+            continue
+        try:
+            parsed[option] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{option} is not JSON: {exc}") from None
+        if not isinstance(parsed[option], dict):
+            raise ContractError(f"{option} must be a JSON object, got {type(parsed[option]).__name__}")
+    value = start_value(parsed.get("--config"), parsed.get("--metadata"))
+    parse_start_value(value, "--config/--metadata")
+    return value
+
+
 def _command(args: argparse.Namespace) -> int:
+    try:
+        start = start_message(args.config, args.metadata)
+    except ContractError as exc:
+        print(f"publish: {exc}", file=sys.stderr)
+        return 2
     if args.sample:
         from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample
 
@@ -184,7 +218,7 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     ids = call_ids_for(args.files, args.call_id)
     try:
-        calls = [read_call(path, cid) for path, cid in zip(args.files, ids, strict=True)]
+        calls = [replace(read_call(path, cid), start=start) for path, cid in zip(args.files, ids, strict=True)]
         # before the first frame: an unreachable broker is one line, not minutes of retries
         probe_brokers(args.kafka.client_config())
     except (AudioFileError, KafkaUnavailable) as exc:
@@ -192,7 +226,7 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     for call in calls:
         print(f"publish: call {call.call_id}: {call.seconds:.1f} s, {call.sample_rate} Hz, "
-              f"{call.channels} channel(s) -> {args.topic}", flush=True)
+              f"{call.channels} channel(s){' after a start message' if start else ''} -> {args.topic}", flush=True)
     try:
         frames = publish_calls(calls, args.topic, args.frame_ms, args.speed, progress=True, kafka=args.kafka)
     except RuntimeError as exc:  # undelivered frames: the broker went away or refused the topic
@@ -211,6 +245,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frame-ms", type=int, default=20, help="frame length in milliseconds (default 20)")
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="realtime (default), max, or N times real time")
+    parser.add_argument("--config", metavar="JSON",
+                        help="per-call transcription settings, sent in a start message before each call's frames: "
+                             "a JSON object of language, operating_point, output_locale, additional_vocab, "
+                             "punctuation_overrides, enable_entities, diarization, channel_labels, domain")
+    parser.add_argument("--metadata", metavar="JSON",
+                        help="the platform's own ids and attributes (a JSON object, at most 8 KB), copied into every "
+                             "transcript event of each call (sent in the start message)")
     settings = Settings.from_env()
     parser.add_argument("--topic", default=settings.topics.audio, help="the audio topic (BWSM_AUDIO_TOPIC)")
     parser.set_defaults(func=_command, kafka=settings.kafka)

@@ -5,23 +5,28 @@ the flow runs the same under this command, under `python -m bytewax.run bytewax.
 and under the Bytewax Helm chart. The child (flows/flow_process.py) keeps this terminal's stdout/stderr for its logs;
 SIGINT/SIGTERM here ask it to stop, and a stop is one "run: stopped" line and exit 0 (a second signal, or a child
 still running STOP_GRACE_SECONDS later, kills it: the state is then the last snapshot's, as after any crash).
+In a cluster, a process whose peer was lost ends with one line saying so and exit code 75 (PEER_LOST_EXIT): Bytewax
+cannot rejoin a running cluster, so every process is restarted and the cluster resumes from the recovery store.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bytewax.speechmatics.connectors.cli.flow_process import STOPPED_EXIT, SUPERVISOR_ENV
+from bytewax.speechmatics.connectors.cli.flow_process import PEER_LOST_EXIT, STOPPED_EXIT, SUPERVISOR_ENV
 from bytewax.speechmatics.connectors.kafka.topics import TopicError, ensure_topics, probe_brokers
 from bytewax.speechmatics.flows.settings import Settings
 from bytewax.speechmatics.schemas.errors import SettingsError
@@ -29,16 +34,32 @@ from bytewax.speechmatics.schemas.errors import SettingsError
 FLOW_IMPORT = "bytewax.speechmatics.flows.microbatch:flow"
 FLOW_PROCESS = "bytewax.speechmatics.connectors.cli.flow_process"
 STOP_GRACE_SECONDS = 30.0  # Kubernetes' default grace period: a stuck stop is ended before SIGKILL comes anyway
+RECOVERY_LOCK = ".bwsm-init.lock"  # in the recovery directory: held while one process creates the partitions
 
 
 def prepare_recovery(directory: Path, partitions: int) -> bool:
-    """Create the recovery partitions once; True when they were created now."""
+    """Create the recovery partitions once; True when this process created them now.
+
+    Why a lock: every process of a cluster runs this, often at the same moment against a new shared directory, and
+    two `init_db_dir` calls on one directory fail (SQLite "database is locked"), or a process starts Bytewax on
+    partitions another one is still creating. So the partitions are made under an exclusive lock on a file in the
+    directory (flock; NFS emulates it with POSIX locks), in a staging directory whose files are then renamed into
+    place; the other processes wait for the lock and find them complete.
+    """
     from bytewax.recovery import init_db_dir
 
-    if directory.is_dir() and any(directory.glob("part-*.sqlite3")):
-        return False
     directory.mkdir(parents=True, exist_ok=True)
-    init_db_dir(directory, partitions)
+    with open(directory / RECOVERY_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or when the process dies
+        if any(directory.glob("part-*.sqlite3")):
+            return False
+        staging = Path(tempfile.mkdtemp(prefix=".bwsm-init-", dir=directory))
+        try:
+            init_db_dir(staging, partitions)
+            for part in sorted(staging.iterdir()):  # the partitions (and any SQLite side file) into place
+                part.rename(directory / part.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return True
 
 
@@ -140,12 +161,13 @@ class Supervisor:
             return None
 
     def _outcome(self, code: int) -> int:
-        stopped_codes = (0, STOPPED_EXIT, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL)
+        # PEER_LOST_EXIT too: when the whole cluster stops, a peer may stop before this process got the request.
+        stopped_codes = (0, STOPPED_EXIT, PEER_LOST_EXIT, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL)
         if (self.stop_asked and code in stopped_codes) or code == STOPPED_EXIT:
             print("run: stopped", flush=True)
             return 0
-        if code == 0:
-            return 0
+        if code in (0, PEER_LOST_EXIT):  # the flow process said why already (peer lost: one line, see flow_process)
+            return code
         if code < 0:
             print(f"run: the flow process was killed by {signal.Signals(-code).name}", file=sys.stderr, flush=True)
             return 128 - code

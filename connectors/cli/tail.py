@@ -56,16 +56,51 @@ def _clock(seconds: float) -> str:
 
 
 def render(event: Event) -> str:
-    """A human-readable line for one event: speaker turns within a segment on their own lines."""
+    """A human-readable line for one event: speaker turns within a segment on their own lines; a call's start with
+    its language, diarization and metadata; warnings on lines of their own."""
     head = f"[{event['call_id']}] {_clock(event['start_time'])}-{_clock(event['end_time'])}"
-    if event["type"] == "call_completed":
+    kind = event["type"]
+    if kind == "call_started":
+        import orjson
+
+        text = f"{head} call started ({event['source']}): {_call_settings(event)}"
+        if event.get("metadata") is not None:
+            text += f"\n    metadata: {orjson.dumps(event['metadata']).decode()}"
+    elif kind == "utterance_end":
+        text = f"{head} {event['source']} utterance end" + (f" ({event['channel']})" if event.get("channel") else "")
+    elif kind == "call_completed":
         c = event.get("counts") or {}
-        return (f"{head} call completed: {c.get('chunks', 0)} chunks ({c.get('failed_chunks', 0)} failed), "
-                f"{c.get('words', 0)} words, {c.get('audio_seconds', 0):.1f} s audio")
-    tag = event["source"] + ("" if event["is_final"] else " (partial)")
-    if event.get("error"):
-        return f"{head} {tag} chunk failed: {event['error']}"
-    return f"{head} {tag}\n" + "\n".join(f"    {who}: {text}" for who, text in speaker_turns(event))
+        if event["source"] == "realtime":
+            text = (f"{head} real-time session completed: {c.get('words', 0)} words, "
+                    f"{c.get('audio_seconds', 0):.1f} s audio")
+            if event.get("error"):
+                text += f", ended by an error: {event['error']}"
+        else:
+            text = (f"{head} call completed: {c.get('chunks', 0)} chunks ({c.get('failed_chunks', 0)} failed), "
+                    f"{c.get('words', 0)} words, {c.get('audio_seconds', 0):.1f} s audio")
+    else:
+        tag = event["source"] + ("" if event["is_final"] else " (partial)")
+        if event.get("error"):
+            text = f"{head} {tag} chunk failed: {event['error']}"
+        else:
+            text = f"{head} {tag}\n" + "\n".join(f"    {who}: {said}" for who, said in speaker_turns(event))
+    return text + "".join(f"\n    warning: {w}" for w in event.get("warnings") or ())
+
+
+def _call_settings(event: Event) -> str:
+    """`language de, diarization channel (agent, caller), 3 vocabulary entries` for a call_started event."""
+    settings = event.get("settings") or {}
+    parts = [f"language {settings.get('language', event['language'])}"]
+    diarization = settings.get("diarization")
+    if diarization:
+        labels = settings.get("channel_labels")
+        parts.append(f"diarization {diarization}" + (f" ({', '.join(labels)})" if labels else ""))
+    if settings.get("additional_vocab"):
+        parts.append(f"{settings['additional_vocab']} vocabulary entries")
+    for name in ("operating_point", "domain", "output_locale"):
+        if settings.get(name):
+            parts.append(f"{name.replace('_', ' ')} {settings[name]}")
+    return ", ".join(parts)
 
 
 def speaker_turns(event: Event) -> list[tuple[str, str]]:
@@ -89,6 +124,12 @@ def _command(args: argparse.Namespace) -> int:
     except KafkaUnavailable as exc:
         print(f"tail: {exc}", file=sys.stderr)
         return 2
+    if args.final:
+        from bytewax.speechmatics.connectors.cli.transcripts import print_final_transcripts
+
+        print_final_transcripts(follow(args.topic, args.from_beginning, idle_timeout=args.idle_timeout,
+                                       kafka=args.kafka), as_json=args.json, command="tail")
+        return 0
     for item in follow(args.topic, args.from_beginning, idle_timeout=args.idle_timeout, kafka=args.kafka):
         if isinstance(item, ContractError):
             print(f"tail: skipped a message that breaks the event schema: {item}", file=sys.stderr, flush=True)
@@ -104,7 +145,10 @@ def _command(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tail", help="print transcript events per call")
-    parser.add_argument("--json", action="store_true", help="print raw events, one JSON object per line")
+    parser.add_argument("--json", action="store_true",
+                        help="print raw events (with --final: transcript documents), one JSON object per line")
+    parser.add_argument("--final", action="store_true",
+                        help="print each call's whole transcript once, when the call completes")
     parser.add_argument("--from-beginning", action="store_true", help="start at the topic's first message")
     parser.add_argument("--idle-timeout", type=float, default=None,
                         help="exit after this many seconds without a message (default: follow forever)")

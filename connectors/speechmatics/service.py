@@ -52,9 +52,11 @@ from bytewax.speechmatics.connectors.speechmatics.throttle import (
     ClusterPlace,
     RateLimiter,
     cluster_share,
+    request_sent,
 )
 from bytewax.speechmatics.connectors.speechmatics.wav import audio_hash, chunk_wav
 from bytewax.speechmatics.connectors.speechmatics.webhooks import WebhookReceiver, auth_header_line
+from bytewax.speechmatics.schemas.call_start import NO_CONFIG
 from bytewax.speechmatics.schemas.chunks import Chunk
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
@@ -169,7 +171,8 @@ class SubmitService:
         self._client_factory = client_factory or (
             lambda: AsyncClient(api_key=settings.api_key, url=settings.batch_url))
         # What shapes a job besides its audio: a job is found again (journal, server lookup) only when both match,
-        # so two submit steps with other configs never take each other's jobs for the same chunk.
+        # so two submit steps with other configs never take each other's jobs for the same chunk (and the same chunk
+        # under another call's settings is another job: see _job_tag).
         self._config_tag = settings.job_fingerprint()
         self._client: AsyncClient | None = None
         self._cond = threading.Condition()
@@ -246,12 +249,13 @@ class SubmitService:
             return
 
         async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
-            (self._post_limiter if params.method == "POST" else self._get_limiter).sent()
+            request_sent()  # the limiter whose grant this task holds (see _request)
 
         trace = aiohttp.TraceConfig()
         trace.on_request_headers_sent.append(on_headers_sent)
         timeout = aiohttp.ClientTimeout(total=conn.operation_timeout, connect=conn.connect_timeout)
         transport._session = aiohttp.ClientSession(timeout=timeout, trace_configs=[trace])  # noqa: SLF001
+        self._post_limiter.tracks_sends = self._get_limiter.tracks_sends = True
 
     def close(self) -> None:
         """Cancel outstanding work, close the client and stop the loop thread."""
@@ -365,7 +369,7 @@ class SubmitService:
     async def _transcribe(self, request: SubmitRequest, progress: _Progress) -> tuple[str, dict[str, Any]]:
         chunk = request.chunk
         ref = chunk.span.reference
-        digest = audio_hash(chunk.audio + self._config_tag.encode())
+        digest = audio_hash(chunk.audio + self._job_tag(chunk).encode())
         budget = RetryBudget(self.settings.max_attempts, time.monotonic() + self.settings.max_chunk_seconds)
         job_id = request.job_id
         if job_id is None:
@@ -403,12 +407,15 @@ class SubmitService:
         while True:
             if self._fatal is not None:
                 raise FatalSubmitError(self._fatal)
-            await limiter.acquire()
+            grant = await limiter.acquire()
             metrics.RATE_LIMIT.labels(route=route).set(limiter.rate.current())
-            try:
-                return await call()
-            except Exception as exc:
-                classified = classify(exc, posting=route == "post")
+            # Inside `granted` the trace hook reports this request's send, and the next request of the route is
+            # granted only after it (spaced from the real send time, however late it leaves).
+            with limiter.granted(grant):
+                try:
+                    return await call()
+                except Exception as exc:
+                    classified = classify(exc, posting=route == "post")
             if classified.throttled:
                 metrics.HTTP_429.labels(route=route).inc()
                 limiter.throttled()
@@ -430,7 +437,13 @@ class SubmitService:
             metrics.RETRIES.labels(route=route, kind=classified.kind.value).inc()
             await asyncio.sleep(budget.clip(self._backoff.delay(failures + busy - 1), now))
 
+    def _job_tag(self, chunk: Chunk) -> str:
+        """The job fingerprint of this chunk's call: the flow's, or one with the call's own settings merged in."""
+        config = chunk.call.config
+        return self._config_tag if config == NO_CONFIG else self.settings.job_fingerprint(config)
+
     def _job_config(self, request: SubmitRequest, digest: str) -> JobConfig:
+        """The job's config: the flow's transcription defaults with the chunk's call settings merged over them."""
         s = self.settings
         notifications = None
         if s.wait_mode == "webhook" and self.webhook_url:
@@ -438,7 +451,7 @@ class SubmitService:
                                                 auth_headers=[auth_header_line(s.webhook_secret)])]
         return JobConfig(
             type=JobType.TRANSCRIPTION,
-            transcription_config=s.transcription_config(request.speaker_config),
+            transcription_config=s.transcription_config(request.speaker_config, call=request.chunk.call.config),
             tracking=TrackingConfig(reference=request.chunk.span.reference, tags=[HASH_TAG_PREFIX + digest]),
             notification_config=notifications,
         )

@@ -2,6 +2,10 @@
 
 Plain values, no environment: `bytewax.speechmatics.flows.Settings.from_env` fills them from BWSM_* variables and
 SPEECHMATICS_API_KEY / SPEECHMATICS_BATCH_URL. The key never appears in a repr or a log.
+
+A job's transcription config, in order of precedence (later wins): the flow's fields (BWSM_LANGUAGE, ...), then
+BWSM_TRANSCRIPTION_CONFIG, then the call's own settings from its start message (`CallConfig`, each field set
+overriding the flow's default), then the speaker enrolment of speaker chaining.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import orjson
 from speechmatics.batch import TranscriptionConfig
 
+from bytewax.speechmatics.schemas.call_start import NO_CONFIG, CallConfig
 from bytewax.speechmatics.schemas.errors import SettingsError
 
 WAIT_MODES = ("poll", "wait", "webhook")
@@ -64,6 +69,47 @@ def parse_additional_vocab(raw: str) -> list[dict[str, Any]]:
             out.append(item)
         elif item != "":
             raise ValueError(f"entries must be strings or {{'content': ...}}, got {item!r}")
+    return out
+
+
+def apply_call_config(fields: dict[str, Any], call: CallConfig, flow_labels: tuple[str, ...]) -> dict[str, Any]:
+    """TranscriptionConfig fields with the call's own settings merged over them (each set field wins).
+
+    Diarization is one setting across three fields: a call's `none` removes the flow's diarization (and its channel
+    labels and speaker config), `speaker` drops channel labels, `channel` labels the channels with the call's labels,
+    else the ones in force, else the flow's. An empty `additional_vocab` turns the flow's vocabulary off.
+    """
+    out = dict(fields)
+    if call.language:
+        out["language"] = call.language
+    if call.operating_point:  # the SDK's `model` replaces the deprecated `operating_point` field
+        out.pop("operating_point", None)
+        out["model"] = call.operating_point
+    if call.output_locale:
+        out["output_locale"] = call.output_locale
+    if call.additional_vocab is not None:
+        if call.additional_vocab:
+            out["additional_vocab"] = [v.to_json() for v in call.additional_vocab]
+        else:
+            out.pop("additional_vocab", None)
+    if call.punctuation_overrides is not None:
+        out["punctuation_overrides"] = call.punctuation_overrides.to_json()
+    if call.enable_entities is not None:
+        out["enable_entities"] = call.enable_entities
+    if call.domain:
+        out["domain"] = call.domain
+    if call.diarization == "none":
+        for name in ("diarization", "channel_diarization_labels", "speaker_diarization_config"):
+            out.pop(name, None)
+    elif call.diarization == "speaker":
+        out["diarization"] = "speaker"
+        out.pop("channel_diarization_labels", None)
+    elif call.diarization == "channel":
+        labels = out.get("channel_diarization_labels") or list(flow_labels)
+        out.update(channel_config(tuple(labels)))
+        out.pop("speaker_diarization_config", None)
+    if call.channel_labels and out.get("diarization") == "channel":
+        out["channel_diarization_labels"] = list(call.channel_labels)
     return out
 
 
@@ -132,11 +178,48 @@ class SubmitSettings:
 
     @property
     def speaker_chaining(self) -> bool:
-        """Speaker diarization labels must carry across chunks, so a call's jobs run one after another."""
+        """Speaker diarization labels must carry across chunks, so a call's jobs run one after another (the flow's
+        default; a call's own diarization decides for that call: `chains`)."""
         return self.diarization == "speaker"
 
-    def transcription_config(self, speaker_config: dict[str, Any] | None = None) -> TranscriptionConfig:
-        """The SDK's TranscriptionConfig: our fields, then BWSM_TRANSCRIPTION_CONFIG merged over them."""
+    def chains(self, call: CallConfig | None = None) -> bool:
+        """Whether this call's jobs chain speakers (its effective diarization is `speaker`)."""
+        if call is None or call.diarization is None:
+            return self._fields(call).get("diarization") == "speaker"
+        return call.diarization == "speaker"
+
+    def transcription_config(self, speaker_config: dict[str, Any] | None = None,
+                             call: CallConfig | None = None) -> TranscriptionConfig:
+        """The SDK's TranscriptionConfig: our fields, then BWSM_TRANSCRIPTION_CONFIG merged over them, then the
+        call's own settings (`call`, from its start message), then the speaker enrolment."""
+        fields = self._fields(call)
+        if speaker_config:
+            fields["speaker_diarization_config"] = {**fields.get("speaker_diarization_config", {}), **speaker_config}
+        try:
+            return TranscriptionConfig(**fields)
+        except TypeError as exc:
+            raise SettingsError(f"BWSM_TRANSCRIPTION_CONFIG has a field the SDK does not know: {exc}") from exc
+
+    def effective_config(self, call: CallConfig | None = None) -> CallConfig:
+        """What a job of this call asks for, as a CallConfig with every field resolved (diarization `none` when
+        off; channel labels only with channel diarization)."""
+        fields = self.transcription_config(call=call).to_dict()
+        diarization = str(fields.get("diarization") or "none")
+        labels = fields.get("channel_diarization_labels") if diarization == "channel" else None
+        model = fields.get("model") or fields.get("operating_point")
+        return CallConfig.from_json({
+            "language": fields.get("language"),
+            "operating_point": None if model is None else getattr(model, "value", model),
+            "output_locale": fields.get("output_locale"),
+            "additional_vocab": fields.get("additional_vocab") or [],
+            "punctuation_overrides": fields.get("punctuation_overrides"),
+            "enable_entities": fields.get("enable_entities"),
+            "diarization": diarization,
+            "channel_labels": list(labels or self.channel_labels) if diarization == "channel" else None,
+            "domain": fields.get("domain"),
+        })
+
+    def _fields(self, call: CallConfig | None = None) -> dict[str, Any]:
         fields: dict[str, Any] = {"language": self.language}
         if self.operating_point:  # the SDK's `model` replaces the deprecated `operating_point` field
             fields["model"] = self.operating_point
@@ -147,18 +230,16 @@ class SubmitSettings:
         if self.additional_vocab:
             fields["additional_vocab"] = [dict(v) for v in self.additional_vocab]
         fields.update(self.transcription_extra)
-        if speaker_config:
-            fields["speaker_diarization_config"] = {**fields.get("speaker_diarization_config", {}), **speaker_config}
-        try:
-            return TranscriptionConfig(**fields)
-        except TypeError as exc:
-            raise SettingsError(f"BWSM_TRANSCRIPTION_CONFIG has a field the SDK does not know: {exc}") from exc
+        if call is not None and call != NO_CONFIG:
+            fields = apply_call_config(fields, call, self.channel_labels)
+        return fields
 
-    def job_fingerprint(self) -> str:
-        """A stable digest of what shapes a job's transcript besides its audio (the transcription config): the
-        same chunk under other job settings is another job, never one found again in the journal or by lookup.
-        Only job-shaping fields count, so a restart (a new webhook secret, another process index) finds its jobs."""
-        shape = {"config": self.transcription_config().to_dict(), "engines": self.parallel_engines,
+    def job_fingerprint(self, call: CallConfig | None = None) -> str:
+        """A stable digest of what shapes a job's transcript besides its audio (the transcription config, the call's
+        own settings included): the same chunk under other job settings is another job, never one found again in
+        the journal or by lookup. Only job-shaping fields count, so a restart (a new webhook secret, another process
+        index) finds its jobs; a call without settings of its own has the flow's fingerprint."""
+        shape = {"config": self.transcription_config(call=call).to_dict(), "engines": self.parallel_engines,
                  "user": self.user_id}
         return hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:16]
 

@@ -4,7 +4,15 @@ Why spacing and not a bursty token bucket: the limit is "N requests in any 1 s w
 A bucket with capacity > 1 lets N + capacity through in one window. We grant requests at least
 (1 + margin) / rate seconds apart, so any N + 1 consecutive grants span more than 1 + margin seconds:
 arrival jitter up to `margin` seconds cannot push N + 1 requests into one window at the server. Delays
-between grant and send on our side are removed by spacing from the real send time (`RateLimiter.sent`).
+between grant and send on our side (a cold connection, a busy interpreter, the journal's fsync) must not bunch
+requests at the server either, so grants are spaced by real send times: one granted request at a time may be waiting
+to leave, and the next grant waits until it has left and comes at least the spacing after that (`RateLimiter`).
+A limiter starts as if it had just sent, so a process that (re)starts into a backlog does not burst.
+
+The bound this gives, per process with an integer share r: consecutive sends are at least (1 + margin) / r - slack
+apart, and since every grant is spaced from the one before it, r + 1 consecutive sends span at least
+1 + margin - slack (the slack, `send_slack`, ignores the usual millisecond between grant and send); arrival jitter
+up to margin - slack cannot put r + 1 of them into one window at the server.
 
 Cluster share rule (processes do not talk to each other, so each must stay within a fixed share):
 the cluster has P processes (the number of `-a` addresses Bytewax was started with, BYTEWAX_ADDRESSES,
@@ -17,10 +25,12 @@ P > N the share would be 0: each process then gets N / P (averages hold, single 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
@@ -118,9 +128,9 @@ class AimdRate:
 class SpacedSchedule:
     """Pure grant arithmetic: the earliest time the next request may start, given the current rate."""
 
-    def __init__(self, margin: float) -> None:
+    def __init__(self, margin: float, start: float | None = None) -> None:
         self.margin = margin
-        self.last: float | None = None
+        self.last: float | None = start  # a start time: as if a request had left then
 
     def next_slot(self, now: float, rate: float) -> float:
         """When the next grant may happen (>= now); call `take` with it once granted."""
@@ -141,39 +151,95 @@ class SpacedSchedule:
         self.last = moved if self.last is None else max(self.last, moved)
 
 
+#: The grant of the request the current asyncio task is making (see `RateLimiter.granted` and `request_sent`).
+_CURRENT_GRANT: ContextVar[tuple[RateLimiter, int] | None] = ContextVar("bwsm_current_grant", default=None)
+
+
+def request_sent() -> None:
+    """Called from the HTTP client's trace hook when a request's headers go on the wire: tells the limiter whose
+    grant the current task holds (a request made outside a grant is ignored)."""
+    current = _CURRENT_GRANT.get()
+    if current is not None:
+        current[0].sent(current[1])
+
+
 class RateLimiter:
-    """An asyncio limiter for one route (POST or GET): FIFO waiters, strict spacing, AIMD rate."""
+    """An asyncio limiter for one route (POST or GET): FIFO waiters, strict spacing from real send times, AIMD rate.
+
+    Use: `grant = await limiter.acquire()`, then make the request inside `with limiter.granted(grant):` so that the
+    trace hook (`request_sent`) and the end of the request reach the limiter. With `tracks_sends` off (the HTTP
+    client cannot report sends), grants are spaced from grant times only.
+    """
 
     def __init__(self, name: str, rate: AimdRate, margin: float, clock: Clock = time.monotonic,
                  send_slack: float = 0.01) -> None:
         self.name = name
         self.send_slack = send_slack
         self.rate = rate
-        self._schedule = SpacedSchedule(margin)
+        self.tracks_sends = False  # set once sends are reported (SubmitService._install_send_clock)
         self._clock = clock
+        # As if a request had just left: a process restarted into a backlog waits one spacing before its first
+        # grant, so its first requests cannot meet the last ones of the process it replaces.
+        self._schedule = SpacedSchedule(margin, start=clock())
         self._fifo: asyncio.Lock | None = None
+        self._left: asyncio.Event | None = None  # set while no granted request is waiting to leave
+        self._granted = 0  # serial number of the last grant
+        self._unsent: int | None = None  # the grant whose request has not been seen leaving yet
 
-    async def acquire(self) -> None:
-        """Wait for this request's slot; waiters are served in arrival order."""
-        if self._fifo is None:
-            self._fifo = asyncio.Lock()
+    async def acquire(self) -> int:
+        """Wait for this request's slot; waiters are served in arrival order. Returns the grant's number."""
+        if self._fifo is None or self._left is None:
+            self._fifo, self._left = asyncio.Lock(), asyncio.Event()
+            self._left.set()
         async with self._fifo:
             while True:
+                if self._unsent is not None:
+                    # The previous request has not left yet: when it does is the time to space from.
+                    await self._left.wait()
+                    continue
                 now = self._clock()
                 slot = self._schedule.next_slot(now, self.rate.current())
                 if slot <= now:
                     self._schedule.take(now)
-                    return
+                    self._granted += 1
+                    if self.tracks_sends:
+                        self._unsent = self._granted
+                        self._left.clear()
+                    return self._granted
                 # Re-check after sleeping: a 429 meanwhile may have lowered the rate.
                 await asyncio.sleep(slot - now)
 
-    def sent(self) -> None:
-        """Called when a granted request's headers are on the wire (an aiohttp trace hook).
+    @contextlib.contextmanager
+    def granted(self, grant: int) -> Iterator[None]:
+        """Make the granted request inside this block: its send is reported by `request_sent` (same task), and
+        leaving the block releases the grant (see `release`)."""
+        token = _CURRENT_GRANT.set((self, grant))
+        try:
+            yield
+        finally:
+            _CURRENT_GRANT.reset(token)
+            self.release(grant)
 
-        A request delayed between grant and send (a busy loop, a connection from the pool) would bunch up
-        with the next one at the server; spacing the next one from the real send time removes that jitter.
+    def sent(self, grant: int) -> None:
+        """The granted request's headers are on the wire now: the next grant is spaced from this moment.
+
+        Delays up to `send_slack` are within the margin and ignored, so the usual millisecond between grant and
+        send does not slow every request down. A send reported twice (a client-side retry) moves the time on again.
         """
         self._schedule.observe(self._clock(), self.send_slack)
+        if grant == self._unsent:
+            self._settle()
+
+    def release(self, grant: int) -> None:
+        """The request of `grant` is over (answered, failed or cancelled). If it was never seen leaving (it failed
+        before sending), it counts as sent now: later than the truth, never earlier."""
+        if grant == self._unsent:
+            self.sent(grant)
+
+    def _settle(self) -> None:
+        self._unsent = None
+        if self._left is not None:
+            self._left.set()
 
     def throttled(self) -> bool:
         """Tell the limiter the server answered 429; returns True if the rate was lowered."""

@@ -147,6 +147,14 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def job(self, job_id: str) -> dict[str, Any]:
+        """GET /v2/jobs/{id} (with this worker's key): the job as the API describes it, its config as submitted."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        status, payload = _request("GET", f"{self.url}/jobs/{job_id}", headers=headers)
+        if status >= 400:
+            raise RuntimeError(f"GET /v2/jobs/{job_id} -> HTTP {status}: {payload[:500].decode(errors='replace')}")
+        return json.loads(payload)["job"]
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (clean shutdown), SIGKILL after the timeout."""
         if self.process.poll() is None:

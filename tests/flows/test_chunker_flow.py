@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.chunking import ChunkConfig
 from bytewax.speechmatics.flows.decode import decode_frames
+from bytewax.speechmatics.schemas.chunks import CallStarted
 from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
 
@@ -47,7 +48,8 @@ def test_refused_frames_come_out_as_dead_letters_beside_the_chunks() -> None:
     assert [(d.key, d.stage, dict(d.context)["dlq.source.offset"]) for d in dead] == [(b"a", "chunker", "1"),
                                                                                      (b"a", "chunker", "5")]
     assert "format changed" in dead[0].reason and "after the call ended" in dead[1].reason
-    ((key, chunk),) = chunks
+    started, (key, chunk) = chunks
+    assert started == ("a", CallStarted("a"))  # the call is announced before its first chunk
     assert key == "a" and chunk.span.last and chunk.span.gaps_filled == 2
     assert chunk.new_audio == b"\x01\x00" * 4000 + b"\0\0" * 8000 + b"\x03\x00" * 4000 + b"\x04\x00" * 100
     assert chunk.source == (("calls.audio", 1, 0, 4),)

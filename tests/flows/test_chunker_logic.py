@@ -10,6 +10,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from bytewax.speechmatics.flows.chunker import ChunkerLogic
 from bytewax.speechmatics.flows.chunking import ChunkConfig
+from bytewax.speechmatics.schemas.chunks import CallStarted
 from bytewax.speechmatics.schemas.frames import AudioFrame
 
 CONFIG = ChunkConfig(idle_timeout_seconds=10, forget_seconds=600)
@@ -23,7 +24,7 @@ def test_idle_flush_then_tombstone_then_forget() -> None:
     logic = ChunkerLogic(CONFIG, None)
     assert logic.notify_at() is None
     out, discard = logic.on_batch([frame(0), frame(1)])
-    assert out == [] and discard is StatefulBatchLogic.RETAIN
+    assert [type(o) for o in out] == [CallStarted] and discard is StatefulBatchLogic.RETAIN  # announced, no chunk
     idle_at = logic.notify_at().timestamp()
     assert 0 < idle_at - time.time() <= 10
     assert logic.on_notify() == ([], StatefulBatchLogic.RETAIN)  # woken early: nothing happens

@@ -18,7 +18,7 @@ from test_chunking_helpers import add_duplicates, bounded_shuffle, frames_for, s
 from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.chunking import ChunkConfig
 from bytewax.speechmatics.flows.decode import decode_frames
-from bytewax.speechmatics.schemas.chunks import Chunk
+from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk
 from bytewax.speechmatics.schemas.frames import encode_frame
 
 CONFIG = ChunkConfig(chunk_seconds=0.5, overlap_seconds=0.05, reorder_window_frames=4)
@@ -50,10 +50,12 @@ def chunking_flow(items: list, sink: list) -> Dataflow:
     return flow
 
 
-def by_reference(outputs: list[tuple[str, Chunk]]) -> dict[str, set[Chunk]]:
-    found: dict[str, set[Chunk]] = {}
-    for _, chunk in outputs:
-        found.setdefault(chunk.span.reference, set()).add(strip_clock(chunk))
+def by_reference(outputs: list[tuple[str, Chunk | CallStarted]]) -> dict[str, set[Chunk | CallStarted]]:
+    """Chunk reference (or `started/<call>` for the call's announcement) -> every version of it that came out."""
+    found: dict[str, set[Chunk | CallStarted]] = {}
+    for _, item in outputs:
+        ref = item.span.reference if isinstance(item, Chunk) else f"started/{item.call_id}"
+        found.setdefault(ref, set()).add(strip_clock(item))
     return found
 
 
@@ -63,7 +65,8 @@ def test_a_crashed_and_resumed_run_cuts_the_same_chunks(tmp_path: Path) -> None:
     run_main(chunking_flow(messages, clean))
     expected = by_reference(clean)
     for call_id, audio in audio_of.items():
-        chunks = sorted((c for c, in expected.values() if c.span.call_id == call_id), key=lambda c: c.span.index)
+        chunks = sorted((c for c, in expected.values() if isinstance(c, Chunk) and c.span.call_id == call_id),
+                        key=lambda c: c.span.index)
         assert b"".join(c.new_audio for c in chunks) == audio and chunks[-1].span.last
 
     init_db_dir(tmp_path, 1)
@@ -82,8 +85,8 @@ def test_a_crashed_and_resumed_run_cuts_the_same_chunks(tmp_path: Path) -> None:
     assert all(len(versions) == 1 for versions in got.values()), "a chunk came out differently after a resume"
     assert got == expected
     # The runs really resumed (from the last snapshot, not from the start): no run repeats the first chunk.
-    first = clean[0][1].span.reference
-    assert sum(1 for run in per_run for _, c in run if c.span.reference == first) == 1
+    first = next(c for _, c in clean if isinstance(c, Chunk)).span.reference
+    assert sum(1 for run in per_run for _, c in run if isinstance(c, Chunk) and c.span.reference == first) == 1
     assert os.listdir(tmp_path)
 
 
@@ -100,7 +103,7 @@ def test_an_idle_call_is_flushed_by_the_timer_and_continues_after(tmp_path: Path
     cut = chunk_calls("chunker", decoded.oks, config)
     op.output("out", op.merge("all", cut.oks, op.map("keyed", cut.errs, lambda dl: ("", dl))), TestingSink(out))
     run_main(flow)
-    spans = [c.span for _, c in out]
+    spans = [c.span for _, c in out if isinstance(c, Chunk)]
     assert [(s.index, s.start_sample, s.end_sample, s.last) for s in spans] == [
         (0, 0, 800 * len(first), True), (1, 800 * len(first), 800 * len(frames), True)]
     assert len(rest) > 0

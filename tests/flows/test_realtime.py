@@ -82,6 +82,10 @@ def run(messages: list[dict], call_id: str = "call-rt") -> tuple[list[dict], Rea
     return events, state
 
 
+def segments(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["type"] == "segment"]
+
+
 def latest_by_id(events: list[dict]) -> dict[str, dict]:
     """What a consumer that keeps the latest event per id ends up with."""
     out: dict[str, dict] = {}
@@ -91,10 +95,13 @@ def latest_by_id(events: list[dict]) -> dict[str, dict]:
 
 
 def test_partials_are_replaced_by_their_finals() -> None:
-    events, state = run(SESSION)
+    everything, state = run(SESSION)
     assert state.ended
+    assert [e["type"] for e in everything] == ["call_started", *["segment"] * 6, "utterance_end", "segment",
+                                               "segment", "call_completed"]
+    assert all(e["source"] == "realtime" for e in everything)
+    events = segments(everything)
     assert [e["is_final"] for e in events] == [False, False, False, True, False, True, False, True]
-    assert all(e["source"] == "realtime" and e["type"] == "segment" for e in events)
     kept = latest_by_id(events)
     assert all(e["is_final"] for e in kept.values())
     assert [e["transcript"] for e in kept.values()] == ["Good morning,", "everyone.", "Let's begin."]
@@ -106,7 +113,8 @@ def test_partials_are_replaced_by_their_finals() -> None:
 
 
 def test_words_speakers_and_times_follow_the_messages() -> None:
-    events, _ = run(SESSION)
+    all_events, _ = run(SESSION)
+    events = segments(all_events)
     final = events[3]
     assert [(w["text"], w["type"], w["start_time"], w["end_time"]) for w in final["words"]] == [
         ("Good", "word", 0.48, 0.8), ("morning", "word", 0.8, 1.2), (",", "punctuation", 1.2, 1.2)]
@@ -134,9 +142,11 @@ def test_a_reconnected_session_never_reuses_ids() -> None:
     again, _ = run([{"message": "RecognitionStarted", "id": "s2"}, transcript("AddTranscript", [GOOD])])
     assert first[0]["event_id"] != again[0]["event_id"]
     state = RealtimeState()
-    ids = [e["event_id"] for m in [*SESSION, {"message": "RecognitionStarted", "id": "next"}, *SESSION[1:5]]
-           for e in normalize("call-rt", m, state)]
-    assert len(set(ids)) == 4
+    events = [e for m in [*SESSION, {"message": "RecognitionStarted", "id": "next"}, *SESSION[1:5]]
+              for e in normalize("call-rt", m, state)]
+    assert len({e["event_id"] for e in segments(events)}) == 4
+    started = [e["event_id"] for e in events if e["type"] == "call_started"]
+    assert len(started) == 2 and len(set(started)) == 2
 
 
 def test_an_emptied_partial_clears_what_it_showed() -> None:
@@ -173,7 +183,7 @@ def test_realtime_branch_in_a_dataflow() -> None:
     op.output("events", outputs.oks, TestingSink(events))
     op.output("dead", outputs.errs, TestingSink(dead))
     run_main(flow)
-    a = [p.event for key, p in events if key == "call-a"]
+    a = [p.event for key, p in events if key == "call-a" and p.event["type"] == "segment"]
     assert [e["transcript"] for e in a] == ["Good", "Good morning", "Good morning everyone", "Good morning,"]
     assert [p.event["transcript"] for key, p in events if key == "call-b"] == ["Good morning,"]
     assert all(p.closed_at is None for _, p in events)
@@ -234,3 +244,95 @@ def test_a_session_that_goes_silent_is_forgotten_after_the_idle_time() -> None:
     assert logic.on_notify() == ([], False)  # not yet
     logic.state.last_seen -= 3601
     assert logic.on_notify() == ([], True)
+
+
+# ---- the session lifecycle: every ServerMessageType of the speechmatics-rt SDK has a mapping ------------------
+
+#: The SDK's ServerMessageType values (speechmatics-rt, speechmatics/rt/_models.py), with a minimal real message.
+SDK_MESSAGES = {
+    "RecognitionStarted": {"message": "RecognitionStarted", "id": "s-9", "orchestrator_version": "x",
+                           "language_pack_info": {"language_description": "English", "word_delimiter": " "}},
+    "AudioAdded": {"message": "AudioAdded", "seq_no": 3},
+    "AddPartialTranscript": transcript("AddPartialTranscript", [GOOD]),
+    "AddTranscript": transcript("AddTranscript", [GOOD]),
+    "EndOfTranscript": {"message": "EndOfTranscript"},
+    "EndOfUtterance": {"message": "EndOfUtterance", "format": "2.9", "metadata": {"start_time": 0.8, "end_time": 0.8}},
+    "AudioEventStarted": {"message": "AudioEventStarted", "event": {"type": "music", "start_time": 1.0}},
+    "AudioEventEnded": {"message": "AudioEventEnded", "event": {"type": "music", "end_time": 2.0}},
+    "AddTranslation": {"message": "AddTranslation", "language": "de", "results": [{"content": "Guten Morgen"}]},
+    "AddPartialTranslation": {"message": "AddPartialTranslation", "language": "de", "results": []},
+    "SpeakersResult": {"message": "SpeakersResult", "speakers": []},
+    "Info": {"message": "Info", "type": "recognition_quality", "reason": "Running recognition"},
+    "Warning": {"message": "Warning", "type": "duration_limit_exceeded", "reason": "close to the limit"},
+    "Error": {"message": "Error", "type": "invalid_audio_type", "reason": "audio type not supported"},
+    "ChannelAudioAdded": {"message": "ChannelAudioAdded", "channel": "left", "seq_no": 1},
+}
+
+
+def test_every_sdk_message_type_has_a_documented_mapping() -> None:
+    from bytewax.speechmatics.flows import realtime
+
+    assert set(realtime.MAPPING) == set(SDK_MESSAGES)
+    for kind, message in SDK_MESSAGES.items():
+        events = normalize("call-rt", message, RealtimeState())
+        becomes = realtime.MAPPING[kind]
+        assert [e["type"] for e in events] == ([] if becomes == realtime.IGNORED else [becomes]), kind
+        for event in events:
+            VALIDATOR.validate(event)
+        assert kind in realtime.__doc__  # the module docstring documents it (and the README's table)
+
+
+def test_a_session_starts_has_turn_ends_and_completes() -> None:
+    events, state = run(SESSION)
+    started, completed = events[0], events[-1]
+    assert (started["type"], started["source"], started["event_id"]) == (
+        "call_started", "realtime", event_id_of("call-rt", "abc/started"))
+    (turn,) = [e for e in events if e["type"] == "utterance_end"]
+    assert (turn["start_time"], turn["end_time"], turn["words"], turn["language"]) == (1.8, 1.8, [], "en")
+    assert completed["type"] == "call_completed" and completed["source"] == "realtime"
+    assert completed["counts"] == {"chunks": 0, "failed_chunks": 0, "words": 5, "audio_seconds": 2.5}
+    assert completed["speakers"] == ["S1"] and completed["error"] is None and state.ended
+    again, _ = run(SESSION)
+    assert orjson.dumps(again) == orjson.dumps(events)  # replays repeat every event byte for byte
+
+
+def event_id_of(call_id: str, part: str) -> str:
+    from bytewax.speechmatics.schemas.events import event_id
+
+    return event_id(call_id, "realtime", part)
+
+
+def test_turn_ends_are_numbered_per_channel_and_session() -> None:
+    eou = {"message": "EndOfUtterance", "metadata": {"start_time": 1.0, "end_time": 1.2}}
+    events, _ = run([{"message": "RecognitionStarted", "id": "s1"}, eou, eou, {**eou, "channel": "agent"},
+                     {"message": "RecognitionStarted", "id": "s2"}, eou])
+    turns = [e for e in events if e["type"] == "utterance_end"]
+    assert len({e["event_id"] for e in turns}) == 4 and turns[2]["channel"] == "agent"
+    with pytest.raises(ContractError):
+        normalize("c", {"message": "EndOfUtterance", "metadata": {"end_time": "late"}}, RealtimeState())
+
+
+def test_an_error_ends_the_session_with_a_completion_that_says_why() -> None:
+    from bytewax.speechmatics.flows.realtime import RealtimeLogic
+
+    logic = RealtimeLogic(None)
+    logic.on_item(("call-rt", orjson.dumps(SESSION[0])))
+    out, discard = logic.on_item(("call-rt", orjson.dumps(SDK_MESSAGES["Error"])))
+    (completed,) = [p.event for p in out]
+    assert completed["type"] == "call_completed" and discard is True
+    assert completed["error"] == "real-time session error: invalid_audio_type: audio type not supported"
+
+
+def test_ignored_messages_are_counted() -> None:
+    from prometheus_client import REGISTRY
+
+    from bytewax.speechmatics.flows.realtime import RealtimeLogic
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("bwsm_realtime_messages_total",
+                                         {"type": "AddTranslation", "outcome": "ignored"}) or 0.0
+
+    before = count()
+    logic = RealtimeLogic(None)
+    out, _ = logic.on_item(("call-rt", orjson.dumps(SDK_MESSAGES["AddTranslation"])))
+    assert out == [] and count() == before + 1

@@ -28,6 +28,7 @@ from e2e_harness import (
 from worker_fixtures import synthetic_call
 
 from bytewax.speechmatics.connectors.worker.control import WorkerProcess, start_worker
+from bytewax.speechmatics.schemas import CallTranscript
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -113,6 +114,8 @@ def test_every_call_comes_out_exactly_as_its_truth(baseline: dict, calls: list[T
     for call in calls:
         events = by_call[call.call_id]
         assert stitched_words(events) == call.truth_texts(), call.call_id
+        final = CallTranscript.from_events(events).to_document()  # what a consumer reads: the final document
+        assert final["completed"] and [w["text"] for w in final["words"]] == call.truth_texts(), call.call_id
         assert [e["type"] for e in events].count("call_completed") == 1
         assert events[-1]["type"] == "call_completed"
         indexes = [e["job"]["chunk_index"] for e in events if e["type"] == "segment"]

@@ -1,12 +1,21 @@
-"""Throttle arithmetic: cluster share, AIMD, spacing; the 'any 1 s window' guarantee as a property."""
+"""Throttle arithmetic: cluster share, AIMD, spacing; the 'any 1 s window' guarantee as a property, also with delays
+between grant and send, with processes killed and restarted into a backlog (on a virtual clock), and through the
+real HTTP client against the local worker."""
 
 from __future__ import annotations
 
 import asyncio
+import random
+import selectors
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from hypothesis import given
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from submit_flow import max_in_window
+from submit_flow import bench_chunks, max_in_window
 
 from bytewax.speechmatics.connectors.speechmatics.throttle import (
     AimdRate,
@@ -15,7 +24,10 @@ from bytewax.speechmatics.connectors.speechmatics.throttle import (
     SpacedSchedule,
     cluster_place,
     cluster_share,
+    request_sent,
 )
+
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -110,3 +122,218 @@ def test_rate_limiter_serves_waiters_in_order_at_the_spaced_rate() -> None:
     assert [i for i, _ in order] == list(range(20))
     gaps = [b - a for (_, a), (_, b) in zip(order, order[1:], strict=False)]
     assert min(gaps) >= 0.02 * 0.95  # 1/50 s apart (timer granularity aside)
+
+
+# ---- real send times (a virtual clock: no waiting, no dependence on the machine's load) --------------------------
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of waiting for it."""
+
+    def __init__(self) -> None:
+        self.virtual = 1000.0
+        loop = self
+
+        class Jump(selectors.DefaultSelector):
+            def select(self, timeout: float | None = None) -> list:
+                if timeout is None:  # nothing scheduled and nothing ready: every task waits on another
+                    raise RuntimeError("deadlock: no task can make progress")
+                loop.virtual += max(0.0, timeout)
+                return super().select(0)
+
+        super().__init__(Jump())
+
+    def time(self) -> float:
+        return self.virtual
+
+
+def on_virtual_clock(main: Callable[[VirtualClockLoop], Awaitable[T]]) -> T:
+    loop = VirtualClockLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+@dataclass
+class Process:
+    """One flow process's POST limiter in a simulation, with what it has sent."""
+
+    limiter: RateLimiter
+    sends: list[float] = field(default_factory=list)
+
+
+def limiter_on(loop: VirtualClockLoop, rate: float, margin: float = 0.06) -> RateLimiter:
+    limiter = RateLimiter("post", AimdRate(rate, clock=loop.time), margin, clock=loop.time)
+    limiter.tracks_sends = True  # as SubmitService sets it once the HTTP client reports sends
+    return limiter
+
+
+async def one_request(loop: VirtualClockLoop, process: Process, delay: float, reaches_wire: bool = True) -> None:
+    """What SubmitService._request does, with `delay` between the grant and the headers leaving (a cold
+    connection, a busy interpreter); a request that fails before sending never reaches the wire."""
+    grant = await process.limiter.acquire()
+    with process.limiter.granted(grant):
+        await asyncio.sleep(delay)
+        if not reaches_wire:
+            return
+        request_sent()  # the trace hook, in the task that holds the grant
+        process.sends.append(loop.time())
+        await asyncio.sleep(0.05)  # the answer
+
+
+def test_a_send_delayed_past_the_next_grant_does_not_meet_the_next_one() -> None:
+    """The issue's bunching: a grant whose send is late must not leave together with the next grant's."""
+
+    async def main(loop: VirtualClockLoop) -> list[float]:
+        process = Process(limiter_on(loop, 5.0))
+        delays = [0.19, 0.0, 0.25, 0.0, 0.0, 0.4, 0.0]
+        await asyncio.gather(*(one_request(loop, process, d) for d in delays))
+        return process.sends
+
+    sends = on_virtual_clock(main)
+    spacing = 1.06 / 5.0
+    gaps = [b - a for a, b in zip(sends, sends[1:], strict=False)]
+    assert len(sends) == 7 and min(gaps) >= spacing - 0.01 - 1e-9, gaps
+
+
+def test_a_limiter_starts_as_if_it_had_just_sent() -> None:
+    """A process restarted into a backlog waits one spacing before its first POST (no burst on start)."""
+
+    async def main(loop: VirtualClockLoop) -> tuple[float, float]:
+        process = Process(limiter_on(loop, 5.0))
+        created = loop.time()
+        await one_request(loop, process, 0.0)
+        return created, process.sends[0]
+
+    created, first = on_virtual_clock(main)
+    assert first - created >= 1.06 / 5.0 - 1e-9
+
+
+def test_a_request_that_never_leaves_releases_the_next() -> None:
+    """A request that fails before sending (connection refused) must not hold the route up for ever."""
+
+    async def main(loop: VirtualClockLoop) -> list[float]:
+        process = Process(limiter_on(loop, 10.0))
+        await asyncio.gather(one_request(loop, process, 0.3, reaches_wire=False), one_request(loop, process, 0.0))
+        return process.sends
+
+    assert len(on_virtual_clock(main)) == 1
+
+
+def test_without_send_reports_grants_are_spaced_and_not_serialised() -> None:
+    """An HTTP client that cannot report sends: grant-time spacing, requests overlap as before."""
+
+    async def main(loop: VirtualClockLoop) -> list[float]:
+        process = Process(limiter_on(loop, 10.0))
+        process.limiter.tracks_sends = False
+        grants: list[float] = []
+
+        async def hold() -> None:
+            await process.limiter.acquire()
+            grants.append(loop.time())
+            await asyncio.sleep(5.0)  # a long request: the next grants do not wait for it
+
+        await asyncio.gather(*(hold() for _ in range(5)))
+        return grants
+
+    grants = on_virtual_clock(main)
+    assert grants[-1] - grants[0] < 1.0
+    assert min(b - a for a, b in zip(grants, grants[1:], strict=False)) >= 0.106 - 1e-9
+
+
+delays = st.one_of(st.floats(0.0, 0.003), st.floats(0.0, 0.6))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(limit=st.integers(2, 12), processes=st.integers(1, 3), backlog=st.integers(5, 40),
+       grant_to_send=st.lists(delays, min_size=120, max_size=120),
+       failing=st.sets(st.integers(0, 119), max_size=10),
+       kill_after=st.floats(0.0, 3.0), restart_after=st.floats(0.0, 0.5), victim=st.integers(0, 2))
+def test_no_window_holds_more_than_the_limit_with_late_sends_and_a_restart(
+    limit: int, processes: int, backlog: int, grant_to_send: list[float], failing: set[int],
+    kill_after: float, restart_after: float, victim: int,
+) -> None:
+    """A cluster sharing `limit`, each process with a backlog, sends delayed after their grants (some by more than
+    the spacing), some requests failing before they leave, and one process killed at a random moment and
+    restarted (its unsent requests are started again by the new process): the server never sees more than the
+    limit in any 1 s window."""
+    processes = min(processes, limit)
+    victim %= processes
+    draws = iter(range(10**9))
+
+    def delay() -> float:
+        return grant_to_send[next(draws) % len(grant_to_send)]
+
+    async def main(loop: VirtualClockLoop) -> list[float]:
+        def start(index: int, requests: int) -> tuple[Process, list[asyncio.Task]]:
+            process = Process(limiter_on(loop, cluster_share(float(limit), ClusterPlace(processes, index))))
+            tasks = [asyncio.ensure_future(one_request(loop, process, delay(), next(draws) % 120 not in failing))
+                     for _ in range(requests)]
+            return process, tasks
+
+        cluster = [start(i, backlog) for i in range(processes)]
+        await asyncio.sleep(kill_after)
+        dead, tasks = cluster[victim]
+        for task in tasks:  # SIGKILL: what has left has left, the rest never will
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(restart_after)
+        cluster.append(start(victim, backlog - len(dead.sends)))
+        await asyncio.gather(*(t for _, ts in cluster for t in ts), return_exceptions=True)
+        return [t for process, _ in cluster for t in process.sends]
+
+    sends = on_virtual_clock(main)
+    assert max_in_window(sends) <= limit
+
+
+# ---- the same through the real HTTP client and the local worker ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_delays_between_grant_and_send_never_put_more_than_the_limit_into_a_window(local_worker, tmp_path) -> None:
+    """The SDK's POSTs, a quarter of them held back 0.2-0.5 s after their grant (inside the request, where a cold
+    connection or a busy interpreter would hold them): the worker's POST arrivals stay within the limit."""
+    from speechmatics.batch import AsyncClient
+
+    from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal
+    from bytewax.speechmatics.connectors.speechmatics.service import (
+        ChunkDone,
+        ChunkFailed,
+        SubmitRequest,
+        SubmitService,
+    )
+    from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
+
+    worker = local_worker(engine="reference", parallel=16, api_key="late-key")
+    rng = random.Random(18)
+
+    class LateSender(AsyncClient):
+        async def submit_job(self, audio: Any, **kwargs: Any) -> Any:
+            if rng.random() < 0.25:
+                await asyncio.sleep(rng.uniform(0.2, 0.5))
+            return await super().submit_job(audio, **kwargs)
+
+    settings = SubmitSettings(api_key="late-key", batch_url=worker.url, post_rate=10.0, get_rate=100.0,
+                              journal_dir=str(tmp_path), poll_min=0.05, poll_max=0.2)
+    service = SubmitService(settings, place=ClusterPlace(1, 0), journal=JobJournal(tmp_path),
+                            client_factory=lambda: LateSender(api_key="late-key", url=worker.url)).start()
+    chunks = bench_chunks(8, 6, 0.05, prefix="late")
+    ended: dict[str, int] = {}
+    try:
+        for chunk in chunks:
+            service.submit(SubmitRequest(chunk))
+        deadline = time.monotonic() + 240
+        while sum(ended.values()) < len(chunks) and time.monotonic() < deadline:
+            for call in {c.span.call_id for c in chunks}:
+                events = service.wait(call, timeout=0.1)
+                ended[call] = ended.get(call, 0) + sum(isinstance(e, (ChunkDone, ChunkFailed)) for e in events)
+    finally:
+        service.close()
+    assert sum(ended.values()) == len(chunks)
+    arrivals = worker.admin.stats()["post_arrivals"]
+    assert len(arrivals) == len(chunks)
+    busiest = max_in_window(arrivals)
+    print(f"\n{len(arrivals)} POSTs, a quarter sent 0.2-0.5 s after their grant: busiest 1 s window {busiest} "
+          f"(limit 10)")
+    assert busiest <= 10
