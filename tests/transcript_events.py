@@ -48,11 +48,10 @@ def spans(call_id: str, truth: list[TruthWord], chunking: Chunking) -> list[Chun
             for i, s in enumerate(starts)]
 
 
-def chunk_result(truth: list[TruthWord], span: ChunkSpan, failed: bool) -> ChunkResult:
-    if failed:
-        return ChunkResult(span, error="job rejected", job_id=f"job-{span.index}")
+def engine_result(truth: list[TruthWord], span: ChunkSpan, rule: str) -> ChunkResult:
+    """What the reference engine returns for a chunk: kept words clipped, times from the chunk's start."""
     results = []
-    for w, s, e in select_words(truth, span.start_time, span.end_time, "midpoint"):
+    for w, s, e in select_words(truth, span.start_time, span.end_time, rule):
         result = {"type": w.type, "start_time": round(s - span.start_time, 6),
                   "end_time": round(e - span.start_time, 6),
                   "alternatives": [{"content": w.text, "confidence": 0.9, "speaker": w.speaker, "language": "en"}]}
@@ -60,6 +59,12 @@ def chunk_result(truth: list[TruthWord], span: ChunkSpan, failed: bool) -> Chunk
             result.update(attaches_to=w.attaches_to, is_eos=w.is_eos)
         results.append(result)
     return ChunkResult(span, {"format": "2.9", "results": results}, job_id=f"job-{span.index}")
+
+
+def chunk_result(truth: list[TruthWord], span: ChunkSpan, failed: bool) -> ChunkResult:
+    if failed:
+        return ChunkResult(span, error="job rejected", job_id=f"job-{span.index}")
+    return engine_result(truth, span, "midpoint")
 
 
 def batch_events(call_id: str, truth: list[TruthWord], chunking: Chunking = Chunking()) -> list[dict]:

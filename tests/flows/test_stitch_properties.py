@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from transcript_events import engine_result
 
 from bytewax.speechmatics.connectors.worker.engines.reference import TruthWord, select_words
 from bytewax.speechmatics.flows.segments import batch_segment, call_completed
@@ -62,19 +63,6 @@ def cuts(draw, duration: float) -> list[ChunkSpan]:  # noqa: ANN001
             return spans
         overlap = int(draw(st.sampled_from([0.0, 0.1, 0.3, 0.5, 1.0])) * RATE)
         start = end - overlap
-
-
-def engine_result(truth: list[TruthWord], span: ChunkSpan, rule: str) -> ChunkResult:
-    """What the reference engine returns for a chunk: kept words clipped, times from the chunk's start."""
-    results = []
-    for w, s, e in select_words(truth, span.start_time, span.end_time, rule):
-        result = {"type": w.type, "start_time": round(s - span.start_time, 6),
-                  "end_time": round(e - span.start_time, 6),
-                  "alternatives": [{"content": w.text, "confidence": 0.9, "speaker": w.speaker, "language": "en"}]}
-        if w.type == "punctuation":
-            result.update(attaches_to=w.attaches_to, is_eos=w.is_eos)
-        results.append(result)
-    return ChunkResult(span, {"format": "2.9", "results": results}, job_id=f"job-{span.index}")
 
 
 def expected_words(truth: list[TruthWord], spans: list[ChunkSpan], rule: str) -> list[tuple[str, float, float, str]]:

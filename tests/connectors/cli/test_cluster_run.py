@@ -129,16 +129,21 @@ def kill_when_running(victim: subprocess.Popen, marks: Path, expected: int,
     return thread
 
 
-@pytest.mark.parametrize("survivor", [0, 1])
-def test_a_process_whose_peer_is_killed_exits_with_one_line_and_code_75(
-    survivor: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
-) -> None:
+def two_process_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """The test flow importable by the processes, their marks directory, and two free cluster addresses."""
     (tmp_path / "cluster_flow.py").write_text(CLUSTER_FLOW)
     marks = tmp_path / "marks"
     marks.mkdir()
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("CLUSTER_MARKS", str(marks))
-    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    return marks, f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize("survivor", [0, 1])
+def test_a_process_whose_peer_is_killed_exits_with_one_line_and_code_75(
+    survivor: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+) -> None:
+    marks, addresses = two_process_cluster(tmp_path, monkeypatch)
 
     def argv(process_id: int) -> list[str]:
         return [sys.executable, "-m", FLOW_PROCESS, "cluster_flow:flow", "-i", str(process_id), "-a", addresses]
@@ -167,12 +172,7 @@ def test_stopping_the_whole_cluster_is_a_stop_not_a_lost_peer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
 ) -> None:
     """SIGINT to every process at once: whichever stops first, the others end with "run: stopped" and exit 0."""
-    (tmp_path / "cluster_flow.py").write_text(CLUSTER_FLOW)
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("CLUSTER_MARKS", str(marks))
-    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    marks, addresses = two_process_cluster(tmp_path, monkeypatch)
     argv = [sys.executable, "-m", FLOW_PROCESS, "cluster_flow:flow", "-a", addresses, "-i"]
     peer = subprocess.Popen([*argv, "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
