@@ -42,13 +42,13 @@ def build_flow(bootstrap: str, topic: str, tail: bool = False, config=None):  # 
     from bytewax.dataflow import Dataflow
 
     from bench.chunker_bench import CountingSink
-    from bytewax.speechmatics.connectors.kafka.config import security_config
+    from bytewax.speechmatics.connectors.kafka.config import client_config
     from bytewax.speechmatics.flows.chunker import chunk_calls
     from bytewax.speechmatics.flows.chunking import ChunkConfig
     from bytewax.speechmatics.flows.decode import decode_frames
 
     flow = Dataflow("bench_ingest")
-    source = KafkaSource([bootstrap], [topic], tail=tail, add_config=security_config(), batch_size=1000)
+    source = KafkaSource([bootstrap], [topic], tail=tail, add_config=client_config(), batch_size=1000)
     decoded = decode_frames("decode", op.input("in", flow, source))
     sink = CountingSink()
     op.output("out", chunk_calls("chunker", decoded.oks, config or ChunkConfig()).oks, sink)
