@@ -36,20 +36,19 @@ PARTITIONS = 4
 
 
 def build_flow(bootstrap: str, topic: str, tail: bool = False, config=None):  # noqa: ANN001, ANN201 - (Dataflow, CountingSink)
-    """KafkaSource -> decode -> chunk_calls -> counting sink: the flow's ingest half, nothing else."""
+    """audio_input (Kafka read + decode) -> chunk_calls -> counting sink: the flow's ingest half, nothing else."""
     import bytewax.operators as op
-    from bytewax.connectors.kafka import KafkaSource
     from bytewax.dataflow import Dataflow
 
     from bench.chunker_bench import CountingSink
-    from bytewax.speechmatics.connectors.kafka.config import client_config
     from bytewax.speechmatics.flows.chunker import chunk_calls
     from bytewax.speechmatics.flows.chunking import ChunkConfig
-    from bytewax.speechmatics.flows.decode import decode_frames
+    from bytewax.speechmatics.flows.decode import audio_input
 
     flow = Dataflow("bench_ingest")
-    source = KafkaSource([bootstrap], [topic], tail=tail, add_config=client_config(), batch_size=1000)
-    decoded = decode_frames("decode", op.input("in", flow, source))
+    pace = float(os.environ.get("BENCH_PACE", "0.05"))
+    batch = int(os.environ.get("BENCH_BATCH", "10000"))
+    decoded = audio_input("in", flow, brokers=[bootstrap], topics=[topic], tail=tail, batch_size=batch, pace=pace)
     sink = CountingSink()
     op.output("out", chunk_calls("chunker", decoded.oks, config or ChunkConfig()).oks, sink)
     return flow, sink

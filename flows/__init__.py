@@ -3,7 +3,8 @@
     import bytewax.speechmatics.flows as smf
 
     settings = smf.Settings.from_env()          # or Settings() and your own values
-    frames = smf.decode_frames("decode", kafka_messages, settings.decoding)
+    frames = smf.audio_input("audio_in", flow, brokers=settings.kafka.brokers, topics=[settings.topics.audio],
+                             config=settings.decoding)   # or decode_frames(...) on your own Kafka messages
     chunks = smf.chunk_calls("chunk", frames.oks, settings.chunking)
     results = smf.transcribe_chunks("transcribe", chunks.oks, settings.submission)
     events = smf.stitch_calls("stitch", results.oks, settings.stitching)
@@ -18,7 +19,7 @@ from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.chunking import ChunkConfig
 from bytewax.speechmatics.flows.collector import CollectSettings, collect_transcripts
-from bytewax.speechmatics.flows.decode import DecodeSettings, decode_frames
+from bytewax.speechmatics.flows.decode import DecodeSettings, audio_input, decode_frames
 from bytewax.speechmatics.flows.microbatch import build_flow
 from bytewax.speechmatics.flows.realtime import RealtimeSettings, normalize_realtime
 from bytewax.speechmatics.flows.segments import Produced
@@ -43,6 +44,7 @@ __all__ = [
     "StageOut",
     "StitchSettings",
     "SubmitSettings",
+    "audio_input",
     "build_flow",
     "chunk_calls",
     "collect_transcripts",

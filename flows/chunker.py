@@ -84,11 +84,15 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarte
         self.touched_at = now
         self.deadline = now + (cfg.idle_timeout_seconds if self.core.open else cfg.forget_seconds)
 
-    def on_batch(self, values: list[AudioFrame | CallStart]) -> tuple[Output, bool]:
+    def on_batch(self, values: list[AudioFrame | CallStart | list[AudioFrame | CallStart]]) -> tuple[Output, bool]:
         out: Output = []
         push = self.core.push
-        for frame in values:
-            push(frame, out)
+        for value in values:
+            if value.__class__ is list:  # a call's frames of one consumed batch (audio_input)
+                for frame in value:
+                    push(frame, out)
+            else:
+                push(value, out)
         self._arm(time.time())
         publish(self.tally)
         return out, StatefulBatchLogic.RETAIN
@@ -115,15 +119,16 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarte
 
 
 @operator
-def chunk_calls(step_id: str, up: KeyedStream[AudioFrame | CallStart], config: ChunkConfig | None = None
-                ) -> StageOut[Chunk | CallStarted]:
+def chunk_calls(step_id: str, up: KeyedStream[AudioFrame | CallStart | list[AudioFrame | CallStart]],
+                config: ChunkConfig | None = None) -> StageOut[Chunk | CallStarted]:
     """Cut each call's frames into chunks: reorder by seq, drop replays, fill gaps with silence, cut fixed windows
     with overlap (or on silence with the `vad` policy), flush on the `end` frame or an idle timeout. A call's
     start message sets the settings and metadata its chunks carry.
 
     Args:
         step_id: Unique ID.
-        up: `(call_id, AudioFrame)` and `(call_id, CallStart)`, as `decode_frames(...).oks` gives them.
+        up: `(call_id, AudioFrame)` and `(call_id, CallStart)`, as `decode_frames(...).oks` gives them, or
+            `(call_id, [AudioFrame | CallStart, ...])` (a call's messages in offset order), as `audio_input` does.
         config: How calls are cut; the built-in defaults (30 s fixed windows, 0.3 s overlap) when omitted.
 
     Returns:

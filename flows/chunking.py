@@ -47,12 +47,14 @@ Per-call settings (the start message, schemas/call_start.py):
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from bytewax.speechmatics.flows.frame_marks import FrameMarks, MarksState
 from bytewax.speechmatics.flows.vad import AGGRESSIVENESS, VAD_FRAME_MS, SpeechDetector
 from bytewax.speechmatics.schemas.call_start import NO_SETTINGS, CallSettings, CallStart, settings_value
-from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk, ChunkSpan, SourceRange
+from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk, ChunkSpan
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message
 from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE, AudioFrame, encode_frame
 
@@ -67,6 +69,8 @@ CUT_END = "end"
 CUT_IDLE = "idle"
 
 AudioFormat = tuple[int, str, int]
+#: Frames appended before they are sealed into one block (about 1.3 s of 20 ms frames).
+SEAL_PARTS = 64
 #: What the chunker emits for a call.
 Output = list[Chunk | CallStarted | DeadLetter]
 
@@ -218,8 +222,8 @@ class CallSnapshot:
     index: int
     start: int
     overlap: int
-    audio: bytes
-    markers: tuple[tuple[int, tuple[str, int, int] | None], ...]
+    audio: bytes | tuple[bytes, ...]  # the held audio's blocks (bytes: one block)
+    markers: MarksState | tuple[tuple[int, tuple[str, int, int] | None], ...]  # tuples: an older snapshot
     vad_pos: int
     run_start: int
     open: bool
@@ -255,12 +259,14 @@ class Cutter:
         self.index = 0
         self.start = 0  # call sample where the held audio starts
         self.overlap = 0  # samples at the head of the held audio that repeat the previous chunk
-        # The open chunk's audio as the frames' own bytes objects, joined only at a cut: appending a frame
-        # is then a list append, where growing one large bytearray costs reallocations and page faults.
+        # The open chunk's audio as blocks of bytes: the frames' own bytes objects as they come, sealed into one
+        # block every SEAL_PARTS frames. Appending a frame is a list append (growing one large bytearray costs
+        # reallocations and page faults), a snapshot takes the blocks as they are (no join of everything held),
+        # and each held byte costs one object header per block, not per 20 ms frame.
         self.parts: list[bytes] = []
+        self.sealed = 0  # parts[:sealed] are sealed blocks; the rest are frames since the last seal
         self.nbytes = 0
-        # (call sample where a frame starts, (topic, partition, offset) or None for a filled gap)
-        self.markers: list[tuple[int, tuple[str, int, int] | None]] = []
+        self.marks = FrameMarks()
         self.vad_pos = -1  # chunk-relative sample of the next frame to classify; -1: not scanning yet
         self.run_start = -1  # chunk-relative start of the current non-speech run; -1: none
         self._detector: SpeechDetector | None = None
@@ -272,29 +278,48 @@ class Cutter:
         """Samples held beyond the overlap: what a flush would add to the call."""
         return self.nbytes // self.width - self.overlap
 
-    def append(self, audio: bytes, source: tuple[str, int, int] | None, out: Output) -> None:
+    def append(self, audio: bytes, topic: str | None, partition: int, offset: int, out: Output) -> None:
+        """Hold one frame's audio (`topic` None: a filled gap), and cut what is due."""
         if self.held is not None and audio:
             out.append(self.held)
             self.held = None
-        self.markers.append((self.start + self.nbytes // self.width, source))
-        self.parts.append(audio)
+        self.marks.add(self.start + self.nbytes // self.width, topic, partition, offset)
+        parts = self.parts
+        parts.append(audio)
+        if len(parts) - self.sealed >= SEAL_PARTS:
+            self.seal()
         self.nbytes += len(audio)
         if self.nbytes >= self.trigger:
             self._cut_due(out)
+
+    def seal(self) -> None:
+        """Join the frames appended since the last seal into one block."""
+        parts, sealed = self.parts, self.sealed
+        if len(parts) - sealed > 1:
+            parts[sealed:] = [b"".join(parts[sealed:])]
+        self.sealed = len(parts)
+
+    def blocks(self) -> tuple[bytes, ...]:
+        """The held audio as sealed blocks (for a snapshot: immutable, shared, nothing joined but the last frames)."""
+        self.seal()
+        return tuple(self.parts)
 
     def audio_bytes(self) -> bytes:
         """The held audio as one bytes object (kept as the single part, so joining twice is free)."""
         if len(self.parts) == 1:
             return self.parts[0]
         joined = b"".join(self.parts)
-        self.parts = [joined] if joined else []
+        self._set_parts(joined)
         return joined
+
+    def _set_parts(self, audio: bytes) -> None:
+        self.parts = [audio] if audio else []
+        self.sealed = len(self.parts)
+        self.nbytes = len(audio)
 
     def _keep_from(self, offset: int) -> None:
         """Drop the held audio before byte `offset`."""
-        rest = self.audio_bytes()[offset:]
-        self.parts = [rest] if rest else []
-        self.nbytes = len(rest)
+        self._set_parts(self.audio_bytes()[offset:])
 
     def _bytes(self, lo: int, hi: int) -> bytes:
         """Held bytes [lo, hi): joins only the trailing parts it needs (the VAD reads near the end)."""
@@ -354,54 +379,27 @@ class Cutter:
                 return (self.run_start + pos + step) // 2
         return None
 
-    def _marker_spans(self) -> list[tuple[int, int, tuple[str, int, int] | None]]:
-        """(first sample, end sample, source) of each frame held, in call samples."""
-        markers = self.markers
-        if not markers:
-            return []
-        ends = [m[0] for m in markers[1:]]
-        ends.append(self.start + self.nbytes // self.width)
-        return [(begin, end, src) for (begin, src), end in zip(markers, ends, strict=True)]
-
-    @staticmethod
-    def _sources(spans: list[tuple[int, int, tuple[str, int, int] | None]], lo: int, hi: int
-                 ) -> tuple[SourceRange, ...]:
-        """(topic, partition, first, last offset) of the frames overlapping call samples [lo, hi]."""
-        ranges: dict[tuple[str, int], list[int]] = {}
-        for begin, end, src in spans:
-            if src is None or not ((begin < hi and end > lo) or (begin == end and lo <= begin <= hi)):
-                continue
-            topic, partition, offset = src
-            seen = ranges.get((topic, partition))
-            if seen is None:
-                ranges[(topic, partition)] = [offset, offset]
-            elif offset < seen[0]:
-                seen[0] = offset
-            elif offset > seen[1]:
-                seen[1] = offset
-        return tuple((t, p, lo_off, hi_off) for (t, p), (lo_off, hi_off) in ranges.items())
-
     def _emit(self, cut: int, next_overlap: int, last: bool, reason: str, out: Output) -> None:
         """Cut the open chunk at `cut` (chunk-relative) and open the next one `next_overlap` before it."""
         w = self.width
         start, end = self.start, self.start + cut
-        new_from = start + self.overlap
-        gaps = sum(1 for pos, src in self.markers
-                   if src is None and new_from <= pos and (pos < end or (last and pos == end)))
+        held_end = start + self.nbytes // w
+        marks = self.marks
+        gaps = marks.gaps(start + self.overlap, end, include_hi=last)
         span = ChunkSpan(
             call_id=self.call_id, index=self.index, start_sample=start, end_sample=end,
             overlap_samples=self.overlap, sample_rate=self.rate, encoding=self.encoding,
             channels=self.channels, gaps_filled=gaps, last=last, closed_at=self.clock(),
         )
-        spans = self._marker_spans()
         audio = self.audio_bytes()
         context = self.context
         chunk = Chunk(span=span, audio=audio if cut * w == len(audio) else audio[: cut * w],
-                      source=self._sources(spans, start, end), call=context.settings, warnings=context.warnings)
+                      source=marks.source_ranges(start, end, held_end), call=context.settings,
+                      warnings=context.warnings)
         context.warnings = ()
         self.tally.cuts[reason] = self.tally.cuts.get(reason, 0) + 1
         next_start = end - next_overlap
-        self.markers = [(b, src) for b, e, src in spans if e > next_start or b >= next_start]
+        marks.drop_before(marks.first_kept(next_start, held_end))
         self._keep_from((next_start - start) * w)
         if last or self.nbytes > next_overlap * w:
             out.append(chunk)
@@ -431,7 +429,7 @@ class Cutter:
         self._keep_from(self.overlap * self.width)
         self.start += self.overlap
         self.overlap = 0
-        self.markers = [m for m in self.markers if m[0] >= self.start]
+        self.marks.drop_before(bisect_left(self.marks.begins, self.start))
 
 
 class CallChunker:
@@ -543,9 +541,9 @@ class CallChunker:
         for item in released:
             if item.__class__ is int:
                 self.tally.gaps += 1
-                append(silence(cutter.encoding, item), None, out)
+                append(silence(cutter.encoding, item), None, -1, -1, out)
             else:
-                append(item.audio, (item.topic, item.partition, item.offset), out)
+                append(item.audio, item.topic, item.partition, item.offset, out)
 
     def _refuse(self, frame: AudioFrame, reason: str, out: Output) -> None:
         key, value, headers = encode_frame(frame)
@@ -567,7 +565,7 @@ class CallChunker:
             pending=tuple(self.reorder.pending[s] for s in sorted(self.reorder.pending)),
             ref_bytes=self.reorder.ref_bytes,
             index=c.index if c else 0, start=c.start if c else 0, overlap=c.overlap if c else 0,
-            audio=c.audio_bytes() if c else b"", markers=tuple(c.markers) if c else (),
+            audio=c.blocks() if c else b"", markers=c.marks.state() if c else (),
             vad_pos=c.vad_pos if c else -1, run_start=c.run_start if c else -1,
             open=self.open, end_seq=self.end_seq, held=c.held if c else None,
             settings=self.context.settings, started=self.started, warnings=self.context.warnings,
@@ -584,5 +582,21 @@ class CallChunker:
             return
         c = self.cutter = Cutter(self.config, s.call_id, s.audio_format, self.tally, self.clock, self.context)
         c.index, c.start, c.overlap = s.index, s.start, s.overlap
-        c.parts, c.nbytes = ([s.audio] if s.audio else []), len(s.audio)
-        c.markers, c.vad_pos, c.run_start, c.held = list(s.markers), s.vad_pos, s.run_start, s.held
+        blocks = [s.audio] if isinstance(s.audio, bytes) else list(s.audio)
+        c.parts = [b for b in blocks if b]
+        c.sealed, c.nbytes = len(c.parts), sum(len(b) for b in c.parts)
+        c.marks = _restore_marks(s.markers)
+        c.vad_pos, c.run_start, c.held = s.vad_pos, s.run_start, s.held
+
+
+def _restore_marks(markers: MarksState | tuple[tuple[int, tuple[str, int, int] | None], ...]) -> FrameMarks:
+    """FrameMarks from a snapshot (an older snapshot has a tuple of (sample, source) pairs)."""
+    if isinstance(markers, MarksState):
+        return FrameMarks(markers)
+    marks = FrameMarks()
+    for begin, src in markers:
+        if src is None:
+            marks.add(begin, None)
+        else:
+            marks.add(begin, *src)
+    return marks

@@ -14,19 +14,22 @@ its `kind` looked at.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import bytewax.operators as op
-from bytewax.dataflow import Stream, operator
+from bytewax.dataflow import Dataflow, Stream, operator
+from confluent_kafka import OFFSET_BEGINNING
 
+from bytewax.speechmatics.connectors.kafka.source import BatchKafkaSource
 from bytewax.speechmatics.connectors.logs import fields
-from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS
+from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS, SOURCE_ERRORS
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.schemas.call_start import START, CallStart, StartRefused, decode_start, message_kind
 from bytewax.speechmatics.schemas.dead_letters import DEFAULT_MAX_RECORD_BYTES, DeadLetter, bad_message
 from bytewax.speechmatics.schemas.errors import ContractError
-from bytewax.speechmatics.schemas.frames import DEFAULT_MAX_FRAME_SECONDS, AudioFrame, decode_frame
+from bytewax.speechmatics.schemas.frames import DEFAULT_MAX_FRAME_SECONDS, AudioFrame, decode_frame, decode_usual
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,56 @@ def decode_batch(messages: list[SourceMessage], max_frame_seconds: float = DEFAU
     return out
 
 
+class _Consumed:
+    """A raw confluent-kafka message seen through `SourceMessage` (only for the rare message the fast path refuses)."""
+
+    __slots__ = ("key", "value", "topic", "headers", "offset", "partition")
+
+    def __init__(self, msg: Any) -> None:
+        self.key, self.value, self.topic = msg.key(), msg.value(), msg.topic()
+        self.headers, self.offset, self.partition = msg.headers(), msg.offset(), msg.partition()
+
+
+#: Seconds a caught-up audio partition waits before it is read again (see `audio_input`).
+DEFAULT_PACE = 0.05
+
+#: What `audio_input` emits: a call's frames (and start messages) of one consumed batch, in offset order.
+Frames = list[AudioFrame | CallStart]
+
+
+def group_consumed(messages: list[Any], max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
+                   max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[tuple[str, Frames] | DeadLetter]:
+    """A consumed batch of raw confluent-kafka messages as one `(call_id, frames)` item per call, plus dead letters.
+
+    Why grouped: every item costs Bytewax a routing step and the chunker a call, so frames of one call that came in
+    one batch travel together (in offset order, which the chunker's reorder buffer expects).
+    """
+    calls: dict[str, Frames] = {}
+    letters: list[DeadLetter] = []
+    usual = decode_usual
+    for msg in messages:
+        frame = usual(msg.key(), msg.value(), msg.headers(), msg.topic(), msg.partition(), msg.offset(),
+                      max_frame_seconds)
+        if frame is None:
+            item = decode_message(_Consumed(msg), max_frame_seconds, max_record_bytes)
+            cls = item.__class__
+            if cls is DeadLetter:
+                letters.append(item)
+                continue
+            if cls is RefusedStart:
+                letters.append(item.letter)
+                item = item.marker
+            frame = item
+        run = calls.get(frame.call_id)
+        if run is None:
+            calls[frame.call_id] = [frame]
+        else:
+            run.append(frame)
+    out: list[tuple[str, Frames] | DeadLetter] = list(calls.items())
+    out.extend(letters)
+    return out
+
+
 @dataclass(frozen=True)
 class DecodeSettings:
     """Bounds of the frame contract, and the largest dead letter the producer accepts."""
@@ -160,3 +213,54 @@ def decode_frames(step_id: str, up: Stream[SourceMessage], config: DecodeSetting
         return decode_batch(messages, cfg.max_frame_seconds, cfg.max_record_bytes)
 
     return split_letters("out", op.flat_map_batch("decode", up, batch))
+
+
+@operator
+def audio_input(step_id: str, flow: Dataflow, *, brokers: Sequence[str], topics: Sequence[str],
+                config: DecodeSettings | None = None, add_config: dict | None = None, batch_size: int = 10_000,
+                pace: float = DEFAULT_PACE, tail: bool = True, starting_offset: int = OFFSET_BEGINNING
+                ) -> StageOut[Frames]:
+    """Read `calls.audio` from Kafka and decode it in the same step: the fast way in (no message object per frame).
+
+    Equivalent to `kafka.operators.input` followed by `decode_frames`, but each consumed batch is decoded where it
+    is read and a call's frames of that batch travel as one item. Offsets are kept in Bytewax's recovery state,
+    so a resumed run re-reads exactly what the last snapshot had not seen. Consumer errors are logged and counted
+    (`bwsm_kafka_source_errors_total`), never raised.
+
+    Args:
+        step_id: Unique ID.
+        flow: The dataflow.
+        brokers: Bootstrap servers.
+        topics: Audio topics (every partition of each).
+        config: Frame bounds; the built-in defaults when omitted.
+        add_config: librdkafka properties for the consumers (security, tuning).
+        batch_size: The most messages one consume returns.
+        pace: Seconds a caught-up partition waits before it is read again (BWSM_SOURCE_PACE_SECONDS), so that a
+            call's frames arrive a few at a time instead of one by one (much cheaper per frame); a partition
+            that is behind is read again at once. 0: read as fast as possible.
+        tail: Keep reading at the end (False: stop there, for backfills and benchmarks).
+        starting_offset: Where a partition without recovery state starts.
+
+    Returns:
+        `StageOut`: `oks` are `(call_id, [AudioFrame | CallStart, ...])`, a call's messages of one batch in
+        offset order (`chunk_calls` takes them as they are); `errs` are DeadLetters for messages that break the
+        frame or start contract, as with `decode_frames`.
+
+    Example:
+        >>> from bytewax.speechmatics.flows import audio_input, chunk_calls
+        >>> frames = audio_input("audio_in", flow, brokers=["localhost:9092"], topics=["calls.audio"])
+        >>> chunks = chunk_calls("chunk", frames.oks)
+    """
+    cfg = config or DecodeSettings()
+    errors = SOURCE_ERRORS.labels(step=step_id)
+
+    def convert(messages: list[Any]) -> list[tuple[str, Frames] | DeadLetter]:
+        return group_consumed(messages, cfg.max_frame_seconds, cfg.max_record_bytes)
+
+    def report(topic: str, partition: int, error: object) -> None:
+        errors.inc()
+        log.warning("kafka consumer error on %s[%d]: %s", topic, partition, error)
+
+    source = BatchKafkaSource(brokers, topics, convert, tail=tail, starting_offset=starting_offset,
+                              add_config=add_config, batch_size=batch_size, on_error=report, pace=pace)
+    return split_letters("out", op.input("read", flow, source))

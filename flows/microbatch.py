@@ -27,7 +27,7 @@ from bytewax.speechmatics.connectors.kafka.sink import OutMessage, ProducingSink
 from bytewax.speechmatics.connectors.logs import configure_logging
 from bytewax.speechmatics.connectors.metrics import SOURCE_ERRORS
 from bytewax.speechmatics.flows.chunker import chunk_calls
-from bytewax.speechmatics.flows.decode import decode_frames
+from bytewax.speechmatics.flows.decode import audio_input
 from bytewax.speechmatics.flows.realtime import normalize_realtime
 from bytewax.speechmatics.flows.segments import Produced
 from bytewax.speechmatics.flows.settings import Settings
@@ -91,7 +91,10 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     sink = ProducingSink(settings.kafka)
     decoding = replace(settings.decoding, max_record_bytes=sink.max_record_bytes)
 
-    frames = decode_frames("decode", kafka_input(flow, "audio_in", topics.audio, settings.kafka), decoding)
+    kafka = settings.kafka
+    frames = audio_input("audio_in", flow, brokers=kafka.brokers, topics=[topics.audio], config=decoding,
+                         add_config=dict(kafka.properties), batch_size=kafka.source_batch_size,
+                         pace=kafka.source_pace_seconds)
     chunks = chunk_calls("chunk", frames.oks, settings.chunking)
     results = transcribe_chunks("transcribe", chunks.oks, settings.submission)
     stitched = stitch_calls("stitch", results.oks, settings.stitching)

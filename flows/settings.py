@@ -213,6 +213,7 @@ def _v(name: str, group: str, field_name: str, parse: Parser) -> Variable:
 VARIABLES: tuple[Variable, ...] = (
     _v("KAFKA_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers", _text),
     _v("BWSM_SOURCE_BATCH_SIZE", "kafka", "source_batch_size", _COUNT),
+    _v("BWSM_SOURCE_PACE_SECONDS", "kafka", "source_pace_seconds", _NONNEG),
     _v("BWSM_AUDIO_TOPIC", "topics", "audio", _text),
     _v("BWSM_RT_TOPIC", "topics", "realtime", _text),
     _v("BWSM_TRANSCRIPT_TOPIC", "topics", "transcripts", _text),

@@ -120,7 +120,7 @@ def max_frame_bytes(max_seconds: float, sample_rate: int, encoding: str, channel
     return int(max_seconds * sample_rate) * BYTES_PER_SAMPLE[encoding] * channels
 
 
-def _decode_usual(key: object, value: object, headers: Headers | None, topic: str, partition: int,
+def decode_usual(key: object, value: object, headers: Headers | None, topic: str, partition: int,
                   offset: int, max_seconds: float) -> AudioFrame | None:
     """The frame when the message is the usual well-formed one (bytes everywhere, known headers, valid values);
     None for anything else, which the full path then decodes or refuses with its precise error.
@@ -174,7 +174,7 @@ def decode_frame(
     call's `end` frame, a value longer than `max_frame_seconds` of audio, and a start message (header
     `kind: start`, see schemas.call_start: the decode stage reads those with `decode_start`) or any other `kind`.
     """
-    frame = _decode_usual(key, value, headers, topic, partition, offset, max_frame_seconds)
+    frame = decode_usual(key, value, headers, topic, partition, offset, max_frame_seconds)
     if frame is not None:
         return frame
     where = f"{topic or 'frame'}[{partition}]@{offset}"

@@ -40,8 +40,10 @@ class KafkaSettings:
     bootstrap_servers: str = DEFAULT_BOOTSTRAP
     #: librdkafka properties given to every client (security, KAFKA_CONF_*); may hold a password: not in repr.
     properties: Mapping[str, str] = field(default_factory=dict, repr=False)
-    #: Kafka messages per source batch (the flow's KafkaSource `batch_size`).
-    source_batch_size: int = 1000
+    #: The most Kafka messages one source batch holds (per partition read).
+    source_batch_size: int = 10_000
+    #: Seconds a caught-up audio partition waits before it is read again (batches a call's frames; see audio_input).
+    source_pace_seconds: float = 0.05
 
     @property
     def brokers(self) -> list[str]:

@@ -34,7 +34,7 @@ def test_idle_flush_then_tombstone_then_forget() -> None:
     assert discard is StatefulBatchLogic.RETAIN
     assert 10 < logic.notify_at().timestamp() - time.time() <= 600  # the tombstone waits to be forgotten
     tombstone = logic.snapshot()
-    assert tombstone.audio == b"" and tombstone.index == 1 and tombstone.next_seq == 2
+    assert not tombstone.audio and tombstone.index == 1 and tombstone.next_seq == 2
     assert len(pickle.dumps(tombstone)) < 600
     logic.deadline = time.time() - 1
     assert logic.on_notify() == ([], StatefulBatchLogic.DISCARD)

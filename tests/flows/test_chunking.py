@@ -6,6 +6,7 @@ import dataclasses
 import os
 import pickle
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from test_chunking_helpers import encode_call, frames_for, quiet, run_chunker, s
 
 from bytewax.speechmatics.flows.chunking import (
     DUPLICATE,
+    SEAL_PARTS,
     TOO_FAR,
     CallChunker,
     ChunkConfig,
@@ -224,10 +226,34 @@ def test_snapshot_is_plain_data_and_resuming_changes_nothing() -> None:
     resumed = [strip_clock(c) for c in chunks_of(run_chunker(SMALL, frames, restore_at=range(1, len(frames), 13)))]
     assert resumed == once
     chunker, out = CallChunker(SMALL), []
-    for f in frames[:30]:
+    for f in frames[:200]:
         chunker.push(f, out)
     snap = chunker.snapshot()
-    assert isinstance(snap.audio, bytes) and len(pickle.dumps(snap)) < len(snap.audio) + 4096
+    held = sum(len(b) for b in snap.audio)
+    # blocks of sealed frames, not one object per frame; the pickle is the audio plus small change
+    assert all(isinstance(b, bytes) for b in snap.audio) and 1 < len(snap.audio) <= 200 // SEAL_PARTS + 1
+    assert held > 0 and len(pickle.dumps(snap)) < held + 4096 + 20 * len(snap.markers.begins)
+    again = chunker.snapshot()  # a second snapshot shares the blocks: nothing held is joined again
+    assert all(a is b for a, b in zip(snap.audio, again.audio, strict=True))
+
+
+def test_an_older_snapshot_with_one_audio_block_and_marker_tuples_still_resumes() -> None:
+    audio = os.urandom(RATE * 2 * 3)
+    frames = frames_for("call-1", audio, [160], (RATE, "pcm_s16le", 1))
+    chunker, out = CallChunker(SMALL), []
+    for f in frames[:40]:
+        chunker.push(f, out)
+    snap = chunker.snapshot()
+    marks = snap.markers
+    old_markers = tuple((b, None if o < 0 else (*marks.sources[o], off))
+                        for b, o, off in zip(marks.begins, marks.origins, marks.offsets, strict=True))
+    old = replace(snap, audio=b"".join(snap.audio), markers=old_markers)
+    a, b = CallChunker(SMALL, snap), CallChunker(SMALL, old)
+    out_a, out_b = list(out), list(out)
+    for f in frames[40:]:
+        a.push(f, out_a)
+        b.push(f, out_b)
+    assert [strip_clock(c) for c in chunks_of(out_a)] == [strip_clock(c) for c in chunks_of(out_b)]
 
 
 # --- VAD ----------------------------------------------------------------------------------------------
