@@ -24,6 +24,7 @@ import soundfile as sf
 CLI = [sys.executable, "-m", "bytewax.speechmatics.connectors.cli"]
 # An unreachable broker must be reported, not waited for forever: the CLI gives up after 5 s; the bound here leaves
 # room for four interpreters starting at once on a loaded 2-core machine.
+BROKER_DEADLINE_S = 30.0
 
 
 def unused_port() -> int:
