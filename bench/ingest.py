@@ -41,14 +41,15 @@ def build_flow(bootstrap: str, topic: str, tail: bool = False, config=None):  # 
     from bytewax.dataflow import Dataflow
 
     from bench.chunker_bench import CountingSink
+    from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
     from bytewax.speechmatics.flows.chunker import chunk_calls
     from bytewax.speechmatics.flows.chunking import ChunkConfig
     from bytewax.speechmatics.flows.decode import audio_input
 
     flow = Dataflow("bench_ingest")
-    pace = float(os.environ.get("BENCH_PACE", "0.05"))
-    batch = int(os.environ.get("BENCH_BATCH", "10000"))
-    decoded = audio_input("in", flow, brokers=[bootstrap], topics=[topic], tail=tail, batch_size=batch, pace=pace)
+    kafka = KafkaSettings()  # the flow's own defaults: batch size and pace
+    decoded = audio_input("in", flow, brokers=[bootstrap], topics=[topic], tail=tail,
+                          batch_size=kafka.source_batch_size, pace=kafka.source_pace_seconds)
     sink = CountingSink()
     op.output("out", chunk_calls("chunker", decoded.oks, config or ChunkConfig()).oks, sink)
     return flow, sink
@@ -59,6 +60,10 @@ def child(args: argparse.Namespace) -> None:
     from bytewax.run import cli_main
 
     from bytewax.speechmatics.flows.chunker import FRAMES
+    from bytewax.speechmatics.flows.microbatch import tune_gc
+    from bytewax.speechmatics.flows.settings import RunSettings
+
+    tune_gc(RunSettings().gc_threshold)  # as the flow's entry point does
 
     flow, sink = build_flow(args.bootstrap, args.topic)
     addresses = args.addresses.split(";") if args.addresses else None

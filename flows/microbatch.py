@@ -13,6 +13,7 @@ topic, and a single consumer sees batch and real-time events for a call in one o
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import replace
 
@@ -116,6 +117,14 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     return flow
 
 
+def tune_gc(threshold: int) -> None:
+    """Collect the young generation every `threshold` allocations (0: leave Python's default), keeping the older
+    generations' ratios; see `RunSettings.gc_threshold` for why."""
+    if threshold > 0:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(threshold, older, oldest)
+
+
 def _with_endpoint(settings: Settings) -> Settings:
     """Point submission at the embedded local worker when no API key is set (and it is not turned off)."""
     if settings.submission.api_key or not settings.worker.embedded:
@@ -133,6 +142,7 @@ def __getattr__(name: str) -> Dataflow:
         try:
             settings = Settings.from_env()
             configure_logging(settings.logging)
+            tune_gc(settings.run.gc_threshold)
             return build_flow(settings)
         except BytewaxSpeechmaticsError as exc:  # bad settings, no engine: one line, not a traceback
             raise SystemExit(f"bytewax-speechmatics: {exc}") from None
