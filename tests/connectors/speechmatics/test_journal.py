@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -85,3 +87,27 @@ def test_attempts_survive_reopening_and_compaction(tmp_path) -> None:
     with open(tmp_path / "journal-p1.jsonl", "wb") as handle:  # a line from before attempts were journalled
         handle.write(b'{"r":"old/0","j":"job-old","h":"h","t":1}\n')
     assert JobJournal(tmp_path, 0).lookup("old/0").attempts == 1
+
+
+def test_lines_awaited_together_share_fsyncs_and_all_survive(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    journal = JobJournal(tmp_path, 0)
+    fsyncs = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        time.sleep(0.005)  # a disk's latency, so that waiters pile up behind one fsync
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+
+    async def many() -> None:
+        await asyncio.gather(*(journal.record_async(f"c/{i}", f"job-{i}", "h") for i in range(60)),
+                             *(journal.intend_async(f"d/{i}", "h") for i in range(60)))
+
+    asyncio.run(many())
+    assert journal._synced == journal._written == 120  # noqa: SLF001 - every line is covered by an fsync
+    assert 1 <= len(fsyncs) < 120
+    reopened = JobJournal(tmp_path, 0)
+    assert all(reopened.lookup(f"c/{i}").job_id == f"job-{i}" for i in range(60))
+    assert all(reopened.lookup(f"d/{i}").intent_only for i in range(60))
