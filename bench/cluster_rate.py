@@ -41,6 +41,7 @@ def child(args: argparse.Namespace) -> None:
     from bytewax.speechmatics.connectors.speechmatics.service import (
         ChunkDone,
         ChunkFailed,
+        JobKnown,
         SubmitRequest,
         SubmitService,
     )
@@ -64,16 +65,19 @@ def child(args: argparse.Namespace) -> None:
         service.submit(SubmitRequest(chunk))
     calls = {c.span.call_id for c in items}
     done = failed = 0
+    last_job = 0.0  # wall time this process last learned a job id: its POSTs all reached the worker before
     deadline = time.monotonic() + args.timeout
     while done + failed < len(items) and time.monotonic() < deadline:
         for call in calls:
             for event in service.take(call):
                 done += isinstance(event, ChunkDone)
                 failed += isinstance(event, ChunkFailed)
+                if isinstance(event, JobKnown):
+                    last_job = time.time()
         time.sleep(0.02)
     seconds = time.monotonic() - started
     # A process of a real cluster stays up (and keeps reporting) when its own backlog is done: wait to be stopped.
-    emit_result({"done": done, "failed": failed, "seconds": seconds,
+    emit_result({"done": done, "failed": failed, "seconds": seconds, "last_job": last_job,
                  "published": link.published if link else 0, "received": link.received if link else 0})
     sys.stdin.readline()
     service.close()
