@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: Reports are useless after a few slots; a minute of them is plenty to read back.
 RETENTION_MS = 60_000
 #: Seconds before a slot starts at which its report is decided (a fresher demand vs time to deliver it).
-LEAD_SECONDS = 0.15
+LEAD_SECONDS = 0.3
 #: Where a starting consumer begins: reports of the last seconds (the current slots' reports).
 REWIND_SECONDS = 5.0
 
