@@ -51,7 +51,8 @@ def child(args: argparse.Namespace) -> None:
     settings = SubmitSettings(api_key=API_KEY, batch_url=args.url, post_rate=args.rate, get_rate=args.rate * 5,
                               cluster_processes=args.processes, process_index=args.index,
                               rate_lending=args.lending, kafka=KafkaSettings(args.bootstrap),
-                              limiter_topic=args.topic, journal_dir=journal)
+                              limiter_topic=args.topic, journal_dir=journal,
+                              **({"rate_margin": args.margin} if args.margin is not None else {}))
     service = SubmitService(settings, journal=JobJournal(journal)).start()
     link = service._limiter_link  # noqa: SLF001 - the bench reports the transport's counters
     if link is not None and not link.connected.wait(60):
@@ -93,7 +94,7 @@ def _line_starting(proc: subprocess.Popen, prefix: str) -> str:
 
 
 def run_cluster(url: str, bootstrap: str, counts: list[int], rate: float, lending: bool, timeout: float = 600,
-                topic: str | None = None) -> list[dict]:
+                topic: str | None = None, margin: float | None = None) -> list[dict]:
     """Run one process per entry of `counts` (its chunks), all go at once; their results."""
     topic = topic or f"bench-limiter-{uuid.uuid4().hex[:8]}"
     run_id = uuid.uuid4().hex[:6]
@@ -105,6 +106,8 @@ def run_cluster(url: str, bootstrap: str, counts: list[int], rate: float, lendin
                    "--chunks", str(count), "--run", run_id, "--timeout", str(timeout)]
             if lending:
                 cmd.append("--lending")
+            if margin is not None:
+                cmd += ["--margin", str(margin)]
             procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
         for proc in procs:  # each says it is ready (its own deadline inside: 60 s for the topic)
@@ -131,10 +134,11 @@ def post_figures(arrivals: list[float]) -> tuple[float, int]:
     arrivals = sorted(arrivals)
     return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), max_in_window(arrivals)
 
-def measure(worker, bootstrap: str, counts: list[int], rate: float, lending: bool) -> dict:  # noqa: ANN001
+def measure(worker, bootstrap: str, counts: list[int], rate: float, lending: bool,  # noqa: ANN001
+            margin: float | None = None) -> dict:
     """One case: the worker's POST arrivals while the processes post `counts` chunks."""
     worker.admin.reset()
-    results = run_cluster(worker.url, bootstrap, counts, rate, lending)
+    results = run_cluster(worker.url, bootstrap, counts, rate, lending, margin=margin)
     stats = worker.admin.stats()
     arrivals = stats["post_arrivals"]
     average, busiest = post_figures(arrivals)
@@ -144,25 +148,27 @@ def measure(worker, bootstrap: str, counts: list[int], rate: float, lending: boo
             "reports": sum(r["published"] for r in results)}
 
 def run(table: Table, bootstrap: str, rate: float = 10.0, chunks: int = 600, skew: float = 0.8,
-        quick: bool = False) -> None:
+        quick: bool = False, margin: float | None = None) -> None:
     """The cluster POST-use rows: 2 processes with fixed shares and with lending, then 1 process, same backlog."""
+    from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
     from bytewax.speechmatics.connectors.worker.control import start_worker
 
     if quick:
         rate, chunks = 20.0, 240
     big = round(chunks * skew)
+    used_margin = SubmitSettings().rate_margin if margin is None else margin
     cases = [(f"2 proc {skew:.0%}/{1 - skew:.0%}, fixed shares", [big, chunks - big], False),
              (f"2 proc {skew:.0%}/{1 - skew:.0%}, lending", [big, chunks - big], True),
              ("1 proc", [chunks], False)]
     with start_worker(engine="reference", parallel=64, api_key=API_KEY) as worker:
         for case, counts, lending in cases:
-            got = measure(worker, bootstrap, counts, rate, lending)
+            got = measure(worker, bootstrap, counts, rate, lending, margin)
             if got["done"] != chunks or got["posts"] != chunks:
                 raise RuntimeError(f"cluster_rate {case}: {got['done']} chunks done, {got['posts']} POSTs, "
                                    f"{chunks} expected")
             table.add("cluster_rate", case, "POST use", f"{100 * got['average'] / rate:.1f} %",
                       f"{got['average']:.2f}/s of {rate:g}/s from first to last of {got['posts']} POSTs; "
-                      f"limit / (1 + margin) = {100 / 1.04:.1f} %")
+                      f"limit / (1 + margin) = {100 / (1 + used_margin):.1f} %")
             table.add("cluster_rate", case, "max POSTs in 1 s", str(got["busiest"]),
                       f"limit {rate:g}; worker arrival times" + (f"; {got['reports']} reports" if lending else ""))
 
@@ -180,17 +186,19 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--run", required=True)
     c.add_argument("--timeout", type=float, default=600)
     c.add_argument("--lending", action="store_true")
+    c.add_argument("--margin", type=float, default=None)
     parser.add_argument("--quick", action="store_true", help="limit 20/s, 240 chunks: under a minute")
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--chunks", type=int, default=600)
     parser.add_argument("--skew", type=float, default=0.8, help="share of the chunks on process 0")
+    parser.add_argument("--margin", type=float, default=None, help="BWSM_RATE_MARGIN (default: the setting's)")
     args = parser.parse_args(argv)
     if args.mode == "child":
         child(args)
         return
     table = Table()
     started = time.monotonic()
-    run(table, kafka_bootstrap(), args.rate, args.chunks, args.skew, args.quick)
+    run(table, kafka_bootstrap(), args.rate, args.chunks, args.skew, args.quick, args.margin)
     print(f"cluster_rate: {(time.monotonic() - started) / 60:.1f} min, load {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
     print(table.render())

@@ -135,7 +135,7 @@ class SubmitSettings:
     wait_seconds: int = 30
     cluster_processes: int = 1  # processes sharing the API limits (from Bytewax's -a / BYTEWAX_ADDRESSES)
     process_index: int = 0  # this process's index in the cluster (-i)
-    rate_margin: float = 0.04
+    rate_margin: float = 0.06
     rate_lending: bool = True  # lend unused POST share between processes (lending.py), through `kafka`
     limiter_topic: str = "bwsm.limiter"
     limiter_slot_seconds: float = 0.5
