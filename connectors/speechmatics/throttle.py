@@ -20,6 +20,14 @@ the lines of BYTEWAX_HOSTFILE_PATH; BWSM_CLUSTER_PROCESSES overrides all, see `S
 floor(N / P) requests per second, plus one if i < N mod P. The integer shares add up to exactly N, and an
 integer share keeps the "any window" guarantee per process, so the sum holds it for the cluster. When
 P > N the share would be 0: each process then gets N / P (averages hold, single windows may not).
+
+Lending (POST only, a cluster of P <= N processes with a broker): the fixed share is a process's *reserved* share;
+processes lend what they do not need per wall-clock slot through a Kafka topic, and a process's POST rate becomes
+`PlannedRate` = the plan of `lending.Lending` (its reserved share, less what it lent, plus what it borrowed, each
+slot's rate binding until a full window after the slot, so increases come a window after the decreases they rely
+on) times the AIMD factor. The plan's rates are integers and add up to at most N in any window (lending.py), and
+the spacing below turns an integer rate into "at most that many in any 1 s window", so the cluster bound stands.
+A limiter whose rate is 0 (lent out) or changes while it waits reads the rate again every RECHECK_SECONDS.
 """
 
 from __future__ import annotations
