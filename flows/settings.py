@@ -98,6 +98,11 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     run: RunSettings = field(default_factory=RunSettings)
 
+    def __post_init__(self) -> None:
+        # The cluster's POST-limit lending reports go through the flow's own Kafka unless told otherwise.
+        if self.submission.kafka is None:
+            object.__setattr__(self, "submission", replace(self.submission, kafka=self.kafka))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None) -> Settings:
         """Settings from environment variables (unset or empty = default); `argv` is the process's command line
@@ -247,6 +252,10 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_WAIT_SECONDS", "submission", "wait_seconds", _COUNT),
     _v("BWSM_CLUSTER_PROCESSES", "submission", "cluster_processes", _COUNT),
     _v("BWSM_RATE_MARGIN", "submission", "rate_margin", _NONNEG),
+    _v("BWSM_RATE_LENDING", "submission", "rate_lending", _flag),
+    _v("BWSM_LIMITER_TOPIC", "submission", "limiter_topic", _text),
+    _v("BWSM_LIMITER_SLOT_SECONDS", "submission", "limiter_slot_seconds", _number(float, low=0.05)),
+    _v("BWSM_CLOCK_GUARD_SECONDS", "submission", "clock_guard", _NONNEG),
     _v("BWSM_AIMD_DECREASE", "submission", "aimd_decrease", _POSITIVE),
     _v("BWSM_AIMD_FLOOR", "submission", "aimd_floor", _POSITIVE),
     _v("BWSM_AIMD_RECOVERY", "submission", "aimd_recovery", _NONNEG),

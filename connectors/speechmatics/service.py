@@ -45,11 +45,14 @@ from speechmatics.batch._models import TrackingConfig
 from bytewax.speechmatics.connectors import metrics
 from bytewax.speechmatics.connectors.logs import fields
 from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, shared_journal
+from bytewax.speechmatics.connectors.speechmatics.lending import Lending
 from bytewax.speechmatics.connectors.speechmatics.retry import Backoff, Classified, ErrorClass, RetryBudget, classify
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.connectors.speechmatics.throttle import (
     AimdRate,
     ClusterPlace,
+    PlannedRate,
+    Rate,
     RateLimiter,
     cluster_share,
     request_sent,
@@ -153,6 +156,7 @@ class _Progress:
     first_post_at: float | None = None
     job_id: str | None = None
     started: float = field(default_factory=time.monotonic)
+    unposted: bool = False  # counted in SubmitService._unposted
 
 
 # ---- the service -----------------------------------------------------------------------------------------------
@@ -167,6 +171,12 @@ class SubmitService:
         self.place = place or ClusterPlace(settings.cluster_processes, settings.process_index)
         self.post_limit = cluster_share(settings.post_rate, self.place)
         self.get_limit = cluster_share(settings.get_rate, self.place)
+        # Lending the POST share (lending.py): only between integer shares, and only with a broker for the reports.
+        self.lends = (settings.rate_lending and settings.kafka is not None and self.place.processes > 1
+                      and int(settings.post_rate) >= self.place.processes)
+        self._limiter_link: Any = None  # connectors.kafka.limiter.LimiterLink when lending
+        self._unposted = 0  # chunks handed in whose job is not known yet (they will need a POST)
+        self._handed_in = 0
         self._journal = journal or shared_journal(settings.journal_dir, self.place.index, settings.journal_retention)
         self._client_factory = client_factory or (
             lambda: AsyncClient(api_key=settings.api_key, url=settings.batch_url))
@@ -202,15 +212,24 @@ class SubmitService:
         except ValueError as exc:
             raise FatalSubmitError(f"Speechmatics client not configured: {redact(str(exc), self.settings.api_key)}") \
                 from None
+        if self.lends:
+            from bytewax.speechmatics.connectors.kafka.limiter import LimiterLink
+
+            s = self.settings
+            lending = Lending(int(s.post_rate), self.place.processes, self.place.index, s.limiter_slot_seconds,
+                              1.0 + s.rate_margin + s.clock_guard, time.time())
+            assert s.kafka is not None
+            self._limiter_link = LimiterLink(s.kafka, s.limiter_topic, lending, self._demand).start()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="bwsm-submit", daemon=True)
         self._thread.start()
         ready.wait()
         if self._start_error is not None:
             raise FatalSubmitError(f"submit service could not start: {self._start_error}")
-        log.info("submit service: process %d of %d, POST %.2f/s, GET %.2f/s, in-flight cap %d, wait mode %s, "
-                 "journal %s", self.place.index, self.place.processes, self.post_limit, self.get_limit,
-                 self.settings.max_in_flight, self.settings.wait_mode, self._journal.path)
+        log.info("submit service: process %d of %d, POST %.2f/s%s, GET %.2f/s, in-flight cap %d, wait mode %s, "
+                 "journal %s", self.place.index, self.place.processes, self.post_limit,
+                 f" reserved, lending through topic {self.settings.limiter_topic}" if self.lends else "",
+                 self.get_limit, self.settings.max_in_flight, self.settings.wait_mode, self._journal.path)
         return self
 
     def _run_loop(self, ready: threading.Event) -> None:
@@ -218,9 +237,12 @@ class SubmitService:
         self._loop = loop
         asyncio.set_event_loop(loop)
         s = self.settings
-        self._post_limiter = RateLimiter("post", AimdRate(self.post_limit, decrease=s.aimd_decrease,
-                                                          floor=s.aimd_floor, recovery=s.aimd_recovery),
-                                         s.rate_margin)
+        post_rate: Rate = AimdRate(self.post_limit, decrease=s.aimd_decrease, floor=s.aimd_floor,
+                                   recovery=s.aimd_recovery)
+        if self._limiter_link is not None:
+            post_rate = PlannedRate(self._limiter_link.rate, AimdRate(1.0, decrease=s.aimd_decrease,
+                                                                      floor=s.aimd_floor, recovery=s.aimd_recovery))
+        self._post_limiter = RateLimiter("post", post_rate, s.rate_margin)
         self._get_limiter = RateLimiter("get", AimdRate(self.get_limit, decrease=s.aimd_decrease,
                                                         floor=s.aimd_floor, recovery=s.aimd_recovery), s.rate_margin)
         self._in_flight = asyncio.Semaphore(s.max_in_flight)
@@ -257,8 +279,14 @@ class SubmitService:
         transport._session = aiohttp.ClientSession(timeout=timeout, trace_configs=[trace])  # noqa: SLF001
         self._post_limiter.tracks_sends = self._get_limiter.tracks_sends = True
 
+    def _demand(self) -> tuple[int, int]:
+        """(chunks waiting for their POST, chunks handed in so far): what a lending report is decided from."""
+        return self._unposted, self._handed_in
+
     def close(self) -> None:
-        """Cancel outstanding work, close the client and stop the loop thread."""
+        """Cancel outstanding work, close the client and stop the loop and limiter threads."""
+        if self._limiter_link is not None:
+            self._limiter_link.stop()
         loop = self._loop
         if loop is None or not loop.is_running():
             return
@@ -328,6 +356,7 @@ class SubmitService:
         ref = request.chunk.span.reference
         if ref in self._running:  # the same chunk handed over twice (a rebuilt operator): still one job
             return
+        self._handed_in += 1
         task = asyncio.get_running_loop().create_task(self._run_chunk(request))
         self._tasks.add(task)
         self._running[ref] = task
@@ -342,6 +371,9 @@ class SubmitService:
     async def _run_chunk(self, request: SubmitRequest) -> None:
         span = request.chunk.span
         progress = _Progress(posts=request.attempts, job_id=request.job_id)
+        if progress.job_id is None:
+            self._unposted += 1
+            progress.unposted = True
         try:
             async with self._in_flight:
                 metrics.JOBS_IN_FLIGHT.inc()
@@ -365,6 +397,14 @@ class SubmitService:
             log.exception("chunk %s: unexpected error", span.reference)
             self._emit(span.call_id, ChunkFailed(span.index, f"internal error: {type(exc).__name__}",
                                                  progress.job_id, progress.posts))
+        finally:
+            self._job_known(progress)
+
+    def _job_known(self, progress: _Progress) -> None:
+        """The chunk needs no POST any more (its job is known, or it ended): one less in the lending demand."""
+        if progress.unposted:
+            progress.unposted = False
+            self._unposted -= 1
 
     async def _transcribe(self, request: SubmitRequest, progress: _Progress) -> tuple[str, dict[str, Any]]:
         chunk = request.chunk
@@ -380,6 +420,7 @@ class SubmitService:
                 metrics.JOBS_RECOVERED.labels(via="journal").inc()
                 log.info("job found in the journal", extra=fields(reference=ref, job_id=job_id, stage="journal"))
                 self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id, progress.posts))
+                self._job_known(progress)
             elif entry is not None and entry.audio_hash == digest:
                 progress.first_post_at = entry.written_at  # a POST was leaving when we crashed: look it up first
                 log.info("a POST was leaving at the crash: looking for its job", extra=fields(reference=ref))
@@ -388,6 +429,7 @@ class SubmitService:
         for _ in range(self.settings.max_attempts):
             if job_id is None:
                 job_id = progress.job_id = await self._post(request, digest, budget, progress)
+                self._job_known(progress)
                 self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id, progress.posts))
             try:
                 return job_id, await self._await_job(job_id, budget)

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from speechmatics.batch import TranscriptionConfig
 
+from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.schemas.call_start import NO_CONFIG, CallConfig
 from bytewax.speechmatics.schemas.errors import SettingsError
 
@@ -135,6 +136,10 @@ class SubmitSettings:
     cluster_processes: int = 1  # processes sharing the API limits (from Bytewax's -a / BYTEWAX_ADDRESSES)
     process_index: int = 0  # this process's index in the cluster (-i)
     rate_margin: float = 0.06
+    rate_lending: bool = True  # lend unused POST share between processes (lending.py), through `kafka`
+    limiter_topic: str = "bwsm.limiter"
+    limiter_slot_seconds: float = 0.5
+    clock_guard: float = 0.1  # seconds the processes' wall clocks may differ by (added to the lending hold)
     aimd_decrease: float = 0.7
     aimd_floor: float = 0.25
     aimd_recovery: float = 0.05
@@ -158,6 +163,8 @@ class SubmitSettings:
     webhook_port: int = 8765
     webhook_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     webhook_fallback_poll: float = 30.0
+    #: The brokers of the lending reports (the flow's own Kafka; None: no lending, fixed shares).
+    kafka: KafkaSettings | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.diarization == "none":
@@ -173,6 +180,8 @@ class SubmitSettings:
             raise SettingsError("BWSM_WAIT_MODE=webhook needs BWSM_WEBHOOK_URL (the URL the API calls back)")
         if self.diarization not in (None, *DIARIZATIONS):
             raise SettingsError(f"BWSM_DIARIZATION must be none, speaker or channel, got {self.diarization!r}")
+        if self.limiter_slot_seconds <= 0 or self.clock_guard < 0:
+            raise SettingsError("BWSM_LIMITER_SLOT_SECONDS must be > 0 and BWSM_CLOCK_GUARD_SECONDS >= 0")
         if not 0 < self.aimd_decrease < 1 or not 0 < self.aimd_floor <= 1:
             raise SettingsError("BWSM_AIMD_DECREASE and BWSM_AIMD_FLOOR must be in (0, 1)")
 

@@ -20,6 +20,14 @@ the lines of BYTEWAX_HOSTFILE_PATH; BWSM_CLUSTER_PROCESSES overrides all, see `S
 floor(N / P) requests per second, plus one if i < N mod P. The integer shares add up to exactly N, and an
 integer share keeps the "any window" guarantee per process, so the sum holds it for the cluster. When
 P > N the share would be 0: each process then gets N / P (averages hold, single windows may not).
+
+Lending (POST only, a cluster of P <= N processes with a broker): the fixed share is a process's *reserved* share;
+processes lend what they do not need per wall-clock slot through a Kafka topic, and a process's POST rate becomes
+`PlannedRate` = the plan of `lending.Lending` (its reserved share, less what it lent, plus what it borrowed, each
+slot's rate binding until a full window after the slot, so increases come a window after the decreases they rely
+on) times the AIMD factor. The plan's rates are integers and add up to at most N in any window (lending.py), and
+the spacing below turns an integer rate into "at most that many in any 1 s window", so the cluster bound stands.
+A limiter whose rate is 0 (lent out) or changes while it waits reads the rate again every RECHECK_SECONDS.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 Clock = Callable[[], float]
 
@@ -83,6 +92,18 @@ def cluster_share(limit: float, place: ClusterPlace) -> float:
         return limit / place.processes
     base, extra = divmod(whole, place.processes)
     return float(base + (1 if place.index < extra else 0))
+
+
+#: Longest sleep of a waiting request before the rate is read again (a loan may raise it meanwhile).
+RECHECK_SECONDS = 0.05
+
+
+class Rate(Protocol):
+    """What a RateLimiter asks of its rate: the current requests per second, and a 429 to react to."""
+
+    def current(self) -> float: ...
+
+    def on_throttled(self) -> bool: ...
 
 
 class AimdRate:
@@ -141,6 +162,14 @@ class SpacedSchedule:
     def take(self, slot: float) -> None:
         self.last = slot
 
+    def take_due(self, now: float, rate: float, slack: float) -> None:
+        """Granted at `now`, which is at or after the due time: space the next grant from the due time, unless the
+        grant came more than `slack` late. Why: a wake-up a millisecond late would otherwise push every later
+        grant back by it, and at 10/s those milliseconds cost percents of the limit; the bound still holds, as a
+        grant counts as at most `slack` earlier than it was, like a send (module doc)."""
+        due = now if self.last is None else self.last + (1.0 + self.margin) / rate
+        self.last = max(due, now - slack)
+
     def observe(self, sent_at: float, slack: float = 0.0) -> None:
         """The granted request really left at `sent_at`: space the next one from then if that was later.
 
@@ -163,6 +192,21 @@ def request_sent() -> None:
         current[0].sent(current[1])
 
 
+class PlannedRate:
+    """A rate whose ceiling changes over time (the cluster's lending plan, `lending.Lending.rate`), times an AIMD
+    factor in [floor, 1] for 429s: AimdRate(c) is c times AimdRate(1), so with a constant plan this is AimdRate."""
+
+    def __init__(self, plan: Callable[[], float], factor: AimdRate) -> None:
+        self.plan = plan
+        self.factor = factor
+
+    def current(self) -> float:
+        return self.plan() * self.factor.current()
+
+    def on_throttled(self) -> bool:
+        return self.factor.on_throttled()
+
+
 class RateLimiter:
     """An asyncio limiter for one route (POST or GET): FIFO waiters, strict spacing from real send times, AIMD rate.
 
@@ -171,7 +215,7 @@ class RateLimiter:
     client cannot report sends), grants are spaced from grant times only.
     """
 
-    def __init__(self, name: str, rate: AimdRate, margin: float, clock: Clock = time.monotonic,
+    def __init__(self, name: str, rate: Rate, margin: float, clock: Clock = time.monotonic,
                  send_slack: float = 0.01) -> None:
         self.name = name
         self.send_slack = send_slack
@@ -198,16 +242,20 @@ class RateLimiter:
                     await self._left.wait()
                     continue
                 now = self._clock()
-                slot = self._schedule.next_slot(now, self.rate.current())
+                rate = self.rate.current()
+                if rate <= 0:  # a process lending all of its share (or just started): ask again shortly
+                    await asyncio.sleep(RECHECK_SECONDS)
+                    continue
+                slot = self._schedule.next_slot(now, rate)
                 if slot <= now:
-                    self._schedule.take(now)
+                    self._schedule.take_due(now, rate, self.send_slack)
                     self._granted += 1
                     if self.tracks_sends:
                         self._unsent = self._granted
                         self._left.clear()
                     return self._granted
-                # Re-check after sleeping: a 429 meanwhile may have lowered the rate.
-                await asyncio.sleep(slot - now)
+                # Re-check after sleeping: a 429 may have lowered the rate, a loan raised it.
+                await asyncio.sleep(min(slot - now, RECHECK_SECONDS))
 
     @contextlib.contextmanager
     def granted(self, grant: int) -> Iterator[None]:
