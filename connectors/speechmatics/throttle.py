@@ -162,14 +162,6 @@ class SpacedSchedule:
     def take(self, slot: float) -> None:
         self.last = slot
 
-    def take_due(self, now: float, rate: float, slack: float) -> None:
-        """Granted at `now`, which is at or after the due time: space the next grant from the due time, unless the
-        grant came more than `slack` late. Why: a wake-up a millisecond late would otherwise push every later
-        grant back by it, and at 10/s those milliseconds cost percents of the limit; the bound still holds, as a
-        grant counts as at most `slack` earlier than it was, like a send (module doc)."""
-        due = now if self.last is None else self.last + (1.0 + self.margin) / rate
-        self.last = max(due, now - slack)
-
     def observe(self, sent_at: float, slack: float = 0.0) -> None:
         """The granted request really left at `sent_at`: space the next one from then if that was later.
 
@@ -248,7 +240,7 @@ class RateLimiter:
                     continue
                 slot = self._schedule.next_slot(now, rate)
                 if slot <= now:
-                    self._schedule.take_due(now, rate, self.send_slack)
+                    self._schedule.take(now)
                     self._granted += 1
                     if self.tracks_sends:
                         self._unsent = self._granted

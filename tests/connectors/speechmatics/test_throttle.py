@@ -121,11 +121,7 @@ def test_rate_limiter_serves_waiters_in_order_at_the_spaced_rate() -> None:
     order = asyncio.run(run())
     assert [i for i, _ in order] == list(range(20))
     gaps = [b - a for (_, a), (_, b) in zip(order, order[1:], strict=False)]
-    # 1/50 s apart, counted from when each grant was due: a grant that came up to send_slack (10 ms) late does not
-    # push the later ones back, so one gap may be that much shorter, but k grants never span less than
-    # (k - 1)/50 s - send_slack (timer granularity aside). Lateness only lengthens spans, so load cannot fail this.
-    assert min(gaps) >= 0.02 - 0.01 - 0.001
-    assert all(order[j][1] - order[i][1] >= (j - i) * 0.02 - 0.01 - 0.001 for i in range(20) for j in range(i, 20))
+    assert min(gaps) >= 0.02 * 0.95  # 1/50 s apart (timer granularity aside)
 
 
 # ---- real send times (a virtual clock: no waiting, no dependence on the machine's load) --------------------------
