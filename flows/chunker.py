@@ -74,15 +74,25 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarte
         self.core = CallChunker(config, resume, tally=self.tally)
         self.deadline: float | None = None
         self.touched_at = 0.0
+        self._armed_open = False  # whether `deadline` is an idle (open call) or a forget (flushed call) deadline
+        self._wake: datetime | None = None  # `deadline` as the datetime notify_at returns (made once per arming)
         if resume is not None:
             # An open call's idle timer restarts (its replayed frames must arrive before an idle flush); a flushed
             # call's forget timer keeps running from its last activity, so frequent restarts cannot keep it forever.
             self._arm(time.time() if self.core.open or not resume.touched_at else resume.touched_at)
 
-    def _arm(self, now: float) -> None:
+    def _timeout(self) -> float:
         cfg = self.config
+        return cfg.idle_timeout_seconds if self.core.open else cfg.forget_seconds
+
+    def _arm(self, now: float) -> None:
         self.touched_at = now
-        self.deadline = now + (cfg.idle_timeout_seconds if self.core.open else cfg.forget_seconds)
+        self._set_deadline(now + self._timeout())
+
+    def _set_deadline(self, at: float) -> None:
+        self._armed_open = self.core.open
+        self.deadline = at
+        self._wake = datetime.fromtimestamp(at, tz=timezone.utc)
 
     def on_batch(self, values: list[AudioFrame | CallStart | list[AudioFrame | CallStart]]) -> tuple[Output, bool]:
         out: Output = []
@@ -93,13 +103,23 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarte
                     push(frame, out)
             else:
                 push(value, out)
-        self._arm(time.time())
+        # The deadline is not moved on every batch (that is a new wake-up time for Bytewax to file per call per
+        # batch): activity is noted, and a deadline that comes while the call was active is pushed on then.
+        now = time.time()
+        if self.deadline is None or self.core.open != self._armed_open:
+            self._arm(now)
+        else:
+            self.touched_at = now
         publish(self.tally)
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Output, bool]:
         now = time.time()
         if self.deadline is None or now < self.deadline:
+            return [], StatefulBatchLogic.RETAIN
+        due = self.touched_at + self._timeout()
+        if now < due:  # active since the deadline was set: wait for the real one
+            self._set_deadline(due)
             return [], StatefulBatchLogic.RETAIN
         if not self.core.open:
             return [], StatefulBatchLogic.DISCARD
@@ -110,9 +130,7 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarte
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if self.deadline is None:
-            return None
-        return datetime.fromtimestamp(self.deadline, tz=timezone.utc)
+        return self._wake
 
     def snapshot(self) -> CallSnapshot:
         return replace(self.core.snapshot(), touched_at=self.touched_at)

@@ -20,6 +20,23 @@ def frame(seq: int, end: bool = False) -> AudioFrame:
     return AudioFrame("call-7", seq, b"\x01\x00" * 160, 8000, end=end)
 
 
+def expire(logic: ChunkerLogic) -> None:
+    """As if the call had been quiet past any timeout: its deadline and its last activity lie in the past."""
+    logic.deadline = time.time() - 1
+    logic.touched_at = time.time() - 100_000
+
+
+def test_a_deadline_that_comes_while_the_call_is_active_is_pushed_on() -> None:
+    logic = ChunkerLogic(CONFIG, None)
+    logic.on_batch([frame(0)])
+    first = logic.notify_at()
+    logic.on_batch([frame(1)])
+    assert logic.notify_at() is first  # not re-filed on every batch
+    logic.deadline = time.time() - 1  # the deadline came, but the call was active since
+    assert logic.on_notify() == ([], StatefulBatchLogic.RETAIN)
+    assert 0 < logic.notify_at().timestamp() - time.time() <= CONFIG.idle_timeout_seconds
+
+
 def test_idle_flush_then_tombstone_then_forget() -> None:
     logic = ChunkerLogic(CONFIG, None)
     assert logic.notify_at() is None
@@ -28,7 +45,7 @@ def test_idle_flush_then_tombstone_then_forget() -> None:
     idle_at = logic.notify_at().timestamp()
     assert 0 < idle_at - time.time() <= 10
     assert logic.on_notify() == ([], StatefulBatchLogic.RETAIN)  # woken early: nothing happens
-    logic.deadline = time.time() - 1
+    expire(logic)
     out, discard = logic.on_notify()
     assert [(c.span.index, c.span.end_sample, c.span.last) for c in out] == [(0, 320, True)]
     assert discard is StatefulBatchLogic.RETAIN
@@ -36,14 +53,14 @@ def test_idle_flush_then_tombstone_then_forget() -> None:
     tombstone = logic.snapshot()
     assert not tombstone.audio and tombstone.index == 1 and tombstone.next_seq == 2
     assert len(pickle.dumps(tombstone)) < 600
-    logic.deadline = time.time() - 1
+    expire(logic)
     assert logic.on_notify() == ([], StatefulBatchLogic.DISCARD)
 
 
 def test_a_revived_call_continues_and_a_restored_one_gets_a_fresh_idle_timer() -> None:
     logic = ChunkerLogic(CONFIG, None)
     logic.on_batch([frame(0)])
-    logic.deadline = time.time() - 1
+    expire(logic)
     logic.on_notify()
     logic.on_batch([frame(1)])
     restored = ChunkerLogic(CONFIG, pickle.loads(pickle.dumps(logic.snapshot())))
