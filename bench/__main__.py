@@ -26,8 +26,8 @@ from bench.common import Table, kafka_bootstrap
 BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "accuracy")
 #: (full, quick) sizes of each bench
 SIZES = {
-    "ingest_calls": (60, 30), "ingest_seconds": (60.0, 20.0), "ingest_repeat": (2, 1),
-    "latency_calls": ("100,1000", "100,1000"), "latency_seconds": (30.0, 12.0),
+    "ingest_calls": (60, 60), "ingest_seconds": (60.0, 30.0), "ingest_repeat": (2, 1),
+    "latency_calls": ("100,500,1000", "100,1000"), "latency_seconds": (30.0, 12.0),
     "scaling_steps": ("500,1000,1500,2000,3000", "1000,1500,2000"), "scaling_step_seconds": (10.0, 6.0),
     "memory_calls": (100, 40),
 }
@@ -62,7 +62,7 @@ def main() -> None:
                    frame_sizes=(20,) if args.quick else (20, 100), repeat=size["ingest_repeat"])
     if "latency" in only:
         latency.run(table, bootstrap, [int(x) for x in size["latency_calls"].split(",")], size["latency_seconds"],
-                    wait_levels=() if args.quick else (100,))
+                    wait_levels=() if args.quick else (100, 1000))
     if "scaling" in only:
         scaling.run(table, bootstrap, [int(x) for x in size["scaling_steps"].split(",")],
                     size["scaling_step_seconds"], size["memory_calls"])
