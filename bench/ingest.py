@@ -60,10 +60,10 @@ def child(args: argparse.Namespace) -> None:
     from bytewax.run import cli_main
 
     from bytewax.speechmatics.flows.chunker import FRAMES
-    from bytewax.speechmatics.flows.microbatch import tune_gc
+    from bytewax.speechmatics.flows.microbatch import tune_runtime
     from bytewax.speechmatics.flows.settings import RunSettings
 
-    tune_gc(RunSettings().gc_threshold)  # as the flow's entry point does
+    tune_runtime(RunSettings())  # as the flow's entry point does
 
     flow, sink = build_flow(args.bootstrap, args.topic)
     addresses = args.addresses.split(";") if args.addresses else None

@@ -55,10 +55,10 @@ def flow_child(args: argparse.Namespace) -> None:
     from bench.ingest import build_flow
     from bytewax.speechmatics.flows.chunker import FRAMES
     from bytewax.speechmatics.flows.chunking import ChunkConfig
-    from bytewax.speechmatics.flows.microbatch import tune_gc
+    from bytewax.speechmatics.flows.microbatch import tune_runtime
     from bytewax.speechmatics.flows.settings import RunSettings
 
-    tune_gc(RunSettings().gc_threshold)  # as the flow's entry point does
+    tune_runtime(RunSettings())  # as the flow's entry point does
     # no idle flush during the bench: held calls must keep their audio while RSS is read
     flow, sink = build_flow(args.bootstrap, args.topic, tail=True, config=ChunkConfig(idle_timeout_seconds=3600))
     pid = os.getpid()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from dataclasses import replace
 
 import bytewax.operators as op
@@ -31,7 +32,7 @@ from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.decode import audio_input
 from bytewax.speechmatics.flows.realtime import normalize_realtime
 from bytewax.speechmatics.flows.segments import Produced
-from bytewax.speechmatics.flows.settings import Settings
+from bytewax.speechmatics.flows.settings import RunSettings, Settings
 from bytewax.speechmatics.flows.stitcher import stitch_calls
 from bytewax.speechmatics.flows.submitter import transcribe_chunks
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, fit
@@ -117,12 +118,14 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     return flow
 
 
-def tune_gc(threshold: int) -> None:
-    """Collect the young generation every `threshold` allocations (0: leave Python's default), keeping the older
-    generations' ratios; see `RunSettings.gc_threshold` for why."""
-    if threshold > 0:
+def tune_runtime(run: RunSettings) -> None:
+    """The flow's process, tuned for it (the entry point's job, never an import's): the young-generation GC
+    threshold and the GIL switch interval (0 leaves Python's default); see RunSettings for why."""
+    if run.gc_threshold > 0:
         _, older, oldest = gc.get_threshold()
-        gc.set_threshold(threshold, older, oldest)
+        gc.set_threshold(run.gc_threshold, older, oldest)
+    if run.switch_interval > 0:
+        sys.setswitchinterval(run.switch_interval)
 
 
 def _with_endpoint(settings: Settings) -> Settings:
@@ -142,7 +145,7 @@ def __getattr__(name: str) -> Dataflow:
         try:
             settings = Settings.from_env()
             configure_logging(settings.logging)
-            tune_gc(settings.run.gc_threshold)
+            tune_runtime(settings.run)
             return build_flow(settings)
         except BytewaxSpeechmaticsError as exc:  # bad settings, no engine: one line, not a traceback
             raise SystemExit(f"bytewax-speechmatics: {exc}") from None

@@ -80,6 +80,11 @@ class RunSettings:
     #: collector runs every few dozen frames and cost a quarter of the ingest CPU. Set by the `microbatch:flow`
     #: entry point (the process is ours there); a flow you build yourself keeps your process's setting.
     gc_threshold: int = 100_000
+    #: Seconds a thread may hold the GIL while another waits (BWSM_GIL_SWITCH_SECONDS; 0 keeps Python's 0.005).
+    #: The submission loop thread does a system call per request step and must win the GIL back from the
+    #: dataflow's worker thread after each; at Python's 5 ms it waits that long every time, and past a few hundred
+    #: requests a second the loop falls behind while the CPU is half idle. Set by the entry point, like gc_threshold.
+    switch_interval: float = 0.001
 
 
 @dataclass(frozen=True)
@@ -299,4 +304,5 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_SNAPSHOT_SECONDS", "run", "snapshot_seconds", _COUNT),
     _v("BWSM_BACKUP_SECONDS", "run", "backup_seconds", _INT),
     _v("BWSM_GC_THRESHOLD", "run", "gc_threshold", _INT),
+    _v("BWSM_GIL_SWITCH_SECONDS", "run", "switch_interval", _NONNEG),
 )
