@@ -47,6 +47,7 @@ engine that ignores `channel_diarization_labels`) is given the call's label N.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,6 +62,9 @@ MATCH_EPS = 1e-3
 TIME_DECIMALS = 6
 #: Longest repeated n-gram the seam check looks for.
 MAX_NGRAM = 5
+#: How far around the overlap the alignment looks for copies of its words (seconds).
+MAX_SHIFT = 1.0
+_NON_WORD = re.compile(r"[^\w']+")
 UNKNOWN_SPEAKER = "UU"
 UNDETERMINED_LANGUAGE = "und"
 _KINDS = ("word", "punctuation")
@@ -327,30 +331,124 @@ def _seam_repeats(left: list[Unit], right: list[Unit], lo: float, hi: float, tol
     return 0
 
 
+def normalised(text: str) -> str:
+    """A word as the alignment compares it: case-folded, without punctuation (apostrophes inside kept)."""
+    return _NON_WORD.sub("", text.casefold())
+
+
+def _align(left: list[Unit], right: list[Unit]) -> list[tuple[int, int]]:
+    """The order-preserving pairing of `left` and `right` words with the most equal (normalised) texts.
+
+    A pair must share its channel and its two copies must intersect in time: copies of one word heard by both
+    chunks do (each is the word as its chunk heard it), copies of two different words of one channel never do.
+    Among pairings with as many pairs, the smallest total distance between midpoints wins (time is the
+    tie-breaker), so repeated words ("words words words") pair with their own copies. Classic dynamic
+    programming over the (short) overlap.
+    """
+    n, m = len(left), len(right)
+    keys_l = [normalised(u.host.text) for u in left]
+    keys_r = [normalised(u.host.text) for u in right]
+    zero = (0, 0.0)
+    score = [[zero] * (m + 1) for _ in range(n + 1)]
+    move = [[0] * (m + 1) for _ in range(n + 1)]  # 0: skip left, 1: skip right, 2: pair
+    for i in range(1, n + 1):
+        x = left[i - 1].host
+        for j in range(1, m + 1):
+            best, how = score[i - 1][j], 0
+            if score[i][j - 1] > best:
+                best, how = score[i][j - 1], 1
+            y = right[j - 1].host
+            if (keys_l[i - 1] and keys_l[i - 1] == keys_r[j - 1] and x.channel == y.channel
+                    and x.kind == y.kind == "word" and _intersection(x, y) > MATCH_EPS):
+                prev = score[i - 1][j - 1]
+                paired = (prev[0] + 1, prev[1] - abs(x.mid - y.mid))
+                if paired > best:
+                    best, how = paired, 2
+            score[i][j], move[i][j] = best, how
+    pairs = []
+    i, j = n, m
+    while i and j:
+        how = move[i][j]
+        if how == 2:
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif how == 0:
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
+
+
+def _switch(left: list[Unit], right: list[Unit], pairs: list[tuple[int, int]], released: set[int],
+            cut: float) -> float:
+    """Where the seam hands over from the previous chunk to the new one: in the gap between two consecutive
+    aligned words (both chunks agree on each side of it) nearest the overlap's middle `cut`, so that neither
+    chunk's edge (where a recogniser mishears the word the edge cut) is trusted. A gap with an unpaired word of
+    the previous chunk after it that is already released does not qualify (that word cannot be taken back).
+    Without two aligned words, the middle itself."""
+    best: float | None = None
+    for (i1, j1), (i2, j2) in zip(pairs, pairs[1:], strict=False):
+        before = max(left[i1].host.end, right[j1].host.end)
+        after = min(left[i2].host.start, right[j2].host.start)
+        t = (before + after) / 2
+        paired = {i for i, _ in pairs}
+        if any(k in released and k not in paired and left[k].host.mid >= t for k in range(len(left))):
+            continue
+        if best is None or abs(t - cut) < abs(best - cut):
+            best = t
+    return cut if best is None else best
+
+
 def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSettings) -> list[Unit]:
-    """The units to release at the seam between `tail`'s chunk and the next chunk: held ones and new ones."""
+    """The units to release at the seam between `tail`'s chunk and the next chunk: held ones and new ones.
+
+    1. Align: the two chunks' words around the overlap are paired by sequence alignment (`_align`).
+    2. Switch: per channel, the hand-over time is a gap between aligned words near the overlap's middle
+       (`_switch`); without an alignment it is the middle.
+    3. Pairs are one word (merged or, when the earlier copy is out already, dropped); other words are kept
+       from the chunk on their side of the switch; then the old pairing rules (`_pair`) and the repeat check
+       (`_seam_repeats`) as safety nets.
+    """
     b = tail.span.end_time
     a = min(span.start_time, b)
-    cut = (a + b) / 2
-    floor = max(cut, b - settings.context_seconds)  # earlier than this, the previous chunk already spoke
+    middle = (a + b) / 2
     held = list(tail.held)
     candidates = held + list(tail.context)
+    released = set(range(len(held), len(candidates)))
     used: set[int] = set()
+    twin: dict[int, int] = {}  # new unit index -> candidate index, from the alignment
+    switch: dict[str | None, float] = {}
+    if b - a > MATCH_EPS:
+        for channel in {u.host.channel for u in candidates} | {u.host.channel for u in units}:
+            left = [k for k, u in enumerate(candidates)
+                    if u.host.channel == channel and u.host.end > a - MAX_SHIFT]
+            left.sort(key=lambda k: (candidates[k].host.start, candidates[k].host.end))
+            right = [k for k, u in enumerate(units) if u.host.channel == channel and u.host.start < b + MAX_SHIFT]
+            pairs = _align([candidates[k] for k in left], [units[k] for k in right])
+            for i, j in pairs:
+                twin[right[j]] = left[i]
+                used.add(left[i])
+            switch[channel] = _switch([candidates[k] for k in left], [units[k] for k in right], pairs,
+                                      {n for n, k in enumerate(left) if k in released}, middle)
     merged: dict[int, Unit] = {}
     kept_new: list[Unit] = []
-    for unit in units:
-        if unit.host.start < b + MATCH_EPS:
+    for n, unit in enumerate(units):
+        cut = switch.get(unit.host.channel, middle)
+        j = twin.get(n)
+        if j is None and unit.host.start < b + MATCH_EPS:
             j = _pair(candidates, used, unit, b if b - a <= MATCH_EPS else None)
             if j is not None:
                 used.add(j)
-                if j < len(held):
-                    merged[j] = _merge(held[j], unit, cut)
-                continue  # the same word as an earlier copy: merged into it (held) or already out (context)
-        if unit.host.mid >= floor:
+        if j is not None:
+            if j < len(held):
+                merged[j] = _merge(held[j], unit, cut)
+            continue  # the same word as an earlier copy: merged into it (held) or already out (context)
+        if unit.host.mid >= max(cut, b - settings.context_seconds):  # earlier, the previous chunk spoke
             kept_new.append(unit)
-    kept_old = [merged.get(i, h) for i, h in enumerate(held) if i in merged or h.host.mid < cut]
-    left = sort_units([*tail.context, *kept_old])
-    repeats = _seam_repeats(left, kept_new, a, b, settings.seam_tolerance)
+    kept_old = [merged.get(i, h) for i, h in enumerate(held)
+                if i in merged or h.host.mid < switch.get(h.host.channel, middle)]
+    left_units = sort_units([*tail.context, *kept_old])
+    repeats = _seam_repeats(left_units, kept_new, a, b, settings.seam_tolerance)
     return sort_units([*kept_old, *kept_new[repeats:]])
 
 
