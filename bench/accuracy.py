@@ -47,6 +47,10 @@ CHUNK_SECONDS = 30.0
 MAX_WER_POINTS = 1.0
 MAX_ERRORS_PER_SEAM = 0.1
 QUICK_CALLS = ("mix-a",)
+#: The local worker runs one whisper job at a time and answers 503 (busy) to the rest: retry them promptly so
+#: the engine never idles (these are flow settings, not engine ones, and change no transcript).
+SUBMIT_SETTINGS = {"BWSM_BACKOFF_BASE": "0.05", "BWSM_BACKOFF_CAP": "0.5", "BWSM_MAX_CHUNK_SECONDS": "3600",
+                   "BWSM_POLL_MIN": "0.1", "BWSM_POLL_MAX": "0.5"}
 
 Word = tuple[str, float, float]  # normalised text, start, end (seconds from the call's start)
 
@@ -197,8 +201,9 @@ def run_flow(bootstrap: str, worker_url: str, recordings: Sequence, settings: di
     topics = {"BWSM_AUDIO_TOPIC": create_topic(bootstrap, "acc-audio", 1),
               "BWSM_TRANSCRIPT_TOPIC": create_topic(bootstrap, "acc-transcripts", 1),
               "BWSM_DLQ_TOPIC": create_topic(bootstrap, "acc-dlq", 1)}
-    env = {**os.environ, **topics, **settings, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BWSM_REALTIME": "0",
-           "SPEECHMATICS_BATCH_URL": worker_url, "SPEECHMATICS_API_KEY": "bench-key", "BWSM_DIARIZATION": "none",
+    env = {**os.environ, **topics, **SUBMIT_SETTINGS, **settings, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+           "BWSM_REALTIME": "0", "SPEECHMATICS_BATCH_URL": worker_url, "SPEECHMATICS_API_KEY": "bench-key",
+           "BWSM_DIARIZATION": "none",
            "BWSM_JOURNAL_DIR": tempfile.mkdtemp(prefix="acc-journal-"), "PYTHONUNBUFFERED": "1"}
     log_path = log_dir / f"accuracy-flow-{tag}.log"
     ids = {f"{r.name}-{tag}": r.name for r in recordings}
