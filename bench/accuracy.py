@@ -92,31 +92,64 @@ def differences(whole: Sequence[Word], stitched: Sequence[Word]) -> list[float]:
     return times
 
 
+def error_times(reference: str, words: Sequence[Word]) -> list[float]:
+    """The time of every error of `words` against the reference text: a substituted or inserted word's own
+    time; deleted reference words are spread evenly over the gap between the recognised words around them."""
+    import jiwer
+
+    from bytewax.speechmatics.connectors.cli.sample_audio import normalise_for_wer
+
+    ref = normalise_for_wer(reference)
+    if not words:
+        return []
+    out = jiwer.process_words(ref, " ".join(w for w, _, _ in words))
+    times: list[float] = []
+    for chunk in out.alignments[0]:
+        if chunk.type == "delete":  # spread over the gap the recogniser left between its neighbours
+            i, n = chunk.hyp_start_idx, chunk.ref_end_idx - chunk.ref_start_idx
+            lo = words[i - 1][2] if i > 0 else 0.0
+            hi = max(lo, words[i][1] if i < len(words) else words[-1][2])
+            times += [lo + (hi - lo) * (k + 0.5) / n for k in range(n)]
+        elif chunk.type != "equal":
+            times += [(words[i][1] + words[i][2]) / 2 for i in range(chunk.hyp_start_idx, chunk.hyp_end_idx)]
+    return times
+
+
 @dataclass(frozen=True, slots=True)
 class SeamReport:
     seams: int
-    near: int  # differences within SEAM_RADIUS of a seam
-    elsewhere: int
-    near_seconds: float
-    attributable: float  # near - elsewhere rate x near_seconds, at least 0
+    near: int  # stitched-vs-whole differences within SEAM_RADIUS of a seam
+    elsewhere: int  # ... and elsewhere
+    near_seconds: float  # length of the seam zones
+    errors_near: int  # errors (against the reference) of the stitched transcript in the seam zones
+    whole_errors_near: int  # ... and of the whole-file transcript in the same zones
+    attributable: int  # errors_near - whole_errors_near, at least 0
 
 
-def seam_report(diffs: Sequence[float], seams: Sequence[tuple[float, float]], duration: float,
-                radius: float = SEAM_RADIUS) -> SeamReport:
-    """Differences near the seams (each an interval: the overlap, or a point) vs elsewhere."""
-    zones = sorted((max(0.0, lo - radius), min(duration, hi + radius)) for lo, hi in seams)
+def zones(seams: Sequence[tuple[float, float]], duration: float, radius: float = SEAM_RADIUS) -> list[list[float]]:
+    """The time within `radius` of a seam (each seam an interval: the overlap, or a point), merged."""
     merged: list[list[float]] = []
-    for lo, hi in zones:
+    for lo, hi in sorted((max(0.0, lo - radius), min(duration, hi + radius)) for lo, hi in seams):
         if merged and lo <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], hi)
         else:
             merged.append([lo, hi])
-    near_seconds = sum(hi - lo for lo, hi in merged)
-    near = sum(1 for t in diffs if any(lo <= t <= hi for lo, hi in merged))
-    elsewhere = len(diffs) - near
-    rate = elsewhere / max(duration - near_seconds, 1e-9)
-    return SeamReport(len(seams), near, elsewhere, round(near_seconds, 3),
-                      round(max(0.0, near - rate * near_seconds), 3))
+    return merged
+
+
+def seam_report(diffs: Sequence[float], seams: Sequence[tuple[float, float]], duration: float,
+                stitched_errors: Sequence[float] = (), whole_errors: Sequence[float] = ()) -> SeamReport:
+    """Differences near the seams vs elsewhere, and the errors the seams add: the stitched transcript's errors
+    in the seam zones beyond the whole file's errors in the same zones (the recogniser errs there anyway)."""
+    zs = zones(seams, duration)
+
+    def near(times: Sequence[float]) -> int:
+        return sum(1 for t in times if any(lo <= t <= hi for lo, hi in zs))
+
+    n = near(diffs)
+    errors, whole = near(stitched_errors), near(whole_errors)
+    return SeamReport(len(seams), n, len(diffs) - n, round(sum(hi - lo for lo, hi in zs), 3), errors, whole,
+                      max(0, errors - whole))
 
 
 def seams_of(events: Sequence[dict]) -> list[tuple[float, float]]:
@@ -150,6 +183,7 @@ class PolicyResult:
     wer: float
     seams: SeamReport
     billed_overlap: float  # seconds submitted twice
+    text: str = ""  # the stitched words (normalised), for inspection; never logged
 
 
 @dataclass
@@ -159,6 +193,7 @@ class CallResult:
     words: int  # in the reference
     wer_whole: float
     policies: list[PolicyResult] = field(default_factory=list)
+    text: str = ""  # the whole file's words (normalised)
 
 
 def _cache() -> Path:
@@ -277,7 +312,8 @@ def measure(bootstrap: str, names: Sequence[str], overlaps: Sequence[float] | No
             whole = normal_words(whole_file_words(rec.pcm, worker.url, "whisper-base"))
             progress(f"  whole file {rec.name}: {rec.seconds:.0f} s audio, {time.monotonic() - started:.0f} s")
             results.append((rec, whole, CallResult(rec.name, round(rec.seconds, 1), len(rec.reference.split()),
-                                                   round(wer(rec.reference, whole), 4))))
+                                                   round(wer(rec.reference, whole), 4),
+                                                   text=" ".join(w for w, _, _ in whole))))
         for policy, overlap in runs:
             started = time.monotonic()
             settings = {"BWSM_CHUNK_POLICY": policy, "BWSM_CHUNK_SECONDS": str(CHUNK_SECONDS),
@@ -288,9 +324,11 @@ def measure(bootstrap: str, names: Sequence[str], overlaps: Sequence[float] | No
                 events = by_call[rec.name]
                 stitched = normal_words(stitched_words(events))
                 seams = seams_of(events)
-                report = seam_report(differences(whole, stitched), seams, rec.seconds)
+                report = seam_report(differences(whole, stitched), seams, rec.seconds,
+                                     error_times(rec.reference, stitched), error_times(rec.reference, whole))
                 result.policies.append(PolicyResult(policy, overlap, round(wer(rec.reference, stitched), 4),
-                                                    report, round(billed_overlap(seams), 3)))
+                                                    report, round(billed_overlap(seams), 3),
+                                                    " ".join(w for w, _, _ in stitched)))
         return [r for _, _, r in results]
     finally:
         worker.stop()
@@ -311,7 +349,7 @@ def verdicts(results: Sequence[CallResult]) -> list[str]:
         seams = sum(s.seams for s in reports)
         errors = sum(s.attributable for s in reports)
         if seams and errors > MAX_ERRORS_PER_SEAM * seams:
-            out.append(f"{policy}/{overlap}: {errors:.1f} seam-attributable errors at {seams} seams")
+            out.append(f"{policy}/{overlap}: {errors} seam-attributable errors at {seams} seams")
     return out
 
 
@@ -323,8 +361,9 @@ def record(table: Table, results: Sequence[CallResult]) -> None:
             s = p.seams
             table.add("accuracy", f"{r.name} {p.policy} ov {p.overlap:g}s", "WER stitched",
                       f"{100 * p.wer:.1f}% ({100 * (p.wer - r.wer_whole):+.1f} pt)",
-                      f"seams {s.seams}: {s.near} diffs near, {s.elsewhere} elsewhere, "
-                      f"{s.attributable:.1f} seam-attributable; overlap billed "
+                      f"seams {s.seams}: vs whole file {s.near} diffs near, {s.elsewhere} elsewhere; errors "
+                      f"near {s.errors_near} (whole {s.whole_errors_near}): {s.attributable} seam-attributable; "
+                      "overlap billed "
                       f"{3600 * p.billed_overlap / r.seconds:.0f} s/h")
 
 

@@ -379,35 +379,66 @@ def _align(left: list[Unit], right: list[Unit]) -> list[tuple[int, int]]:
     return pairs[::-1]
 
 
-def _switch(left: list[Unit], right: list[Unit], pairs: list[tuple[int, int]], released: set[int],
-            cut: float) -> float:
-    """Where the seam hands over from the previous chunk to the new one: in the gap between two consecutive
-    aligned words (both chunks agree on each side of it) nearest the overlap's middle `cut`, so that neither
-    chunk's edge (where a recogniser mishears the word the edge cut) is trusted. A gap with an unpaired word of
-    the previous chunk after it that is already released does not qualify (that word cannot be taken back).
-    Without two aligned words, the middle itself."""
-    best: float | None = None
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """Where one channel's seam hands over from the previous chunk (left) to the new one (right).
+
+    `time`: the switch time for words outside the aligned stretch (midpoint rule). `left` / `right`: the
+    windowed words of each chunk that the alignment assigned (kept), by their index in the window; words
+    neither kept nor paired inside the aligned stretch are dropped.
+    """
+
+    time: float
+    aligned: bool = False
+    left: frozenset[int] = frozenset()
+    right: frozenset[int] = frozenset()
+    span_left: tuple[int, int] = (0, -1)  # window indices the alignment decides (first pair .. last pair)
+    span_right: tuple[int, int] = (0, -1)
+
+
+def _handover(left: list[Unit], right: list[Unit], pairs: list[tuple[int, int]], released: set[int],
+              a: float, b: float) -> Handover:
+    """Hand over between two consecutive aligned words (both chunks agree on each side), in the gap nearest the
+    overlap's middle, so that neither chunk's edge (where a recogniser mishears the word the edge cut) is
+    trusted. Before the gap every word is the previous chunk's, after it the new chunk's; the words the chunks
+    disagree on inside the gap itself come whole from the chunk whose edge is farther from it. A gap after
+    which a released (already emitted) word of the previous chunk would have to be dropped does not qualify.
+    Without two aligned words: the middle of the overlap, by time (the midpoint rule)."""
+    middle = (a + b) / 2
+    paired_left = {i for i, _ in pairs}
+    best: tuple[float, Handover] | None = None
     for (i1, j1), (i2, j2) in zip(pairs, pairs[1:], strict=False):
         before = max(left[i1].host.end, right[j1].host.end)
         after = min(left[i2].host.start, right[j2].host.start)
         t = (before + after) / 2
-        paired = {i for i, _ in pairs}
-        if any(k in released and k not in paired and left[k].host.mid >= t for k in range(len(left))):
+        from_left = t < middle  # the gap's own disputed words from the chunk whose edge is farther
+        keep_left = {i for i in range(pairs[0][0], i1 + 1) if i not in paired_left}
+        if from_left:
+            keep_left |= set(range(i1 + 1, i2))
+        dropped = set(range(pairs[0][0], pairs[-1][0] + 1)) - keep_left - paired_left
+        if dropped & released:
             continue
-        if best is None or abs(t - cut) < abs(best - cut):
-            best = t
-    return cut if best is None else best
+        keep_right = {j for j in range(j2, pairs[-1][1] + 1)} - {j for _, j in pairs}
+        if not from_left:
+            keep_right |= set(range(j1 + 1, j2))
+        handover = Handover(t, True, frozenset(keep_left), frozenset(keep_right),
+                            (pairs[0][0], pairs[-1][0]), (pairs[0][1], pairs[-1][1]))
+        if best is None or abs(t - middle) < best[0]:
+            best = (abs(t - middle), handover)
+    if best is None:
+        return Handover(middle)
+    return best[1]
 
 
 def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSettings) -> list[Unit]:
     """The units to release at the seam between `tail`'s chunk and the next chunk: held ones and new ones.
 
-    1. Align: the two chunks' words around the overlap are paired by sequence alignment (`_align`).
-    2. Switch: per channel, the hand-over time is a gap between aligned words near the overlap's middle
-       (`_switch`); without an alignment it is the middle.
-    3. Pairs are one word (merged or, when the earlier copy is out already, dropped); other words are kept
-       from the chunk on their side of the switch; then the old pairing rules (`_pair`) and the repeat check
-       (`_seam_repeats`) as safety nets.
+    1. Align: per channel, the two chunks' words around the overlap are paired by sequence alignment (`_align`).
+    2. Hand over (`_handover`): between two aligned words near the overlap's middle; inside the aligned stretch
+       words are taken by their place in the alignment, outside it by the midpoint rule around the hand-over
+       time (without an alignment, around the overlap's middle).
+    3. Pairs are one word (merged or, when the earlier copy is out already, dropped); then the old pairing rules
+       (`_pair`) and the repeat check (`_seam_repeats`) as safety nets.
     """
     b = tail.span.end_time
     a = min(span.start_time, b)
@@ -417,7 +448,9 @@ def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSe
     released = set(range(len(held), len(candidates)))
     used: set[int] = set()
     twin: dict[int, int] = {}  # new unit index -> candidate index, from the alignment
-    switch: dict[str | None, float] = {}
+    cut_of: dict[str | None, float] = {}
+    decided_old: dict[int, bool] = {}  # candidate index -> kept, for units the alignment decides
+    decided_new: dict[int, bool] = {}  # new unit index -> kept
     if b - a > MATCH_EPS:
         for channel in {u.host.channel for u in candidates} | {u.host.channel for u in units}:
             left = [k for k, u in enumerate(candidates)
@@ -428,14 +461,20 @@ def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSe
             for i, j in pairs:
                 twin[right[j]] = left[i]
                 used.add(left[i])
-            switch[channel] = _switch([candidates[k] for k in left], [units[k] for k in right], pairs,
-                                      {n for n, k in enumerate(left) if k in released}, middle)
+            hand = _handover([candidates[k] for k in left], [units[k] for k in right], pairs,
+                             {n for n, k in enumerate(left) if k in released}, a, b)
+            cut_of[channel] = hand.time
+            if hand.aligned:
+                for n in range(hand.span_left[0], hand.span_left[1] + 1):
+                    decided_old[left[n]] = n in hand.left
+                for n in range(hand.span_right[0], hand.span_right[1] + 1):
+                    decided_new[right[n]] = n in hand.right
     merged: dict[int, Unit] = {}
     kept_new: list[Unit] = []
     for n, unit in enumerate(units):
-        cut = switch.get(unit.host.channel, middle)
+        cut = cut_of.get(unit.host.channel, middle)
         j = twin.get(n)
-        if j is None and unit.host.start < b + MATCH_EPS:
+        if j is None and n not in decided_new and unit.host.start < b + MATCH_EPS:
             j = _pair(candidates, used, unit, b if b - a <= MATCH_EPS else None)
             if j is not None:
                 used.add(j)
@@ -443,10 +482,13 @@ def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSe
             if j < len(held):
                 merged[j] = _merge(held[j], unit, cut)
             continue  # the same word as an earlier copy: merged into it (held) or already out (context)
-        if unit.host.mid >= max(cut, b - settings.context_seconds):  # earlier, the previous chunk spoke
+        keep = decided_new.get(n)
+        if keep is None:
+            keep = unit.host.mid >= max(cut, b - settings.context_seconds)  # earlier, the previous chunk spoke
+        if keep:
             kept_new.append(unit)
     kept_old = [merged.get(i, h) for i, h in enumerate(held)
-                if i in merged or h.host.mid < switch.get(h.host.channel, middle)]
+                if i in merged or decided_old.get(i, h.host.mid < cut_of.get(h.host.channel, middle))]
     left_units = sort_units([*tail.context, *kept_old])
     repeats = _seam_repeats(left_units, kept_new, a, b, settings.seam_tolerance)
     return sort_units([*kept_old, *kept_new[repeats:]])
