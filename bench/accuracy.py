@@ -8,12 +8,13 @@ deterministic, so it is computed once per machine). Per call:
 
 - WER (jiwer, lower-cased, punctuation stripped) of the whole-file transcript and of each stitched transcript
   against the human reference;
-- the seam report: the stitched words are aligned with the whole-file words; every difference (substitution,
-  insertion, deletion) gets the time of its word, and counts as *near a seam* when within `SEAM_RADIUS` s of a
-  chunk boundary (the overlap between two chunks). Chunked and whole-file recognition differ a little
-  everywhere (the recogniser sees other context), so the errors attributable to seams are the near-seam
-  differences beyond what the call's background rate (differences per second elsewhere) predicts for the
-  near-seam time.
+- the seam report: the stitched words are aligned with the whole-file words and every difference is placed at
+  its word's time: *near a seam* when within `SEAM_RADIUS` s of a chunk boundary (the overlap between two
+  chunks, or the cut point), else *elsewhere*. Chunked and whole-file recognition differ a little everywhere
+  (the recogniser sees other context, and is sometimes wrong where the other is right), so the errors
+  *attributable to seams* are counted against the reference: the stitched transcript's errors in the seam
+  zones minus the whole-file transcript's errors in the same zones (deleted words are spread over the gap the
+  recogniser left). Summed over the calls of a run, that is what cutting cost at the seams.
 - billed overlap: seconds of audio submitted twice, per hour of call audio.
 
 Alone: .venv/bin/python -m bench.accuracy [--quick] [--overlaps 0.3,2] [--json]
@@ -123,7 +124,7 @@ class SeamReport:
     near_seconds: float  # length of the seam zones
     errors_near: int  # errors (against the reference) of the stitched transcript in the seam zones
     whole_errors_near: int  # ... and of the whole-file transcript in the same zones
-    attributable: int  # errors_near - whole_errors_near, at least 0
+    attributable: int  # errors_near - whole_errors_near: what the seams add (negative: fewer than the whole file)
 
 
 def zones(seams: Sequence[tuple[float, float]], duration: float, radius: float = SEAM_RADIUS) -> list[list[float]]:
@@ -140,7 +141,8 @@ def zones(seams: Sequence[tuple[float, float]], duration: float, radius: float =
 def seam_report(diffs: Sequence[float], seams: Sequence[tuple[float, float]], duration: float,
                 stitched_errors: Sequence[float] = (), whole_errors: Sequence[float] = ()) -> SeamReport:
     """Differences near the seams vs elsewhere, and the errors the seams add: the stitched transcript's errors
-    in the seam zones beyond the whole file's errors in the same zones (the recogniser errs there anyway)."""
+    in the seam zones minus the whole file's errors in the same zones (the recogniser errs there anyway; a
+    difference of two counts, so it may be negative for one call: sum it over calls before judging it)."""
     zs = zones(seams, duration)
 
     def near(times: Sequence[float]) -> int:
@@ -149,7 +151,7 @@ def seam_report(diffs: Sequence[float], seams: Sequence[tuple[float, float]], du
     n = near(diffs)
     errors, whole = near(stitched_errors), near(whole_errors)
     return SeamReport(len(seams), n, len(diffs) - n, round(sum(hi - lo for lo, hi in zs), 3), errors, whole,
-                      max(0, errors - whole))
+                      errors - whole)
 
 
 def seams_of(events: Sequence[dict]) -> list[tuple[float, float]]:
@@ -347,7 +349,7 @@ def verdicts(results: Sequence[CallResult]) -> list[str]:
             by_run.setdefault((p.policy, p.overlap), []).append(p.seams)
     for (policy, overlap), reports in by_run.items():
         seams = sum(s.seams for s in reports)
-        errors = sum(s.attributable for s in reports)
+        errors = max(0, sum(s.attributable for s in reports))
         if seams and errors > MAX_ERRORS_PER_SEAM * seams:
             out.append(f"{policy}/{overlap}: {errors} seam-attributable errors at {seams} seams")
     return out
@@ -362,7 +364,7 @@ def record(table: Table, results: Sequence[CallResult]) -> None:
             table.add("accuracy", f"{r.name} {p.policy} ov {p.overlap:g}s", "WER stitched",
                       f"{100 * p.wer:.1f}% ({100 * (p.wer - r.wer_whole):+.1f} pt)",
                       f"seams {s.seams}: vs whole file {s.near} diffs near, {s.elsewhere} elsewhere; errors "
-                      f"near {s.errors_near} (whole {s.whole_errors_near}): {s.attributable} seam-attributable; "
+                      f"near {s.errors_near} (whole {s.whole_errors_near}): {s.attributable:+d} seam-attributable; "
                       "overlap billed "
                       f"{3600 * p.billed_overlap / r.seconds:.0f} s/h")
 

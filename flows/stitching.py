@@ -47,6 +47,7 @@ engine that ignores `channel_diarization_labels`) is given the call's label N.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -76,9 +77,9 @@ Relabel = Callable[[ChunkSpan, dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class StitchSettings:
-    """Tuning of the seam (BWSM_STITCH_* variables). Defaults suit 0.2-2 s overlaps."""
+    """Tuning of the seam (BWSM_STITCH_* variables). Defaults suit overlaps up to 1 s (hold >= overlap / 2 + 0.5)."""
 
-    hold_seconds: float = 0.5  # units ending this close to a chunk's end wait for the next chunk
+    hold_seconds: float = 1.0  # units ending this close to a chunk's end wait for the next chunk (>= overlap / 2 + 0.5)
     context_seconds: float = 5.0  # released units kept for matching; must exceed the largest overlap
     seam_tolerance: float = 0.3  # safety net: max distance (s) between midpoints of a repeated n-gram
     linger_seconds: float = 3600.0  # a completed call is remembered this long (repeated results are ignored)
@@ -398,45 +399,61 @@ class Handover:
 
 def _handover(left: list[Unit], right: list[Unit], pairs: list[tuple[int, int]], released: set[int],
               a: float, b: float) -> Handover:
-    """Hand over between two consecutive aligned words (both chunks agree on each side), in the gap nearest the
-    overlap's middle, so that neither chunk's edge (where a recogniser mishears the word the edge cut) is
-    trusted. Before the gap every word is the previous chunk's, after it the new chunk's; the words the chunks
-    disagree on inside the gap itself come whole from the chunk whose edge is farther from it. A gap after
-    which a released (already emitted) word of the previous chunk would have to be dropped does not qualify.
-    Without two aligned words: the middle of the overlap, by time (the midpoint rule)."""
+    """Hand over at the aligned word (both chunks heard it alike) nearest the overlap's middle, so that neither
+    chunk's edge (where a recogniser mishears the word the edge cut) is trusted: within the aligned stretch,
+    the previous chunk's words before it and the new chunk's after it, each disputed word whole from one chunk.
+    A hand-over that would drop a released (already emitted) word of the previous chunk does not qualify.
+    Without an aligned word: a quiet point near the overlap's middle, by time (`_quiet_point`)."""
     middle = (a + b) / 2
-    paired_left = {i for i, _ in pairs}
+    paired_left, paired_right = {i for i, _ in pairs}, {j for _, j in pairs}
     best: tuple[float, Handover] | None = None
-    for (i1, j1), (i2, j2) in zip(pairs, pairs[1:], strict=False):
-        before = max(left[i1].host.end, right[j1].host.end)
-        after = min(left[i2].host.start, right[j2].host.start)
-        t = (before + after) / 2
-        from_left = t < middle  # the gap's own disputed words from the chunk whose edge is farther
-        keep_left = {i for i in range(pairs[0][0], i1 + 1) if i not in paired_left}
-        if from_left:
-            keep_left |= set(range(i1 + 1, i2))
-        dropped = set(range(pairs[0][0], pairs[-1][0] + 1)) - keep_left - paired_left
+    for i, j in pairs:
+        t = (min(left[i].host.start, right[j].host.start) + max(left[i].host.end, right[j].host.end)) / 2
+        dropped = set(range(i + 1, len(left))) - paired_left  # in the stretch, or after it by the time rule
         if dropped & released:
             continue
-        keep_right = {j for j in range(j2, pairs[-1][1] + 1)} - {j for _, j in pairs}
-        if not from_left:
-            keep_right |= set(range(j1 + 1, j2))
+        keep_left = set(range(pairs[0][0], i)) - paired_left
+        keep_right = set(range(j + 1, pairs[-1][1] + 1)) - paired_right
         handover = Handover(t, True, frozenset(keep_left), frozenset(keep_right),
                             (pairs[0][0], pairs[-1][0]), (pairs[0][1], pairs[-1][1]))
         if best is None or abs(t - middle) < best[0]:
             best = (abs(t - middle), handover)
     if best is None:
-        return Handover(middle)
+        return Handover(_quiet_point(left, right, released, a, b))
     return best[1]
+
+
+def _quiet_point(left: list[Unit], right: list[Unit], released: set[int], a: float, b: float) -> float:
+    """Without an aligned word: the point of the overlap nearest its middle where neither chunk has a word and
+    every released word of the previous chunk has ended (so the time rule splits no word, and takes back none);
+    the middle itself when there is no such point."""
+    middle = (a + b) / 2
+    floor = max([left[k].host.end for k in released] + [a])
+    busy = sorted((u.host.start, u.host.end) for u in (*left, *right))
+    points, at = [], floor
+    for start, end in busy:
+        if start > at:
+            points.append((at, min(start, b)))
+        at = max(at, end)
+    if at < b:
+        points.append((at, b))
+    best = None
+    for lo, hi in points:
+        if hi <= lo:
+            continue
+        t = min(max(middle, lo), hi) if lo < middle < hi else (lo + hi) / 2
+        if best is None or abs(t - middle) < abs(best - middle):
+            best = t
+    return middle if best is None else best
 
 
 def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSettings) -> list[Unit]:
     """The units to release at the seam between `tail`'s chunk and the next chunk: held ones and new ones.
 
     1. Align: per channel, the two chunks' words around the overlap are paired by sequence alignment (`_align`).
-    2. Hand over (`_handover`): between two aligned words near the overlap's middle; inside the aligned stretch
-       words are taken by their place in the alignment, outside it by the midpoint rule around the hand-over
-       time (without an alignment, around the overlap's middle).
+    2. Hand over (`_handover`) at the aligned word nearest the overlap's middle; inside the aligned stretch words
+       are taken by their place in the alignment, outside it by the midpoint rule around the hand-over time
+       (without an alignment, around the overlap's middle).
     3. Pairs are one word (merged or, when the earlier copy is out already, dropped); then the old pairing rules
        (`_pair`) and the repeat check (`_seam_repeats`) as safety nets.
     """
@@ -487,11 +504,33 @@ def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSe
             keep = unit.host.mid >= max(cut, b - settings.context_seconds)  # earlier, the previous chunk spoke
         if keep:
             kept_new.append(unit)
-    kept_old = [merged.get(i, h) for i, h in enumerate(held)
-                if i in merged or decided_old.get(i, h.host.mid < cut_of.get(h.host.channel, middle))]
+    kept = [i for i, h in enumerate(held)
+            if i in merged or decided_old.get(i, h.host.mid < cut_of.get(h.host.channel, middle))]
+    kept_old = [merged.get(i, held[i]) for i in kept]
+    merged_at = {n for n, i in enumerate(kept) if i in merged}
     left_units = sort_units([*tail.context, *kept_old])
     repeats = _seam_repeats(left_units, kept_new, a, b, settings.seam_tolerance)
-    return sort_units([*kept_old, *kept_new[repeats:]])
+    late = {i for i in merged_at if kept_old[i].host.mid >= cut_of.get(kept_old[i].host.channel, middle)}
+    before = [u for i, u in enumerate(kept_old) if i not in late]
+    return _in_order(before, [*(kept_old[i] for i in sorted(late)), *kept_new[repeats:]])
+
+
+def _in_order(old: list[Unit], new: list[Unit]) -> list[Unit]:
+    """Per channel the words before the hand-over, then those after it (the order the alignment decided),
+    channels interleaved by time. Two recognisers time the overlap a little differently, so sorting the mix by
+    time could swap words ("how talk to" for "how to talk"); a word timed before the word it follows is made to
+    start with it."""
+    runs = []
+    for channel in dict.fromkeys(u.host.channel for u in (*old, *new)):
+        run: list[Unit] = []
+        for unit in (*sort_units(u for u in old if u.host.channel == channel),
+                     *sort_units(u for u in new if u.host.channel == channel)):
+            if run and unit.host.start < run[-1].host.start:
+                start = run[-1].host.start
+                unit = replace(unit, host=replace(unit.host, start=start, end=max(unit.host.end, start)))
+            run.append(unit)
+        runs.append(run)
+    return list(heapq.merge(*runs, key=lambda u: u.host.start))
 
 
 def split_release(units: list[Unit], span: ChunkSpan, settings: StitchSettings) -> tuple[list[Unit], list[Unit]]:

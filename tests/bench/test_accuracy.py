@@ -52,7 +52,7 @@ def test_seam_report_counts_near_and_elsewhere_and_the_errors_the_seams_add() ->
                          whole_errors=[10.0, 31.5, 70.0])
     assert (report.seams, report.near, report.elsewhere, report.near_seconds) == (2, 3, 2, 9.0)
     assert (report.errors_near, report.whole_errors_near, report.attributable) == (3, 1, 2)
-    assert seam_report([], [(29.0, 30.0)], 100.0, [28.0], [28.0, 29.0]).attributable == 0
+    assert seam_report([], [(29.0, 30.0)], 100.0, [28.0], [28.0, 29.0]).attributable == -1
 
 
 def test_seams_and_words_come_from_the_segments() -> None:
@@ -74,6 +74,10 @@ def test_verdicts_name_every_missed_ceiling() -> None:
     assert verdicts([ok]) == []
     worse = CallResult("c", 300.0, 600, 0.10, policies=[PolicyResult("vad", 2.0, 0.12, bad, 0.0)])
     assert len(verdicts([worse])) == 2
+    # Seam errors are judged over all calls of a run: one call's excess may be another's deficit.
+    better = CallResult("d", 300.0, 600, 0.10, policies=[PolicyResult("vad", 2.0, 0.10, SeamReport(
+        10, 3, 50, 40.0, 5, 9, -4), 0.0)])
+    assert verdicts([worse, better]) == [verdicts([worse])[0]]
 
 
 @pytest.mark.slow

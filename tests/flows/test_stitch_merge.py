@@ -120,7 +120,7 @@ def recognised_seam(draw):  # noqa: ANN001, ANN201
     if draw(st.booleans()):
         left.append(("mm", b - 0.05, b))
     agreed = [w for n, w in enumerate(words) if n not in disputed and a + 0.3 < w[1] and w[2] < b - 0.3]
-    assume(len(agreed) >= 3)  # the overlap holds speech both chunks heard whole and alike
+    assume(len(agreed) >= 1)  # the overlap holds a word both chunks heard whole and alike
     return words, disputed, a, b, end, left, right, overlap
 
 
