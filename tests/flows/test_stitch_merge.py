@@ -143,3 +143,32 @@ def test_edge_damage_never_reaches_the_transcript_and_no_word_is_lost_or_doubled
             assert rest[:1] == [text], (n, got)
             rest = rest[1:]
     assert rest == []
+
+
+def test_forced_vad_cuts_overlap_and_go_through_the_same_merge() -> None:
+    """Speech without pauses makes the VAD policy force cuts at its maximum, with the fixed overlap; the stitcher
+    merges those seams like fixed windows' (it knows no policy, only the spans' overlap)."""
+    import numpy as np
+
+    from bytewax.speechmatics.flows.chunking import CallChunker, ChunkConfig
+    from bytewax.speechmatics.schemas.chunks import Chunk
+    from bytewax.speechmatics.schemas.frames import AudioFrame
+
+    cfg = ChunkConfig(policy="vad", vad_min_seconds=4.0, vad_max_seconds=6.0, overlap_seconds=1.0)
+    noise = (np.random.default_rng(1).standard_normal(16 * RATE) * 8000).astype("<i2").tobytes()
+    chunker, out = CallChunker(cfg, clock=lambda: 0.0), []
+    frames = [noise[i:i + 640] for i in range(0, len(noise), 640)]
+    for seq, frame in enumerate(frames):
+        chunker.push(AudioFrame("call-m", seq, frame, RATE, end=seq == len(frames) - 1), out)
+    spans = [c.span for c in out if isinstance(c, Chunk)]
+    assert len(spans) >= 3 and all(s.overlap_samples == RATE for s in spans[1:])  # forced, with 1 s overlap
+
+    truth = [(VOCAB[n % len(VOCAB)], 0.2 + 0.5 * n, 0.2 + 0.5 * n + 0.4) for n in range(31)]
+
+    def heard(s: ChunkSpan) -> list[tuple[str, float, float]]:
+        lo, hi = s.start_time, s.end_time
+        return [(t[:2] + "~" if (a < lo and s.index) or (b > hi and not s.last) else t, max(a, lo), min(b, hi))
+                for t, a, b in truth if b > lo and a < hi]
+
+    results = [result(s, heard(s)) for s in spans]
+    assert stitch(results, StitchSettings()) == [t for t, _, _ in truth]
