@@ -9,8 +9,8 @@ keeps none of the audio):
   corpus: spontaneous, disfluent English of one speaker (`acoustic_corpus`, `cold_corpus`, `cold_corpus3`, ~25 s
   each, the last two with a cold), shorter utterances (falsetto, whispered) and one LibriSpeech utterance
   (CC BY 4.0), each with a `.lab` transcript or a reference in its test configuration.
-- Debian's `pocketsphinx-testdata` (BSD-2) carries five utterances of one LibriVox reader (public domain) from
-  chapter 1 of Sense and Sensibility, with their transcription.
+- Debian's `pocketsphinx-testdata` (BSD-2; `apt-get download`, never installed) carries five utterances of one
+  LibriVox reader (public domain) from chapter 1 of Sense and Sensibility, with their transcription.
 
 A long call (`mix-a`, `mix-b`) is every piece once in one order and then once more in another (fixed seeds),
 separated by 0.5 s of faint noise, so seams land on different words in each pass. References are the pieces'
@@ -120,8 +120,11 @@ def _fetch_pocketsphinx(target: Path) -> Path:
     if (done / ".complete").exists():
         return done
     with tempfile.TemporaryDirectory(dir=target) as tmp:
-        subprocess.run(["apt-get", "download", POCKETSPHINX_DEB], cwd=tmp, check=True, timeout=600,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        download = ["apt-get", "download", POCKETSPHINX_DEB]
+        if subprocess.run(download, cwd=tmp, timeout=600, capture_output=True).returncode:
+            # A fresh machine may have no package lists yet: read them once, then try again.
+            subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600, capture_output=True)
+            subprocess.run(download, cwd=tmp, check=True, timeout=600, capture_output=True)
         deb = next(Path(tmp).glob(f"{POCKETSPHINX_DEB}_*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True, timeout=300)
         staged = Path(tmp) / "pocketsphinx"
