@@ -487,7 +487,8 @@ def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSe
                 for n in range(hand.span_right[0], hand.span_right[1] + 1):
                     decided_new[right[n]] = n in hand.right
     merged: dict[int, Unit] = {}
-    kept_new: list[Unit] = []
+    merged_from: dict[int, int] = {}  # held index -> the new unit merged into it
+    kept_new: list[int] = []
     for n, unit in enumerate(units):
         cut = cut_of.get(unit.host.channel, middle)
         j = twin.get(n)
@@ -498,33 +499,37 @@ def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSe
         if j is not None:
             if j < len(held):
                 merged[j] = _merge(held[j], unit, cut)
+                merged_from[j] = n
             continue  # the same word as an earlier copy: merged into it (held) or already out (context)
         keep = decided_new.get(n)
         if keep is None:
             keep = unit.host.mid >= max(cut, b - settings.context_seconds)  # earlier, the previous chunk spoke
         if keep:
-            kept_new.append(unit)
+            kept_new.append(n)
     kept = [i for i, h in enumerate(held)
             if i in merged or decided_old.get(i, h.host.mid < cut_of.get(h.host.channel, middle))]
     kept_old = [merged.get(i, held[i]) for i in kept]
-    merged_at = {n for n, i in enumerate(kept) if i in merged}
     left_units = sort_units([*tail.context, *kept_old])
-    repeats = _seam_repeats(left_units, kept_new, a, b, settings.seam_tolerance)
-    late = {i for i in merged_at if kept_old[i].host.mid >= cut_of.get(kept_old[i].host.channel, middle)}
-    before = [u for i, u in enumerate(kept_old) if i not in late]
-    return _in_order(before, [*(kept_old[i] for i in sorted(late)), *kept_new[repeats:]])
+    repeats = _seam_repeats(left_units, [units[n] for n in kept_new], a, b, settings.seam_tolerance)
+    # Order: the previous chunk's words in its order up to the hand-over, then the new chunk's in its order
+    # (a pair merged after the hand-over takes its new copy's place).
+    late = {merged_from[i]: i for i in kept if i in merged
+            and merged[i].host.mid >= cut_of.get(merged[i].host.channel, middle)}
+    taken = set(kept_new[repeats:])
+    before = [merged.get(i, held[i]) for i in kept if i not in late.values()]
+    after = [merged[late[n]] if n in late else units[n] for n in range(len(units)) if n in late or n in taken]
+    return _in_order(before, after)
 
 
 def _in_order(old: list[Unit], new: list[Unit]) -> list[Unit]:
-    """Per channel the words before the hand-over, then those after it (the order the alignment decided),
-    channels interleaved by time. Two recognisers time the overlap a little differently, so sorting the mix by
-    time could swap words ("how talk to" for "how to talk"); a word timed before the word it follows is made to
-    start with it."""
+    """Per channel `old` then `new`, each in its given order (the order the alignment decided), channels
+    interleaved by time. Two recognisers time the overlap a little differently, so sorting the mix by time could
+    swap words ("how talk to" for "how to talk"); a word timed before the word it follows is made to start with
+    it."""
     runs = []
     for channel in dict.fromkeys(u.host.channel for u in (*old, *new)):
         run: list[Unit] = []
-        for unit in (*sort_units(u for u in old if u.host.channel == channel),
-                     *sort_units(u for u in new if u.host.channel == channel)):
+        for unit in (*(u for u in old if u.host.channel == channel), *(u for u in new if u.host.channel == channel)):
             if run and unit.host.start < run[-1].host.start:
                 start = run[-1].host.start
                 unit = replace(unit, host=replace(unit.host, start=start, end=max(unit.host.end, start)))
