@@ -1,29 +1,39 @@
 """Stitch per-chunk transcripts into one timeline per call (pure: no Bytewax, no I/O, no clock).
 
-Chunk k's first `overlap_samples` repeat the end of chunk k-1, so words near a seam can come back from both
-jobs, and a recogniser cuts words at a chunk edge (clipping their times, or dropping them). The rule here:
+Chunk k's first `overlap_samples` repeat the end of chunk k-1, so words near a seam come back from both jobs, and
+a recogniser mishears the words a chunk edge cuts (clipping, dropping or garbling them: "ecclesiast the mystical"
+for "ecclesiastical") and times the overlap a little differently in each chunk. The rule here:
 
 1. Every result is moved to call time (offset by its chunk's start) and grouped into *units*: a word plus the
    punctuation attached to it (`attaches_to`), so punctuation always travels with its word.
-2. At a seam with overlap [a, b] and cut c = (a + b) / 2, the previous chunk's units near its end are paired
-   with the new chunk's units: same text, same channel, and time intervals that intersect by more than
-   `MATCH_EPS`. Both copies are then one word; its times are the union of the two (each copy is the word clipped
-   to the audio its chunk heard, so the union is the best the audio allows) and its other fields come from the
-   copy whose chunk owns the merged midpoint (before c: previous chunk; else the new one).
-3. An unpaired unit is kept from the chunk where its midpoint lies relative to c: previous chunk iff midpoint
-   < c, new chunk iff midpoint >= c.
-4. Safety net for real recognisers that time the same word differently in the two chunks: a repeated n-gram
-   (n <= 5) exactly at the seam is dropped from the new chunk, but only when every one of those new-chunk words
-   lies wholly inside the overlap and near its earlier copy.
+2. Align: per channel, the previous chunk's words around the overlap [a, b] are aligned with the new chunk's
+   (`_align`: order-preserving, equal normalised text, copies that intersect in time; among pairings with as many
+   pairs, the one with the closest times). Each pair is one word: its times are the union of the two copies
+   (each is the word clipped to the audio its chunk heard) and its other fields come from the copy on the side of
+   the hand-over its midpoint lies on.
+3. Hand over (`_handover`) at the aligned word nearest the overlap's middle: inside the aligned stretch the
+   previous chunk's words before it are kept and the new chunk's after it, so a word the chunks disagree on comes
+   whole from one of them and neither edge is trusted. A hand-over that would drop an already released word does
+   not qualify. Words outside the aligned stretch, and every word when nothing aligns, are kept from the chunk on
+   whose side of the hand-over time their midpoint lies; without an alignment that time is a quiet point near the
+   overlap's middle (`_quiet_point`: no word of either chunk there), else the middle itself.
+4. Safety nets: the old pairing (`_pair`: same word by time, a prefix heard by a chunk that cut the word, a word
+   cut at a seam without overlap) for what the alignment left, and a repeated n-gram (n <= 5) exactly at the seam
+   dropped from the new chunk when every one of those words lies wholly inside the overlap near its earlier copy.
+5. Order: the previous chunk's words in its order, then the new chunk's in its order (`_in_order`); a word timed
+   before the word it follows is made to start with it, so the timeline never goes backwards.
 
 Why this is exact for the reference engine's artefacts (`midpoint`, `drop` and `keep` rules, times clipped),
 given that words of one channel never overlap in time:
-- two copies of one word intersect in [s, e] ∩ [a, b], which is longer than min(duration / 2, overlap) when
-  both chunks kept it; copies of different words intersect in at most a point, so pairing is exact;
-- a word only the previous chunk kept ends before a, or was cut at a (midpoint < a, or it straddles a and
-  ends by b): its (clipped) midpoint is < c; a word only the new chunk kept starts at or after b, or was cut
-  at b: its midpoint is >= c and it ends after b. So rule 3 keeps every unpaired word exactly once;
-- rule 4 needs a new-chunk word wholly inside [a, b] that was not paired, which the artefacts never produce.
+- copies of one word kept by both chunks intersect in [s, e] ∩ [a, b]; copies of different words intersect in at
+  most a point, so the alignment pairs exactly the words both chunks kept (the time tie-break picks the true
+  pairing among repeated words);
+- a word only the previous chunk kept straddles a or lies before it, so it precedes every aligned word; a word only
+  the new chunk kept straddles b or lies after it, so it follows every aligned word. Handing over at an aligned
+  word keeps each exactly once; without an aligned word, the quiet point lies between them (or is the middle,
+  where the midpoint argument holds: the first has its midpoint before (a + b) / 2, the second at or after it);
+- the repeat check needs a new-chunk word wholly inside [a, b] that was not paired, which the artefacts never
+  produce.
 
 At a seam without overlap (a cut in silence), a word cut at the seam and kept by both chunks comes back as two
 copies that only touch there; they are paired too. (Two different words with the same text, one ending exactly
