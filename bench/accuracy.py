@@ -375,8 +375,9 @@ def run(table: Table, bootstrap: str, quick: bool = False, overlaps: Sequence[fl
 
     results = measure(bootstrap, QUICK_CALLS if quick else CALLS, overlaps)
     record(table, results)
-    for miss in verdicts(results):
-        table.add("accuracy", "ceiling missed", "!", miss)
+    if not quick:  # the seam ceiling is judged over all calls: one call alone is too few seams to judge it
+        for miss in verdicts(results):
+            table.add("accuracy", "ceiling missed", "!", miss)
     return results
 
 
