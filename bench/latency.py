@@ -12,9 +12,9 @@ Figures:
   was due to be produced (call start + chunk_end). Includes consuming, cutting, submit, engine, poll, stitch.
 - last frame -> call_completed: call_completed's Kafka timestamp minus the time the end frame was produced.
 
-Settings (kept short so the bench runs in minutes): BWSM_CHUNK_SECONDS=10, calls of 30 s, BWSM_POST_RATE=1000,
-BWSM_GET_RATE=4000 (1000 calls with 10 s chunks close ~100 chunks/s, far above the default 10 POST/s a real
-Speechmatics account would get), submitter polling as default (BWSM_POLL_MIN 0.25 s), BWSM_REALTIME=0.
+Settings (kept short so the bench runs in minutes): BWSM_CHUNK_POLICY=fixed, BWSM_CHUNK_SECONDS=10, calls of 30 s,
+BWSM_POST_RATE=1000, BWSM_GET_RATE=4000 (1000 calls with 10 s chunks close ~100 chunks/s, far above the default
+10 POST/s a real Speechmatics account would get), submitter polling as default (BWSM_POLL_MIN 0.25 s), BWSM_REALTIME=0.
 
 Alone: .venv/bin/python -m bench.latency [--calls 100 --calls 500 --seconds 30]
 """
@@ -53,7 +53,8 @@ from bytewax.speechmatics.connectors.worker.control import WorkerProcess
 FLOW = "bytewax.speechmatics.flows.microbatch:flow"
 FRAME_MS = 20
 CHUNK_SECONDS = 10.0
-FLOW_SETTINGS = {"BWSM_CHUNK_SECONDS": str(CHUNK_SECONDS), "BWSM_POST_RATE": "1000", "BWSM_GET_RATE": "4000",
+FLOW_SETTINGS = {"BWSM_CHUNK_POLICY": "fixed", "BWSM_CHUNK_SECONDS": str(CHUNK_SECONDS), "BWSM_POST_RATE": "1000",
+                 "BWSM_GET_RATE": "4000",
                  "BWSM_REALTIME": "0"}
 
 

@@ -60,7 +60,8 @@ def flow_child(args: argparse.Namespace) -> None:
 
     tune_runtime(RunSettings())  # as the flow's entry point does
     # no idle flush during the bench: held calls must keep their audio while RSS is read
-    flow, sink = build_flow(args.bootstrap, args.topic, tail=True, config=ChunkConfig(idle_timeout_seconds=3600))
+    flow, sink = build_flow(args.bootstrap, args.topic, tail=True, config=ChunkConfig(policy="fixed",
+                                                                                         idle_timeout_seconds=3600))
     pid = os.getpid()
 
     libc = ctypes.CDLL("libc.so.6")

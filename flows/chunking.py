@@ -83,9 +83,9 @@ Output = list[Chunk | CallStarted | DeadLetter]
 class ChunkConfig:
     """How calls are cut (each field's comment names the variable `Settings.from_env` reads for it)."""
 
-    policy: str = "fixed"  # BWSM_CHUNK_POLICY: fixed | vad
+    policy: str = "vad"  # BWSM_CHUNK_POLICY: fixed | vad
     chunk_seconds: float = 30.0  # BWSM_CHUNK_SECONDS (fixed window, overlap included)
-    overlap_seconds: float = 0.3  # BWSM_CHUNK_OVERLAP_SECONDS (fixed windows and forced VAD cuts)
+    overlap_seconds: float = 1.0  # BWSM_CHUNK_OVERLAP_SECONDS (fixed windows and forced VAD cuts)
     vad_min_seconds: float = 25.0  # BWSM_VAD_MIN_SECONDS
     vad_max_seconds: float = 35.0  # BWSM_VAD_MAX_SECONDS
     vad_min_silence_seconds: float = 0.3  # BWSM_VAD_MIN_SILENCE_SECONDS

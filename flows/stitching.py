@@ -1,29 +1,39 @@
 """Stitch per-chunk transcripts into one timeline per call (pure: no Bytewax, no I/O, no clock).
 
-Chunk k's first `overlap_samples` repeat the end of chunk k-1, so words near a seam can come back from both
-jobs, and a recogniser cuts words at a chunk edge (clipping their times, or dropping them). The rule here:
+Chunk k's first `overlap_samples` repeat the end of chunk k-1, so words near a seam come back from both jobs, and
+a recogniser mishears the words a chunk edge cuts (clipping, dropping or garbling them: "ecclesiast the mystical"
+for "ecclesiastical") and times the overlap a little differently in each chunk. The rule here:
 
 1. Every result is moved to call time (offset by its chunk's start) and grouped into *units*: a word plus the
    punctuation attached to it (`attaches_to`), so punctuation always travels with its word.
-2. At a seam with overlap [a, b] and cut c = (a + b) / 2, the previous chunk's units near its end are paired
-   with the new chunk's units: same text, same channel, and time intervals that intersect by more than
-   `MATCH_EPS`. Both copies are then one word; its times are the union of the two (each copy is the word clipped
-   to the audio its chunk heard, so the union is the best the audio allows) and its other fields come from the
-   copy whose chunk owns the merged midpoint (before c: previous chunk; else the new one).
-3. An unpaired unit is kept from the chunk where its midpoint lies relative to c: previous chunk iff midpoint
-   < c, new chunk iff midpoint >= c.
-4. Safety net for real recognisers that time the same word differently in the two chunks: a repeated n-gram
-   (n <= 5) exactly at the seam is dropped from the new chunk, but only when every one of those new-chunk words
-   lies wholly inside the overlap and near its earlier copy.
+2. Align: per channel, the previous chunk's words around the overlap [a, b] are aligned with the new chunk's
+   (`_align`: order-preserving, equal normalised text, copies that intersect in time; among pairings with as many
+   pairs, the one with the closest times). Each pair is one word: its times are the union of the two copies
+   (each is the word clipped to the audio its chunk heard) and its other fields come from the copy on the side of
+   the hand-over its midpoint lies on.
+3. Hand over (`_handover`) at the aligned word nearest the overlap's middle: inside the aligned stretch the
+   previous chunk's words before it are kept and the new chunk's after it, so a word the chunks disagree on comes
+   whole from one of them and neither edge is trusted. A hand-over that would drop an already released word does
+   not qualify. Words outside the aligned stretch, and every word when nothing aligns, are kept from the chunk on
+   whose side of the hand-over time their midpoint lies; without an alignment that time is a quiet point near the
+   overlap's middle (`_quiet_point`: no word of either chunk there), else the middle itself.
+4. Safety nets: the old pairing (`_pair`: same word by time, a prefix heard by a chunk that cut the word, a word
+   cut at a seam without overlap) for what the alignment left, and a repeated n-gram (n <= 5) exactly at the seam
+   dropped from the new chunk when every one of those words lies wholly inside the overlap near its earlier copy.
+5. Order: the previous chunk's words in its order, then the new chunk's in its order (`_in_order`); a word timed
+   before the word it follows is made to start with it, so the timeline never goes backwards.
 
 Why this is exact for the reference engine's artefacts (`midpoint`, `drop` and `keep` rules, times clipped),
 given that words of one channel never overlap in time:
-- two copies of one word intersect in [s, e] ∩ [a, b], which is longer than min(duration / 2, overlap) when
-  both chunks kept it; copies of different words intersect in at most a point, so pairing is exact;
-- a word only the previous chunk kept ends before a, or was cut at a (midpoint < a, or it straddles a and
-  ends by b): its (clipped) midpoint is < c; a word only the new chunk kept starts at or after b, or was cut
-  at b: its midpoint is >= c and it ends after b. So rule 3 keeps every unpaired word exactly once;
-- rule 4 needs a new-chunk word wholly inside [a, b] that was not paired, which the artefacts never produce.
+- copies of one word kept by both chunks intersect in [s, e] ∩ [a, b]; copies of different words intersect in at
+  most a point, so the alignment pairs exactly the words both chunks kept (the time tie-break picks the true
+  pairing among repeated words);
+- a word only the previous chunk kept straddles a or lies before it, so it precedes every aligned word; a word only
+  the new chunk kept straddles b or lies after it, so it follows every aligned word. Handing over at an aligned
+  word keeps each exactly once; without an aligned word, the quiet point lies between them (or is the middle,
+  where the midpoint argument holds: the first has its midpoint before (a + b) / 2, the second at or after it);
+- the repeat check needs a new-chunk word wholly inside [a, b] that was not paired, which the artefacts never
+  produce.
 
 At a seam without overlap (a cut in silence), a word cut at the seam and kept by both chunks comes back as two
 copies that only touch there; they are paired too. (Two different words with the same text, one ending exactly
@@ -47,6 +57,8 @@ engine that ignores `channel_diarization_labels`) is given the call's label N.
 
 from __future__ import annotations
 
+import heapq
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,6 +73,9 @@ MATCH_EPS = 1e-3
 TIME_DECIMALS = 6
 #: Longest repeated n-gram the seam check looks for.
 MAX_NGRAM = 5
+#: How far around the overlap the alignment looks for copies of its words (seconds).
+MAX_SHIFT = 1.0
+_NON_WORD = re.compile(r"[^\w']+")
 UNKNOWN_SPEAKER = "UU"
 UNDETERMINED_LANGUAGE = "und"
 _KINDS = ("word", "punctuation")
@@ -72,9 +87,9 @@ Relabel = Callable[[ChunkSpan, dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class StitchSettings:
-    """Tuning of the seam (BWSM_STITCH_* variables). Defaults suit 0.2-2 s overlaps."""
+    """Tuning of the seam (BWSM_STITCH_* variables). Defaults suit overlaps up to 1 s (hold >= overlap / 2 + 0.5)."""
 
-    hold_seconds: float = 0.5  # units ending this close to a chunk's end wait for the next chunk
+    hold_seconds: float = 1.0  # units ending this close to a chunk's end wait for the next chunk (>= overlap / 2 + 0.5)
     context_seconds: float = 5.0  # released units kept for matching; must exceed the largest overlap
     seam_tolerance: float = 0.3  # safety net: max distance (s) between midpoints of a repeated n-gram
     linger_seconds: float = 3600.0  # a completed call is remembered this long (repeated results are ignored)
@@ -327,31 +342,210 @@ def _seam_repeats(left: list[Unit], right: list[Unit], lo: float, hi: float, tol
     return 0
 
 
+def normalised(text: str) -> str:
+    """A word as the alignment compares it: case-folded, without punctuation (apostrophes inside kept)."""
+    return _NON_WORD.sub("", text.casefold())
+
+
+def _align(left: list[Unit], right: list[Unit]) -> list[tuple[int, int]]:
+    """The order-preserving pairing of `left` and `right` words with the most equal (normalised) texts.
+
+    A pair must share its channel and its two copies must intersect in time: copies of one word heard by both
+    chunks do (each is the word as its chunk heard it), copies of two different words of one channel never do.
+    Among pairings with as many pairs, the smallest total distance between midpoints wins (time is the
+    tie-breaker), so repeated words ("words words words") pair with their own copies. Classic dynamic
+    programming over the (short) overlap.
+    """
+    n, m = len(left), len(right)
+    keys_l = [normalised(u.host.text) for u in left]
+    keys_r = [normalised(u.host.text) for u in right]
+    zero = (0, 0.0)
+    score = [[zero] * (m + 1) for _ in range(n + 1)]
+    move = [[0] * (m + 1) for _ in range(n + 1)]  # 0: skip left, 1: skip right, 2: pair
+    for i in range(1, n + 1):
+        x = left[i - 1].host
+        for j in range(1, m + 1):
+            best, how = score[i - 1][j], 0
+            if score[i][j - 1] > best:
+                best, how = score[i][j - 1], 1
+            y = right[j - 1].host
+            if (keys_l[i - 1] and keys_l[i - 1] == keys_r[j - 1] and x.channel == y.channel
+                    and x.kind == y.kind == "word" and _intersection(x, y) > MATCH_EPS):
+                prev = score[i - 1][j - 1]
+                paired = (prev[0] + 1, prev[1] - abs(x.mid - y.mid))
+                if paired > best:
+                    best, how = paired, 2
+            score[i][j], move[i][j] = best, how
+    pairs = []
+    i, j = n, m
+    while i and j:
+        how = move[i][j]
+        if how == 2:
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif how == 0:
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """Where one channel's seam hands over from the previous chunk (left) to the new one (right).
+
+    `time`: the switch time for words outside the aligned stretch (midpoint rule). `left` / `right`: the
+    windowed words of each chunk that the alignment assigned (kept), by their index in the window; words
+    neither kept nor paired inside the aligned stretch are dropped.
+    """
+
+    time: float
+    aligned: bool = False
+    left: frozenset[int] = frozenset()
+    right: frozenset[int] = frozenset()
+    span_left: tuple[int, int] = (0, -1)  # window indices the alignment decides (first pair .. last pair)
+    span_right: tuple[int, int] = (0, -1)
+
+
+def _handover(left: list[Unit], right: list[Unit], pairs: list[tuple[int, int]], released: set[int],
+              a: float, b: float) -> Handover:
+    """Hand over at the aligned word (both chunks heard it alike) nearest the overlap's middle, so that neither
+    chunk's edge (where a recogniser mishears the word the edge cut) is trusted: within the aligned stretch,
+    the previous chunk's words before it and the new chunk's after it, each disputed word whole from one chunk.
+    A hand-over that would drop a released (already emitted) word of the previous chunk does not qualify.
+    Without an aligned word: a quiet point near the overlap's middle, by time (`_quiet_point`)."""
+    middle = (a + b) / 2
+    paired_left, paired_right = {i for i, _ in pairs}, {j for _, j in pairs}
+    best: tuple[float, Handover] | None = None
+    for i, j in pairs:
+        t = (min(left[i].host.start, right[j].host.start) + max(left[i].host.end, right[j].host.end)) / 2
+        dropped = set(range(i + 1, len(left))) - paired_left  # in the stretch, or after it by the time rule
+        if dropped & released:
+            continue
+        keep_left = set(range(pairs[0][0], i)) - paired_left
+        keep_right = set(range(j + 1, pairs[-1][1] + 1)) - paired_right
+        handover = Handover(t, True, frozenset(keep_left), frozenset(keep_right),
+                            (pairs[0][0], pairs[-1][0]), (pairs[0][1], pairs[-1][1]))
+        if best is None or abs(t - middle) < best[0]:
+            best = (abs(t - middle), handover)
+    if best is None:
+        return Handover(_quiet_point(left, right, released, a, b))
+    return best[1]
+
+
+def _quiet_point(left: list[Unit], right: list[Unit], released: set[int], a: float, b: float) -> float:
+    """Without an aligned word: the point of the overlap nearest its middle where neither chunk has a word and
+    every released word of the previous chunk has ended (so the time rule splits no word, and takes back none);
+    the middle itself when there is no such point."""
+    middle = (a + b) / 2
+    floor = max([left[k].host.end for k in released] + [a])
+    busy = sorted((u.host.start, u.host.end) for u in (*left, *right))
+    points, at = [], floor
+    for start, end in busy:
+        if start > at:
+            points.append((at, min(start, b)))
+        at = max(at, end)
+    if at < b:
+        points.append((at, b))
+    best = None
+    for lo, hi in points:
+        if hi <= lo:
+            continue
+        t = min(max(middle, lo), hi) if lo < middle < hi else (lo + hi) / 2
+        if best is None or abs(t - middle) < abs(best - middle):
+            best = t
+    return middle if best is None else best
+
+
 def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSettings) -> list[Unit]:
-    """The units to release at the seam between `tail`'s chunk and the next chunk: held ones and new ones."""
+    """The units to release at the seam between `tail`'s chunk and the next chunk: held ones and new ones.
+
+    1. Align: per channel, the two chunks' words around the overlap are paired by sequence alignment (`_align`).
+    2. Hand over (`_handover`) at the aligned word nearest the overlap's middle; inside the aligned stretch words
+       are taken by their place in the alignment, outside it by the midpoint rule around the hand-over time
+       (without an alignment, around the overlap's middle).
+    3. Pairs are one word (merged or, when the earlier copy is out already, dropped); then the old pairing rules
+       (`_pair`) and the repeat check (`_seam_repeats`) as safety nets.
+    """
     b = tail.span.end_time
     a = min(span.start_time, b)
-    cut = (a + b) / 2
-    floor = max(cut, b - settings.context_seconds)  # earlier than this, the previous chunk already spoke
+    middle = (a + b) / 2
     held = list(tail.held)
     candidates = held + list(tail.context)
+    released = set(range(len(held), len(candidates)))
     used: set[int] = set()
+    twin: dict[int, int] = {}  # new unit index -> candidate index, from the alignment
+    cut_of: dict[str | None, float] = {}
+    decided_old: dict[int, bool] = {}  # candidate index -> kept, for units the alignment decides
+    decided_new: dict[int, bool] = {}  # new unit index -> kept
+    if b - a > MATCH_EPS:
+        for channel in {u.host.channel for u in candidates} | {u.host.channel for u in units}:
+            left = [k for k, u in enumerate(candidates)
+                    if u.host.channel == channel and u.host.end > a - MAX_SHIFT]
+            left.sort(key=lambda k: (candidates[k].host.start, candidates[k].host.end))
+            right = [k for k, u in enumerate(units) if u.host.channel == channel and u.host.start < b + MAX_SHIFT]
+            pairs = _align([candidates[k] for k in left], [units[k] for k in right])
+            for i, j in pairs:
+                twin[right[j]] = left[i]
+                used.add(left[i])
+            hand = _handover([candidates[k] for k in left], [units[k] for k in right], pairs,
+                             {n for n, k in enumerate(left) if k in released}, a, b)
+            cut_of[channel] = hand.time
+            if hand.aligned:
+                for n in range(hand.span_left[0], hand.span_left[1] + 1):
+                    decided_old[left[n]] = n in hand.left
+                for n in range(hand.span_right[0], hand.span_right[1] + 1):
+                    decided_new[right[n]] = n in hand.right
     merged: dict[int, Unit] = {}
-    kept_new: list[Unit] = []
-    for unit in units:
-        if unit.host.start < b + MATCH_EPS:
+    merged_from: dict[int, int] = {}  # held index -> the new unit merged into it
+    kept_new: list[int] = []
+    for n, unit in enumerate(units):
+        cut = cut_of.get(unit.host.channel, middle)
+        j = twin.get(n)
+        if j is None and n not in decided_new and unit.host.start < b + MATCH_EPS:
             j = _pair(candidates, used, unit, b if b - a <= MATCH_EPS else None)
             if j is not None:
                 used.add(j)
-                if j < len(held):
-                    merged[j] = _merge(held[j], unit, cut)
-                continue  # the same word as an earlier copy: merged into it (held) or already out (context)
-        if unit.host.mid >= floor:
-            kept_new.append(unit)
-    kept_old = [merged.get(i, h) for i, h in enumerate(held) if i in merged or h.host.mid < cut]
-    left = sort_units([*tail.context, *kept_old])
-    repeats = _seam_repeats(left, kept_new, a, b, settings.seam_tolerance)
-    return sort_units([*kept_old, *kept_new[repeats:]])
+        if j is not None:
+            if j < len(held):
+                merged[j] = _merge(held[j], unit, cut)
+                merged_from[j] = n
+            continue  # the same word as an earlier copy: merged into it (held) or already out (context)
+        keep = decided_new.get(n)
+        if keep is None:
+            keep = unit.host.mid >= max(cut, b - settings.context_seconds)  # earlier, the previous chunk spoke
+        if keep:
+            kept_new.append(n)
+    kept = [i for i, h in enumerate(held)
+            if i in merged or decided_old.get(i, h.host.mid < cut_of.get(h.host.channel, middle))]
+    kept_old = [merged.get(i, held[i]) for i in kept]
+    left_units = sort_units([*tail.context, *kept_old])
+    repeats = _seam_repeats(left_units, [units[n] for n in kept_new], a, b, settings.seam_tolerance)
+    # Order: the previous chunk's words in its order up to the hand-over, then the new chunk's in its order
+    # (a pair merged after the hand-over takes its new copy's place).
+    late = {merged_from[i]: i for i in kept if i in merged
+            and merged[i].host.mid >= cut_of.get(merged[i].host.channel, middle)}
+    taken = set(kept_new[repeats:])
+    before = [merged.get(i, held[i]) for i in kept if i not in late.values()]
+    after = [merged[late[n]] if n in late else units[n] for n in range(len(units)) if n in late or n in taken]
+    return _in_order(before, after)
+
+
+def _in_order(old: list[Unit], new: list[Unit]) -> list[Unit]:
+    """Per channel `old` then `new`, each in its given order (the order the alignment decided), channels
+    interleaved by time. Two recognisers time the overlap a little differently, so sorting the mix by time could
+    swap words ("how talk to" for "how to talk"); a word timed before the word it follows is made to start with
+    it."""
+    runs = []
+    for channel in dict.fromkeys(u.host.channel for u in (*old, *new)):
+        run: list[Unit] = []
+        for unit in (*(u for u in old if u.host.channel == channel), *(u for u in new if u.host.channel == channel)):
+            if run and unit.host.start < run[-1].host.start:
+                start = run[-1].host.start
+                unit = replace(unit, host=replace(unit.host, start=start, end=max(unit.host.end, start)))
+            run.append(unit)
+        runs.append(run)
+    return list(heapq.merge(*runs, key=lambda u: u.host.start))
 
 
 def split_release(units: list[Unit], span: ChunkSpan, settings: StitchSettings) -> tuple[list[Unit], list[Unit]]:

@@ -37,7 +37,7 @@ from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "transcript_event.schema.json").read_text())
 RATE = 8000
-SMALL = ChunkConfig(chunk_seconds=1.0, overlap_seconds=0.1, reorder_window_frames=3)
+SMALL = ChunkConfig(policy="fixed", chunk_seconds=1.0, overlap_seconds=0.1, reorder_window_frames=3)
 GERMAN = parse_start_value(orjson.dumps({"config": {"language": "de", "additional_vocab": ["Lisinopril"]},
                                          "metadata": {"tenant": "acme", "agent": "a-17"}}))
 FRENCH = parse_start_value(orjson.dumps({"config": {"language": "fr"}, "metadata": {"tenant": "acme", "n": 2}}))

@@ -29,7 +29,7 @@ from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 from bytewax.speechmatics.schemas.frames import AudioFrame
 
 RATE = 8000
-SMALL = ChunkConfig(chunk_seconds=1.0, overlap_seconds=0.1, reorder_window_frames=3)
+SMALL = ChunkConfig(policy="fixed", chunk_seconds=1.0, overlap_seconds=0.1, reorder_window_frames=3)
 
 
 def chunks_of(out: list) -> list[Chunk]:
@@ -49,7 +49,7 @@ def test_config_reads_the_environment() -> None:
     assert (cfg.policy, cfg.vad_min_seconds, cfg.vad_max_seconds, cfg.vad_aggressiveness) == ("vad", 20, 40, 3)
     assert cfg.reorder_window_frames == 8 and cfg.max_seconds == 40
     assert Settings.from_env({}, []).chunking == ChunkConfig()
-    assert ChunkConfig().max_seconds == 30
+    assert ChunkConfig().max_seconds == 35  # the default policy is vad: its forced cut
 
 
 @pytest.mark.parametrize("env, names", [

@@ -33,7 +33,7 @@ def test_start_messages_shape_their_calls_jobs_and_events(reference_worker, tmp_
                               journal_dir=str(tmp_path / "journal"))
     flow = Dataflow("per_call_stages")
     decoded = decode_frames("decode", op.input("in", flow, TestingSource(messages)))
-    chunks = chunk_calls("chunk", decoded.oks, ChunkConfig(chunk_seconds=5.0, overlap_seconds=0.3))
+    chunks = chunk_calls("chunk", decoded.oks, ChunkConfig(policy="fixed", chunk_seconds=5.0, overlap_seconds=0.3))
     results = transcribe_chunks("transcribe", chunks.oks, settings)
     events = stitch_calls("stitch", results.oks)
     out: list[dict] = []

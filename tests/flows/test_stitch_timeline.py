@@ -18,7 +18,7 @@ from bytewax.speechmatics.schemas.errors import ContractError
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "transcript_event.schema.json").read_text())
 RATE = 16000
-CFG = StitchSettings()
+CFG = StitchSettings(hold_seconds=0.5)  # the hand-made seams below have 0.5 s overlaps
 
 
 def span(index: int, start: float, end: float, overlap: float = 0.5, last: bool = False) -> ChunkSpan:
