@@ -155,8 +155,10 @@ def test_a_cluster_loses_a_node_twice_and_nothing_is_lost_paid_twice_or_sent_too
         worker.admin.register_call(call.call_id, call.audio, call.words)
     worker.admin.set_faults(FAULTS)
     recovery = tmp_path / "recovery"  # new: both processes initialise it at the same moment
-    env = flow_env(kafka_bootstrap, topics, worker, tmp_path / "unused", BWSM_CHUNK_SECONDS="5",
-                   BWSM_DIARIZATION="none", BWSM_POST_RATE=str(POST_LIMIT), BWSM_LOG_LEVEL="info")
+    # 5 s fixed windows: many POSTs, so that nodes are lost during the POST backlog
+    env = flow_env(kafka_bootstrap, topics, worker, tmp_path / "unused", BWSM_CHUNK_POLICY="fixed",
+                   BWSM_CHUNK_SECONDS="5", BWSM_DIARIZATION="none", BWSM_POST_RATE=str(POST_LIMIT),
+                   BWSM_LOG_LEVEL="info")
     env.pop("BWSM_JOURNAL_DIR")  # the journal goes where `run` puts it: beside the shared recovery partitions
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(PROCESSES))
     nodes = [Node(i, addresses, recovery, env, tmp_path / f"run-{i}.log") for i in range(PROCESSES)]
