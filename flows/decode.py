@@ -129,7 +129,7 @@ class _Consumed:
         self.headers, self.offset, self.partition = msg.headers(), msg.offset(), msg.partition()
 
 
-#: Seconds a caught-up audio partition waits before it is read again (see `audio_input`).
+#: Seconds a busy, caught-up audio partition waits before it is read again (see `audio_input`).
 DEFAULT_PACE = 0.05
 
 #: What `audio_input` emits: a call's frames (and start messages) of one consumed batch, in offset order.
@@ -235,9 +235,10 @@ def audio_input(step_id: str, flow: Dataflow, *, brokers: Sequence[str], topics:
         config: Frame bounds; the built-in defaults when omitted.
         add_config: librdkafka properties for the consumers (security, tuning).
         batch_size: The most messages one consume returns.
-        pace: Seconds a caught-up partition waits before it is read again (BWSM_SOURCE_PACE_SECONDS), so that a
-            call's frames arrive a few at a time instead of one by one (much cheaper per frame); a partition
-            that is behind is read again at once. 0: read as fast as possible.
+        pace: Seconds a busy, caught-up partition (its last read returned 100 or more messages) waits before it
+            is read again (BWSM_SOURCE_PACE_SECONDS), so that a call's frames arrive a few at a time instead of one
+            by one (much cheaper per frame); a partition that is behind, or quiet, is read again at once. 0: read
+            as fast as possible.
         tail: Keep reading at the end (False: stop there, for backfills and benchmarks).
         starting_offset: Where a partition without recovery state starts.
 

@@ -42,7 +42,8 @@ class KafkaSettings:
     properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: The most Kafka messages one source batch holds (per partition read).
     source_batch_size: int = 10_000
-    #: Seconds a caught-up audio partition waits before it is read again (batches a call's frames; see audio_input).
+    #: Seconds a busy, caught-up audio partition waits before it is read again (batches a call's frames; see
+    #: audio_input).
     source_pace_seconds: float = 0.05
 
     @property

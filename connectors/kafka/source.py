@@ -28,6 +28,8 @@ from confluent_kafka.admin import AdminClient
 X = TypeVar("X")
 #: Turns one consumed batch (raw `confluent_kafka.Message`s, none of them an error) into dataflow items.
 Convert = Callable[[list[Any]], list[X]]
+#: A partition is paced only after a batch of at least this many messages: below it the flow is far from busy.
+PACE_FROM_BATCH = 100
 #: Told of a consumer error (topic, partition, the KafkaError); the message is skipped.
 OnError = Callable[[str, int, KafkaError], None]
 
@@ -63,9 +65,12 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
         if self._eof:
             raise StopIteration()
         msgs = self._consumer.consume(self._batch_size, 0.001)
-        # Caught up (a short batch): come back after `pace`, so the next batch holds several frames of each call
-        # rather than one; behind (a full batch): at once.
-        self._awake = datetime.now(timezone.utc) + self._pace if len(msgs) < self._batch_size and self._pace else None
+        # Busy but caught up (a sizeable, not full batch): come back after `pace`, so the next batch holds several
+        # frames of each call rather than one. Behind (a full batch): at once. Quiet (a small batch): at once too,
+        # as per-item costs do not matter there and waiting would only add latency.
+        n = len(msgs)
+        paced = self._pace and PACE_FROM_BATCH <= n < self._batch_size
+        self._awake = datetime.now(timezone.utc) + self._pace if paced else None
         if not msgs:
             return []
         good = msgs
@@ -114,10 +119,11 @@ class BatchKafkaSource(FixedPartitionedSource[X, int], Generic[X]):
         add_config: librdkafka properties for every consumer (security, tuning); they win over ours.
         batch_size: The most messages one `consume` returns.
         on_error: Told of consumer errors, which are skipped.
-        pace: How long a partition that is caught up waits before it is read again. Every item costs the
-            dataflow a routing step and every call's state a wake-up, so reading a partition 20 times a second
-            instead of 1000 times turns one frame per call per item into several, at the price of at most that
-            much latency (small against 30 s chunks). A partition that is behind is read again at once.
+        pace: How long a busy partition that is caught up (its last batch held PACE_FROM_BATCH messages or more,
+            but not `batch_size`) waits before it is read again. Every item costs the dataflow a routing step and
+            every call's state a wake-up, so reading a busy partition 20 times a second instead of 1000 times turns
+            one frame per call per item into several, at the price of at most that much latency (small against
+            30 s chunks). A partition that is behind, or quiet, is read again at once.
     """
 
     def __init__(self, brokers: Sequence[str], topics: Iterable[str], convert: Convert[X], *, tail: bool = True,
