@@ -14,7 +14,7 @@ its `kind` looked at.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
 from confluent_kafka import OFFSET_BEGINNING
 
-from bytewax.speechmatics.connectors.kafka.source import BatchKafkaSource
+from bytewax.speechmatics.connectors.kafka.source import DEFAULT_BATCH_SIZE, DEFAULT_PACE, BatchKafkaSource
 from bytewax.speechmatics.connectors.logs import fields
 from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS, SOURCE_ERRORS
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
@@ -109,14 +109,21 @@ def decode_batch(messages: list[SourceMessage], max_frame_seconds: float = DEFAU
     for msg in messages:
         item = decode_message(msg, max_frame_seconds, max_record_bytes)
         cls = item.__class__
-        if cls is AudioFrame or cls is CallStart:
-            append((item.call_id, item))
-        elif cls is DeadLetter:
-            append(item)
-        else:
-            append(item.letter)
-            append((item.marker.call_id, item.marker))
+        if cls is not AudioFrame and cls is not CallStart:
+            item = _refused(item, append)
+            if item is None:
+                continue
+        append((item.call_id, item))
     return out
+
+
+def _refused(item: DeadLetter | RefusedStart, letters: Callable[[DeadLetter], object]) -> CallStart | None:
+    """Hand a refused message's dead letter to `letters`; the call's marker when it was a start message."""
+    if item.__class__ is DeadLetter:
+        letters(item)
+        return None
+    letters(item.letter)
+    return item.marker
 
 
 class _Consumed:
@@ -128,9 +135,6 @@ class _Consumed:
         self.key, self.value, self.topic = msg.key(), msg.value(), msg.topic()
         self.headers, self.offset, self.partition = msg.headers(), msg.offset(), msg.partition()
 
-
-#: Seconds a busy, caught-up audio partition waits before it is read again (see `audio_input`).
-DEFAULT_PACE = 0.05
 
 #: What `audio_input` emits: a call's frames (and start messages) of one consumed batch, in offset order.
 Frames = list[AudioFrame | CallStart]
@@ -150,15 +154,11 @@ def group_consumed(messages: list[Any], max_frame_seconds: float = DEFAULT_MAX_F
         frame = usual(msg.key(), msg.value(), msg.headers(), msg.topic(), msg.partition(), msg.offset(),
                       max_frame_seconds)
         if frame is None:
-            item = decode_message(_Consumed(msg), max_frame_seconds, max_record_bytes)
-            cls = item.__class__
-            if cls is DeadLetter:
-                letters.append(item)
-                continue
-            if cls is RefusedStart:
-                letters.append(item.letter)
-                item = item.marker
-            frame = item
+            frame = decode_message(_Consumed(msg), max_frame_seconds, max_record_bytes)
+            if frame.__class__ is DeadLetter or frame.__class__ is RefusedStart:
+                frame = _refused(frame, letters.append)
+                if frame is None:
+                    continue
         run = calls.get(frame.call_id)
         if run is None:
             calls[frame.call_id] = [frame]
@@ -217,9 +217,9 @@ def decode_frames(step_id: str, up: Stream[SourceMessage], config: DecodeSetting
 
 @operator
 def audio_input(step_id: str, flow: Dataflow, *, brokers: Sequence[str], topics: Sequence[str],
-                config: DecodeSettings | None = None, add_config: dict | None = None, batch_size: int = 10_000,
-                pace: float = DEFAULT_PACE, tail: bool = True, starting_offset: int = OFFSET_BEGINNING
-                ) -> StageOut[Frames]:
+                config: DecodeSettings | None = None, add_config: dict | None = None,
+                batch_size: int = DEFAULT_BATCH_SIZE, pace: float = DEFAULT_PACE, tail: bool = True,
+                starting_offset: int = OFFSET_BEGINNING) -> StageOut[Frames]:
     """Read `calls.audio` from Kafka and decode it in the same step: the fast way in (no message object per frame).
 
     Equivalent to `kafka.operators.input` followed by `decode_frames`, but each consumed batch is decoded where it

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bytewax.speechmatics.connectors.kafka.source import DEFAULT_BATCH_SIZE, DEFAULT_PACE
+
 DEFAULT_BOOTSTRAP = "localhost:9092"
 CLIENT_LOGGER = "bytewax.speechmatics.librdkafka"
 
@@ -41,10 +43,10 @@ class KafkaSettings:
     #: librdkafka properties given to every client (security, KAFKA_CONF_*); may hold a password: not in repr.
     properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: The most Kafka messages one source batch holds (per partition read).
-    source_batch_size: int = 10_000
+    source_batch_size: int = DEFAULT_BATCH_SIZE
     #: Seconds a busy, caught-up audio partition waits before it is read again (batches a call's frames; see
     #: audio_input).
-    source_pace_seconds: float = 0.05
+    source_pace_seconds: float = DEFAULT_PACE
 
     @property
     def brokers(self) -> list[str]:

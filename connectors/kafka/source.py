@@ -28,6 +28,10 @@ from confluent_kafka.admin import AdminClient
 X = TypeVar("X")
 #: Turns one consumed batch (raw `confluent_kafka.Message`s, none of them an error) into dataflow items.
 Convert = Callable[[list[Any]], list[X]]
+#: The most messages one read returns, by default (BWSM_SOURCE_BATCH_SIZE).
+DEFAULT_BATCH_SIZE = 10_000
+#: Seconds a busy, caught-up partition waits before it is read again, by default (BWSM_SOURCE_PACE_SECONDS).
+DEFAULT_PACE = 0.05
 #: A partition is paced only after a batch of at least this many messages: below it the flow is far from busy.
 PACE_FROM_BATCH = 100
 #: Told of a consumer error (topic, partition, the KafkaError); the message is skipped.
@@ -127,7 +131,8 @@ class BatchKafkaSource(FixedPartitionedSource[X, int], Generic[X]):
     """
 
     def __init__(self, brokers: Sequence[str], topics: Iterable[str], convert: Convert[X], *, tail: bool = True,
-                 starting_offset: int = OFFSET_BEGINNING, add_config: dict | None = None, batch_size: int = 1000,
+                 starting_offset: int = OFFSET_BEGINNING, add_config: dict | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE,
                  on_error: OnError = _ignore, pace: float = 0.0) -> None:
         if isinstance(brokers, str) or isinstance(topics, str):
             raise TypeError("brokers and topics must be lists of strings, not a string")

@@ -258,6 +258,7 @@ class SubmitService:
                                                         floor=s.aimd_floor, recovery=s.aimd_recovery), s.rate_margin)
         self._in_flight = asyncio.Semaphore(s.max_in_flight)
         try:
+            _cache_sdk_version()
             loop.run_until_complete(self._install_send_clock())
             if s.wait_mode == "webhook":
                 self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, self.webhook_port)
@@ -289,7 +290,6 @@ class SubmitService:
         timeout = aiohttp.ClientTimeout(total=conn.operation_timeout, connect=conn.connect_timeout)
         transport._session = aiohttp.ClientSession(timeout=timeout, trace_configs=[trace])  # noqa: SLF001
         self._post_limiter.tracks_sends = self._get_limiter.tracks_sends = True
-        _cache_sdk_version()
 
     def _demand(self) -> tuple[int, int]:
         """(chunks waiting for their POST, chunks handed in so far): what a lending report is decided from."""
