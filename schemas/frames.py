@@ -120,6 +120,24 @@ def max_frame_bytes(max_seconds: float, sample_rate: int, encoding: str, channel
     return int(max_seconds * sample_rate) * BYTES_PER_SAMPLE[encoding] * channels
 
 
+def frame_samples(frame_ms: int, sample_rate: int, max_seconds: float = DEFAULT_MAX_FRAME_SECONDS) -> int:
+    """Samples per channel in a frame of `frame_ms` milliseconds at `sample_rate` (at least one): the framing a
+    producer uses so that the flow accepts every frame.
+
+    Raises:
+        ContractError: `frame_ms` is not positive, or a frame that long carries more than `max_seconds` of audio
+            (the flow would dead-letter every frame; BWSM_MAX_FRAME_SECONDS).
+    """
+    if frame_ms <= 0:
+        raise ContractError(f"a frame must last at least 1 ms, got {frame_ms} ms")
+    samples = max(1, sample_rate * frame_ms // 1000)
+    if samples > int(max_seconds * sample_rate):
+        raise ContractError(f"frames of {frame_ms} ms are longer than the flow accepts: at most "
+                            f"{max_seconds * 1000:g} ms (BWSM_MAX_FRAME_SECONDS={max_seconds:g}); platforms send "
+                            f"20 to 1000 ms")
+    return samples
+
+
 def decode_usual(key: object, value: object, headers: Headers | None, topic: str, partition: int,
                   offset: int, max_seconds: float) -> AudioFrame | None:
     """The frame when the message is the usual well-formed one (bytes everywhere, known headers, valid values);

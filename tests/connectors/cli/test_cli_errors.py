@@ -71,11 +71,20 @@ def _directory(tmp: Path) -> tuple[Path, str]:
     return tmp, "is a directory"
 
 
-def _unsupported_rate(tmp: Path) -> tuple[Path, str]:
-    return wav(tmp / "cd.wav", rate=44100), "sample rate 44100 Hz"
+def _text_named_mp3(tmp: Path) -> tuple[Path, str]:
+    # mpg123 (inside libsndfile) writes its own notes to stderr while it looks for MPEG frames: silenced
+    path = tmp / "song.mp3"
+    path.write_text("this is not audio either\n" * 40)
+    return path, "not an audio file libsndfile can read (WAV, FLAC, OGG, MP3, AIFF, ...): no decoder recognises"
 
 
-@pytest.mark.parametrize("make", [_not_audio, _truncated_wav, _missing, _directory, _unsupported_rate])
+def _three_channels(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "surround.wav"
+    sf.write(str(path), np.zeros((800, 3), dtype=np.int16), 16000, subtype="PCM_16")
+    return path, "3 channels; the frame contract allows 1 or 2"
+
+
+@pytest.mark.parametrize("make", [_not_audio, _truncated_wav, _missing, _directory, _text_named_mp3, _three_channels])
 def test_publish_of_a_file_that_is_not_a_call_is_one_line_naming_it(
     tmp_path: Path, make: Callable[[Path], tuple[Path, str]],
 ) -> None:
