@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bytewax.speechmatics.schemas.call_start import FRAME, KIND_HEADER, START
-from bytewax.speechmatics.schemas.errors import ContractError
+from bytewax.speechmatics.schemas.errors import ContractError, in_words
 
 #: At most 18 digits: every seq fits a signed 64-bit integer (and Python never parses a megabyte of digits).
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -91,7 +91,7 @@ def _int_header(headers: dict[str, str], name: str, default: int | None, allowed
             f"header {name!r} must be a non-negative decimal integer of at most 18 digits, got {raw[:40]!r}", where)
     value = int(raw)
     if allowed and value not in allowed:
-        raise ContractError(f"header {name!r} must be one of {list(allowed)}, got {value}", where)
+        raise ContractError(f"header {name!r} must be {in_words(allowed)}, got {value}", where)
     return value
 
 
@@ -215,7 +215,7 @@ def decode_frame(
     channels = _int_header(h, "channels", 1, CHANNELS, where)
     encoding = h.get("encoding", DEFAULT_ENCODING)
     if encoding not in BYTES_PER_SAMPLE:
-        raise ContractError(f"header 'encoding' must be one of {list(BYTES_PER_SAMPLE)}, got {encoding[:40]!r}", where)
+        raise ContractError(f"header 'encoding' must be {in_words(BYTES_PER_SAMPLE)}, got {encoding[:40]!r}", where)
     end = _end_header(h, where)
     if value is None:
         raise ContractError(f"frame seq {seq} has a null value (a tombstone is not a frame)", where)
