@@ -20,17 +20,12 @@ from collections.abc import Callable, Iterator
 import orjson
 
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
-from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
+from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, TopicMissing, probe_brokers, watermarks
 from bytewax.speechmatics.flows.settings import Settings
 from bytewax.speechmatics.schemas.dead_letters import LetterView, read_letter
-from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
 #: How many of the most recent letters are shown without --from-beginning or --call.
 DEFAULT_LAST = 20
-
-
-class TopicMissing(BytewaxSpeechmaticsError, LookupError):
-    """The dead-letter topic does not exist (nothing was ever refused, or the name is another)."""
 
 
 def render(letter: LetterView) -> str:
@@ -66,22 +61,16 @@ def read_letters(topic: str, kafka: KafkaSettings | None = None, last: int | Non
     Raises:
         TopicMissing: the topic does not exist.
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer((kafka or KafkaSettings()).client_config({
         "group.id": f"bwsm-dlq-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False, "auto.offset.reset": "earliest",
     }))
     try:
-        try:
-            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        except KafkaException as exc:
-            raise TopicMissing(f"cannot read the metadata of topic {topic}: {exc}") from exc
-        if meta is None or meta.error is not None or not meta.partitions:
-            raise TopicMissing(f"topic {topic} does not exist (no letter was ever written to it, or "
-                               f"BWSM_DLQ_TOPIC / --topic names another topic)")
+        offsets = watermarks(consumer, topic, timeout, "(no letter was ever written to it, or BWSM_DLQ_TOPIC / "
+                                                       "--topic names another topic)")
         ends, starts = {}, []
-        for partition in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        for partition, (low, high) in offsets.items():
             ends[partition] = high
             starts.append(TopicPartition(topic, partition, low if last is None else max(low, high - last)))
         consumer.assign(starts)

@@ -152,3 +152,11 @@ def test_tail_on_the_dead_letter_topic_points_to_dlq(kafka_bootstrap: str, lette
                f"`bytewax-speechmatics dlq --topic {letters_topic}` shows it" in line]
     assert len(letters) == 4, done.stderr
     assert "not JSON" not in "".join(letters)
+
+
+def test_dlq_on_a_topic_that_does_not_exist_is_one_line(kafka_bootstrap: str) -> None:
+    done = dlq(kafka_bootstrap, "no-such-dlq-topic-7f3a")
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line == ("dlq: topic no-such-dlq-topic-7f3a does not exist (no letter was ever written to it, or "
+                    "BWSM_DLQ_TOPIC / --topic names another topic)")
