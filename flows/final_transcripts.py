@@ -58,7 +58,7 @@ def message_event(msg: KafkaSourceMessage) -> tuple[str, Event] | DeadLetter:
 def _refused(msg: KafkaSourceMessage, what: str) -> DeadLetter:
     DEAD_LETTERS.labels(stage=STAGE).inc()
     reason = f"{msg.topic}[{msg.partition}]@{msg.offset}: {what}"
-    log.warning("transcript message refused: %s", reason)
+    log.debug("transcript message refused: %s", reason)  # rate-limited as a dead letter
     return bad_message(reason, STAGE, msg.key, msg.value, list(msg.headers or ()), msg.topic or "",
                        -1 if msg.partition is None else msg.partition, -1 if msg.offset is None else msg.offset)
 

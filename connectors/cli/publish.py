@@ -6,6 +6,7 @@ Any file libsndfile reads (WAV, FLAC, OGG, MP3, ...) at any rate: a rate the fra
 resampler: high quality, fast, multi-channel, a small wheel on every platform); 2 channels stay 2 channels.
 Frames never exceed the flow's limit (BWSM_MAX_FRAME_SECONDS): a longer `--frame-ms` is refused before anything
 is sent, since the flow would dead-letter every frame.
+
 Several files go out concurrently (frames interleaved in time order), paced in real time, at full speed, or at
 N x real time. With `--config` / `--metadata`, each call's start message (schemas/call_start.py: per-call
 transcription settings and the platform's metadata) goes out first, on the same key, so it precedes the frames.
