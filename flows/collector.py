@@ -154,7 +154,7 @@ class CollectLogic(StatefulLogic["tuple[str, Event | Produced]", "Document | Dea
 
     def _refused(self, call_id: str, event: Any, exc: ContractError) -> DeadLetter:
         _DEAD.inc()
-        log.warning("call %s: transcript event refused: %s", call_id, exc.what)
+        log.debug("call %s: transcript event refused: %s", call_id, exc.what)  # rate-limited as a dead letter
         try:
             value = orjson.dumps(event)
         except TypeError:

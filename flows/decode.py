@@ -87,8 +87,9 @@ def decode_message(msg: SourceMessage, max_frame_seconds: float = DEFAULT_MAX_FR
                                  offset, limit=max_record_bytes)
             if exc.call_id is None:
                 return letter
-            # the reason names a field, never a value of the metadata
-            log.warning("start message refused (%s): the call goes on with the flow's defaults", exc.what,
+            # the reason names a field, never a value of the metadata; the warning is the dead letter's, which is
+            # rate-limited (flows/dead_letter_log.py): a flood of refused starts must not flood the log
+            log.debug("start message refused (%s): the call goes on with the flow's defaults", exc.what,
                         extra=fields(call_id=exc.call_id, stage=STAGE))
             marker = CallStart(exc.call_id, refused=exc.what, topic=topic, partition=partition, offset=offset)
             return RefusedStart(letter, marker)

@@ -27,6 +27,7 @@ from bytewax.speechmatics.connectors.kafka.sink import OutMessage, ProducingSink
 from bytewax.speechmatics.connectors.logs import configure_logging
 from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS
 from bytewax.speechmatics.flows.collector import STAGE, Document, collect_transcripts
+from bytewax.speechmatics.flows.dead_letter_log import DeadLetterLog
 from bytewax.speechmatics.flows.microbatch import dead_letter_message, kafka_input
 from bytewax.speechmatics.flows.settings import Settings
 from bytewax.speechmatics.flows.stages import split_letters
@@ -57,7 +58,7 @@ def message_event(msg: KafkaSourceMessage) -> tuple[str, Event] | DeadLetter:
 def _refused(msg: KafkaSourceMessage, what: str) -> DeadLetter:
     DEAD_LETTERS.labels(stage=STAGE).inc()
     reason = f"{msg.topic}[{msg.partition}]@{msg.offset}: {what}"
-    log.warning("transcript message refused: %s", reason)
+    log.debug("transcript message refused: %s", reason)  # rate-limited as a dead letter
     return bad_message(reason, STAGE, msg.key, msg.value, list(msg.headers or ()), msg.topic or "",
                        -1 if msg.partition is None else msg.partition, -1 if msg.offset is None else msg.offset)
 
@@ -85,11 +86,12 @@ def build_final_flow(settings: Settings | None = None) -> Dataflow:
     messages = kafka_input(flow, "transcripts_in", topics.transcripts, settings.kafka)
     events = split_letters("events", op.map("decode", messages, message_event))
     documents = collect_transcripts("collect", events.oks, settings.collect)
+    logged = DeadLetterLog()  # a warning per letter, rate-limited
     out = op.merge(
         "to_kafka",
         op.map("documents", documents.oks, lambda kv: document_message(topics.final_transcripts, kv)),
         op.map("dead_letters", op.merge("letters", events.errs, documents.errs),
-               lambda letter: dead_letter_message(topics.dead_letters, sink.max_record_bytes, letter)),
+               lambda letter: dead_letter_message(topics.dead_letters, sink.max_record_bytes, logged(letter))),
     )
     op.output("kafka_out", out, sink)
     return flow

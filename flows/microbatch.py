@@ -29,6 +29,7 @@ from bytewax.speechmatics.connectors.kafka.sink import OutMessage, ProducingSink
 from bytewax.speechmatics.connectors.logs import configure_logging
 from bytewax.speechmatics.connectors.metrics import SOURCE_ERRORS
 from bytewax.speechmatics.flows.chunker import chunk_calls
+from bytewax.speechmatics.flows.dead_letter_log import DeadLetterLog
 from bytewax.speechmatics.flows.decode import audio_input
 from bytewax.speechmatics.flows.realtime import normalize_realtime
 from bytewax.speechmatics.flows.segments import Produced
@@ -108,11 +109,12 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         events.append(rt.oks)
         letters.append(rt.errs)
 
+    logged = DeadLetterLog()  # a warning per letter, rate-limited
     out = op.merge(
         "to_kafka",
         op.map("transcripts", op.merge("events", *events), lambda kv: transcript_message(topics.transcripts, kv)),
         op.map("dead_letters", op.merge("letters", *letters),
-               lambda letter: dead_letter_message(topics.dead_letters, sink.max_record_bytes, letter)),
+               lambda letter: dead_letter_message(topics.dead_letters, sink.max_record_bytes, logged(letter))),
     )
     op.output("kafka_out", out, sink)
     return flow

@@ -232,7 +232,7 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
         except (ContractError, TypeError, ValueError, KeyError, AttributeError) as exc:  # never crash on input
             _RT_DEAD.inc()
             what = exc.what if isinstance(exc, ContractError) else f"unreadable message ({type(exc).__name__})"
-            log.warning("bad RT message for call %s: %s", call_id, what)
+            log.debug("bad RT message for call %s: %s", call_id, what)  # rate-limited as a dead letter
             letter = fit(DeadLetter(reason=f"calls.rt message of call {call_id}: {what}", stage=STAGE,
                                     key=call_id.encode(), value=raw))
             return [letter], first

@@ -25,6 +25,7 @@ from bytewax.speechmatics.connectors.speechmatics.settings import (
     DIARIZATIONS,
     WAIT_MODES,
     SubmitSettings,
+    check_transcription_extra,
     parse_additional_vocab,
     parse_channel_labels,
 )
@@ -34,7 +35,8 @@ from bytewax.speechmatics.flows.collector import CollectSettings
 from bytewax.speechmatics.flows.decode import DecodeSettings
 from bytewax.speechmatics.flows.realtime import RealtimeSettings
 from bytewax.speechmatics.flows.stitching import StitchSettings
-from bytewax.speechmatics.schemas.errors import SettingsError
+from bytewax.speechmatics.flows.vad import AGGRESSIVENESS, VAD_FRAME_MS
+from bytewax.speechmatics.schemas.errors import SettingsError, in_words
 
 __all__ = ["VARIABLES", "RunSettings", "Settings", "SettingsError", "TopicSettings", "Variable", "WorkerSettings"]
 
@@ -193,8 +195,16 @@ def _choice(*allowed: str) -> Parser:
     def parse(raw: str, name: str) -> str:
         value = raw.lower()
         if value not in allowed:
-            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw[:40]!r}")
+            raise SettingsError(f"{name} must be {in_words(allowed)}, got {raw[:40]!r}")
         return value
+    return parse
+
+
+def _int_choice(*allowed: int) -> Parser:
+    def parse(raw: str, name: str) -> int:
+        if not raw.isdigit() or int(raw) not in allowed:
+            raise SettingsError(f"{name} must be {in_words(allowed)}, got {raw[:40]!r}")
+        return int(raw)
     return parse
 
 
@@ -215,6 +225,16 @@ def _wrap(parse: Callable[[str], Any]) -> Parser:
         except ValueError as exc:
             raise SettingsError(f"{name}: {exc}") from None
     return run
+
+
+def _transcription_config(raw: str, name: str) -> dict[str, Any]:
+    """A JSON object of the SDK's TranscriptionConfig fields (an unknown field names the allowed ones)."""
+    value = _json_object(raw, name)
+    try:
+        check_transcription_extra(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+    return value
 
 
 _POSITIVE, _NONNEG = _number(float, above=0.0), _number(float, low=0.0)
@@ -242,8 +262,8 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_VAD_MIN_SECONDS", "chunking", "vad_min_seconds", _POSITIVE),
     _v("BWSM_VAD_MAX_SECONDS", "chunking", "vad_max_seconds", _POSITIVE),
     _v("BWSM_VAD_MIN_SILENCE_SECONDS", "chunking", "vad_min_silence_seconds", _POSITIVE),
-    _v("BWSM_VAD_AGGRESSIVENESS", "chunking", "vad_aggressiveness", _INT),
-    _v("BWSM_VAD_FRAME_MS", "chunking", "vad_frame_ms", _INT),
+    _v("BWSM_VAD_AGGRESSIVENESS", "chunking", "vad_aggressiveness", _int_choice(*AGGRESSIVENESS)),
+    _v("BWSM_VAD_FRAME_MS", "chunking", "vad_frame_ms", _int_choice(*VAD_FRAME_MS)),
     _v("BWSM_IDLE_TIMEOUT_SECONDS", "chunking", "idle_timeout_seconds", _POSITIVE),
     _v("BWSM_FORGET_SECONDS", "chunking", "forget_seconds", _POSITIVE),
     _v("BWSM_REORDER_WINDOW_FRAMES", "chunking", "reorder_window_frames", _INT),
@@ -276,7 +296,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_DIARIZATION", "submission", "diarization", _choice(*DIARIZATIONS)),
     _v("BWSM_CHANNEL_LABELS", "submission", "channel_labels", _wrap(parse_channel_labels)),
     _v("BWSM_ADDITIONAL_VOCAB", "submission", "additional_vocab", _wrap(parse_additional_vocab)),
-    _v("BWSM_TRANSCRIPTION_CONFIG", "submission", "transcription_extra", _json_object),
+    _v("BWSM_TRANSCRIPTION_CONFIG", "submission", "transcription_extra", _transcription_config),
     _v("BWSM_PARALLEL_ENGINES", "submission", "parallel_engines", _COUNT),
     _v("BWSM_USER_ID", "submission", "user_id", _text),
     _v("BWSM_WEBHOOK_URL", "submission", "webhook_url", _text),

@@ -24,7 +24,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from bytewax.speechmatics.schemas.errors import ContractError
+from bytewax.speechmatics.schemas.errors import ContractError, in_words
 
 SCHEMA_FILE = "call_start.schema.json"
 #: The header that tells a start message from a frame, and its value.
@@ -235,7 +235,45 @@ def _field(path: Iterable[Any]) -> str:
     return out or "(top level)"
 
 
-def parse_start_value(value: bytes | None, where: str = "start message") -> CallSettings:
+_TYPES = {"object": "a JSON object", "array": "a list", "string": "a string", "boolean": "true or false",
+          "number": "a number", "integer": "a whole number", "null": "null"}
+
+
+def explain(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    """A schema violation in words, with the values allowed: never a Python set, a regular expression or a rule
+    name. Quotes field names only, never a value (a value may be a metadata secret)."""
+    rule, schema = exc.rule, exc.definition if isinstance(exc.definition, dict) else {}
+    expected = schema.get("x-expected")
+    if rule == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        unknown = [str(k) for k in exc.value if k not in allowed] if isinstance(exc.value, dict) else []
+        names = ", ".join(repr(name[:40]) for name in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        return f"unknown field{'s' if len(unknown) > 1 else ''} {names} (allowed: {', '.join(allowed)})"
+    if rule == "type":
+        kinds = schema.get("type")
+        return f"must be {in_words(_TYPES.get(k, k) for k in (kinds if isinstance(kinds, list) else [kinds]))}"
+    if rule == "enum":
+        return f"must be {in_words(schema['enum'])}"
+    if expected and rule in ("pattern", "not", "anyOf", "oneOf", "minLength", "maxLength"):
+        return f"must be {expected}"
+    if rule in ("minimum", "maximum") and "minimum" in schema and "maximum" in schema:
+        return f"must be between {schema['minimum']} and {schema['maximum']}"
+    bounds = {
+        "minItems": f"must have at least {schema.get('minItems')} items",
+        "maxItems": f"must have at most {schema.get('maxItems')} items",
+        "uniqueItems": "must not repeat an item",
+        "minLength": f"must have at least {schema.get('minLength')} character(s)",
+        "maxLength": f"must have at most {schema.get('maxLength')} characters",
+        "minimum": f"must be at least {schema.get('minimum')}",
+        "maximum": f"must be at most {schema.get('maximum')}",
+        "required": f"must have {in_words(schema.get('required', ()), 'and')}",
+    }
+    if rule in bounds:
+        return bounds[rule]
+    return f"must be {expected}" if expected else f"does not follow the start message contract ({SCHEMA_FILE})"
+
+
+def parse_start_value(value: bytes | None, where: str = "") -> CallSettings:
     """Validate a start message's value against the contract; ContractError naming the field otherwise."""
     if value is None:
         raise ContractError("start message has a null value (it must be a JSON object)", where)
@@ -249,8 +287,7 @@ def parse_start_value(value: bytes | None, where: str = "start message") -> Call
         _validator()(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         path = list(exc.path[1:]) if exc.path else []
-        what = exc.message.removeprefix(exc.name).strip() if exc.name else exc.message
-        raise ContractError(f"start message field {_field(path)}: {what or exc.message}", where) from None
+        raise ContractError(f"start message field {_field(path)}: {explain(exc)}", where) from None
     metadata = doc.get("metadata")
     encoded = None
     if metadata is not None:

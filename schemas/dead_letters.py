@@ -11,12 +11,17 @@ whose record would exceed the producer's limit (librdkafka's `message.max.bytes`
 to fit: its value is truncated (or emptied), then if still needed its key and the original headers, and the
 `dlq.truncated` header names what was cut; `dlq.original.size` and `dlq.original.sha256` describe the original
 value and the source position finds it.
+
+Reading them back (`read_letter`, the `dlq` command, the flow's dead-letter log): `LetterView` is one letter as a
+person needs it (when, which stage, which call, where the original lies, how big it was, why, whether cut).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import orjson
 
@@ -126,3 +131,62 @@ def failed_chunk(reason: str, stage: str, span: ChunkSpan, source: tuple[SourceR
         (f"{HEADER_PREFIX}source.ranges", orjson.dumps([list(r) for r in source]).decode()),
     )
     return DeadLetter(reason=reason, stage=stage, key=span.call_id.encode(), value=None, context=context)
+
+
+#: A call id is shown up to this many characters (a key may be a megabyte long).
+_SHOWN_ID_CHARS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class LetterView:
+    """One dead letter as read back: what the `dlq` command prints and the flow logs (never the value itself)."""
+
+    stage: str
+    reason: str
+    call_id: str | None
+    source: str  # where the original lies: "topic[partition]@offset", chunk source ranges, or "" when unknown
+    original_size: int | None  # bytes of the refused value (None: a failed chunk, which carries no audio)
+    truncated: tuple[str, ...] = ()  # what `fit` cut: value, key, headers
+    time: float | None = None  # when the letter was written (the record's timestamp, seconds since the epoch)
+    position: str = ""  # where the letter itself lies on the dead-letter topic
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time, "stage": self.stage, "call_id": self.call_id, "source": self.source or None,
+                "original_size": self.original_size, "reason": self.reason, "truncated": list(self.truncated),
+                "position": self.position or None}
+
+
+def read_letter(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | str | None]] | None,
+                time: float | None = None, position: str = "") -> LetterView | None:
+    """A record of the dead-letter topic as a LetterView; None when it has no `dlq.reason` header (not a letter)."""
+    ctx: dict[str, str] = {}
+    for name, raw in headers or ():
+        if name.startswith(HEADER_PREFIX):
+            ctx[name[len(HEADER_PREFIX):]] = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw or ""
+    if "reason" not in ctx:
+        return None
+    call_id = ctx.get("call_id") or (key.decode("utf-8", "replace") if key else None)
+    if call_id is not None and len(call_id) > _SHOWN_ID_CHARS:
+        call_id = call_id[:_SHOWN_ID_CHARS] + "..."
+    size = ctx.get("original.size")
+    return LetterView(
+        stage=ctx.get("stage", ""), reason=ctx["reason"], call_id=call_id, source=_source(ctx),
+        original_size=int(size) if size and size.isdigit() else (None if value is None else len(value)),
+        truncated=tuple(part for part in ctx.get("truncated", "").split(",") if part), time=time, position=position)
+
+
+def view(letter: DeadLetter) -> LetterView:
+    """A letter the flow is about to write, as it will read back."""
+    return read_letter(letter.key, letter.value, letter.kafka_headers())  # type: ignore[return-value]
+
+
+def _source(ctx: dict[str, str]) -> str:
+    if "source.topic" in ctx:
+        return f"{ctx['source.topic']}[{ctx.get('source.partition', '?')}]@{ctx.get('source.offset', '?')}"
+    if "source.ranges" in ctx:
+        try:
+            ranges = orjson.loads(ctx["source.ranges"])
+            return ", ".join(f"{t}[{p}]@{first}-{last}" for t, p, first, last in ranges)
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            return ctx["source.ranges"][:200]
+    return ""

@@ -19,3 +19,12 @@ class ContractError(BytewaxSpeechmaticsError, ValueError):
 class SettingsError(BytewaxSpeechmaticsError, ValueError):
     """A setting that cannot be used; the message names it (the environment variable, when it came from one) and
     the values it allows."""
+
+
+def in_words(values: object, last: str = "or") -> str:
+    """Allowed values as a message says them: `standard or enhanced`, `8000, 16000, 32000 or 48000` (never a
+    Python list, set or tuple)."""
+    items = [str(v) for v in values]  # type: ignore[attr-defined]
+    if len(items) < 2:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {last} {items[-1]}"

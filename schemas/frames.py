@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bytewax.speechmatics.schemas.call_start import FRAME, KIND_HEADER, START
-from bytewax.speechmatics.schemas.errors import ContractError
+from bytewax.speechmatics.schemas.errors import ContractError, in_words
 
 #: At most 18 digits: every seq fits a signed 64-bit integer (and Python never parses a megabyte of digits).
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -91,7 +91,7 @@ def _int_header(headers: dict[str, str], name: str, default: int | None, allowed
             f"header {name!r} must be a non-negative decimal integer of at most 18 digits, got {raw[:40]!r}", where)
     value = int(raw)
     if allowed and value not in allowed:
-        raise ContractError(f"header {name!r} must be one of {list(allowed)}, got {value}", where)
+        raise ContractError(f"header {name!r} must be {in_words(allowed)}, got {value}", where)
     return value
 
 
@@ -118,6 +118,24 @@ _FAST_FRAME_KIND = FRAME.encode()
 def max_frame_bytes(max_seconds: float, sample_rate: int, encoding: str, channels: int) -> int:
     """The largest frame value allowed for this format: whole samples worth at most `max_seconds` of audio."""
     return int(max_seconds * sample_rate) * BYTES_PER_SAMPLE[encoding] * channels
+
+
+def frame_samples(frame_ms: int, sample_rate: int, max_seconds: float = DEFAULT_MAX_FRAME_SECONDS) -> int:
+    """Samples per channel in a frame of `frame_ms` milliseconds at `sample_rate` (at least one): the framing a
+    producer uses so that the flow accepts every frame.
+
+    Raises:
+        ContractError: `frame_ms` is not positive, or a frame that long carries more than `max_seconds` of audio
+            (the flow would dead-letter every frame; BWSM_MAX_FRAME_SECONDS).
+    """
+    if frame_ms <= 0:
+        raise ContractError(f"a frame must last at least 1 ms, got {frame_ms} ms")
+    samples = max(1, sample_rate * frame_ms // 1000)
+    if samples > int(max_seconds * sample_rate):
+        raise ContractError(f"frames of {frame_ms} ms are longer than the flow accepts: at most "
+                            f"{max_seconds * 1000:g} ms (BWSM_MAX_FRAME_SECONDS={max_seconds:g}); platforms send "
+                            f"20 to 1000 ms")
+    return samples
 
 
 def decode_usual(key: object, value: object, headers: Headers | None, topic: str, partition: int,
@@ -197,7 +215,7 @@ def decode_frame(
     channels = _int_header(h, "channels", 1, CHANNELS, where)
     encoding = h.get("encoding", DEFAULT_ENCODING)
     if encoding not in BYTES_PER_SAMPLE:
-        raise ContractError(f"header 'encoding' must be one of {list(BYTES_PER_SAMPLE)}, got {encoding[:40]!r}", where)
+        raise ContractError(f"header 'encoding' must be {in_words(BYTES_PER_SAMPLE)}, got {encoding[:40]!r}", where)
     end = _end_header(h, where)
     if value is None:
         raise ContractError(f"frame seq {seq} has a null value (a tombstone is not a frame)", where)

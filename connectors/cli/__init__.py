@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.cli.kafka",
     "bytewax.speechmatics.connectors.cli.publish",
     "bytewax.speechmatics.connectors.cli.tail",
+    "bytewax.speechmatics.connectors.cli.dlq",
     "bytewax.speechmatics.connectors.cli.export",
     "bytewax.speechmatics.connectors.cli.worker",
     "bytewax.speechmatics.connectors.cli.run",

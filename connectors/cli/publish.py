@@ -1,6 +1,12 @@
 """Publish audio files as calls on `calls.audio`, frame by frame, as a telephony platform would.
 
 Each file becomes one call: pcm_s16le frames of `frame_ms` with increasing `seq` and `end` on the last frame.
+Any file libsndfile reads (WAV, FLAC, OGG, MP3, ...) at any rate: a rate the frame contract has no room for
+(44.1 kHz, 22.05 kHz, ...) is resampled to 16 kHz, or every file to `--sample-rate`, with soxr (the SoX
+resampler: high quality, fast, multi-channel, a small wheel on every platform); 2 channels stay 2 channels.
+Frames never exceed the flow's limit (BWSM_MAX_FRAME_SECONDS): a longer `--frame-ms` is refused before anything
+is sent, since the flow would dead-letter every frame.
+
 Several files go out concurrently (frames interleaved in time order), paced in real time, at full speed, or at
 N x real time. With `--config` / `--metadata`, each call's start message (schemas/call_start.py: per-call
 transcription settings and the platform's metadata) goes out first, on the same key, so it precedes the frames.
@@ -9,8 +15,10 @@ transcription settings and the platform's metadata) goes out first, on the same 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
+import os
 import sys
 import time
 import uuid
@@ -27,7 +35,17 @@ from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe
 from bytewax.speechmatics.flows.settings import Settings, TopicSettings
 from bytewax.speechmatics.schemas.call_start import encode_start, parse_start_value, start_value
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError, ContractError
-from bytewax.speechmatics.schemas.frames import SAMPLE_RATES, AudioFrame, encode_frame
+from bytewax.speechmatics.schemas.frames import (
+    DEFAULT_MAX_FRAME_SECONDS,
+    DEFAULT_SAMPLE_RATE,
+    SAMPLE_RATES,
+    AudioFrame,
+    encode_frame,
+    frame_samples,
+)
+
+#: What the error line for an unreadable file offers instead (libsndfile's own formats, as soundfile reads them).
+READABLE = "WAV, FLAC, OGG, MP3, AIFF, ..."
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,7 @@ class CallAudio:
     sample_rate: int
     channels: int
     start: bytes | None = None  # the value of the call's start message, sent before its first frame (as it is)
+    file_rate: int | None = None  # the file's own rate when it was resampled
 
     @property
     def seconds(self) -> float:
@@ -49,28 +68,77 @@ class AudioFileError(BytewaxSpeechmaticsError, ValueError):
     """A file that cannot be published as a call; the message names the file and says why, on one line."""
 
 
-def read_call(path: str | Path, call_id: str) -> CallAudio:
-    """Read a WAV/FLAC file and convert it to 16-bit PCM; refuse rates and layouts the contract has no room for."""
+def read_call(path: str | Path, call_id: str, sample_rate: int | None = None) -> CallAudio:
+    """Read an audio file as 16-bit PCM at `sample_rate` (None: the file's rate when the contract allows it, else
+    16 kHz), resampling when the rates differ; refuse layouts the contract has no room for (more than 2 channels).
+
+    Raises:
+        AudioFileError: one line naming the file and why (the decoders' own notes on stderr are silenced).
+    """
     file = Path(path)
     if not file.is_file():
         raise AudioFileError(f"{path}: {'is a directory' if file.is_dir() else 'no such file'}")
     try:
-        data, rate = sf.read(str(path), dtype="int16", always_2d=True)
-    except (sf.SoundFileError, OSError) as exc:  # libsndfile's "Format not recognised." and the like
-        reason = getattr(exc, "error_string", None) or str(exc)
-        raise AudioFileError(f"{path}: not an audio file libsndfile can read (WAV, FLAC, ...): "
-                             f"{' '.join(reason.split())}") from exc
-    if rate not in SAMPLE_RATES:
-        raise AudioFileError(f"{path}: sample rate {rate} Hz is not one of {list(SAMPLE_RATES)}")
+        with _quiet_decoders(), sf.SoundFile(str(path)) as audio:
+            rate = audio.samplerate
+            target = sample_rate or (rate if rate in SAMPLE_RATES else DEFAULT_SAMPLE_RATE)
+            data = audio.read(dtype="int16" if target == rate else "float32", always_2d=True)
+    except (sf.SoundFileError, OSError, RuntimeError, ValueError) as exc:
+        raise AudioFileError(f"{path}: not an audio file libsndfile can read ({READABLE}): "
+                             f"{_unreadable_reason(exc)}") from exc
     if data.shape[1] not in (1, 2):
-        raise AudioFileError(f"{path}: {data.shape[1]} channels; the frame contract allows 1 or 2")
+        raise AudioFileError(f"{path}: {data.shape[1]} channels; the frame contract allows 1 or 2 (mix it down "
+                             f"first)")
+    if target != rate:
+        return CallAudio(call_id, resample(data, rate, target).tobytes(), target, data.shape[1], file_rate=rate)
     return CallAudio(call_id, np.ascontiguousarray(data).tobytes(), rate, data.shape[1])
 
 
-def frames_of(call: CallAudio, frame_ms: int = 20) -> Iterator[AudioFrame]:
-    """The call's frames: `frame_ms` each (the last may be shorter), `end` on the last one."""
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Float samples (frames x channels, full scale 1.0) at `rate` as int16 samples at `target`, each channel on
+    its own (soxr's high-quality setting)."""
+    import soxr
+
+    if not len(audio):
+        return np.zeros((0, audio.shape[1]), dtype=np.int16)
+    out = soxr.resample(np.ascontiguousarray(audio, dtype=np.float32), rate, target, quality="HQ")
+    out = out.reshape(-1, audio.shape[1])  # soxr returns 1-D for a single channel
+    return np.ascontiguousarray(np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16))
+
+
+def _unreadable_reason(exc: BaseException) -> str:
+    """libsndfile's reason on one line; its "File does not exist or is not a regular file" for an existing file
+    that no decoder recognises (a text file named .mp3) says so instead."""
+    reason = " ".join((getattr(exc, "error_string", None) or str(exc)).split())
+    if "does not exist" in reason or "not a regular file" in reason or not reason:
+        return "no decoder recognises its contents"
+    return reason
+
+
+@contextlib.contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """Silence what libsndfile's decoders (mpg123, ...) write to file descriptor 2 themselves while a file is read:
+    the user gets one line naming the file and the reason instead of decoder notes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def frames_of(call: CallAudio, frame_ms: int = 20,
+              max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS) -> Iterator[AudioFrame]:
+    """The call's frames: `frame_ms` each (the last may be shorter), `end` on the last one.
+
+    Raises:
+        ContractError: frames of `frame_ms` would carry more than `max_frame_seconds` of audio (see frame_samples).
+    """
     width = 2 * call.channels
-    step = max(1, call.sample_rate * frame_ms // 1000) * width
+    step = frame_samples(frame_ms, call.sample_rate, max_frame_seconds) * width
     count = max(1, -(-len(call.pcm) // step))
     for seq in range(count):
         yield AudioFrame(
@@ -79,9 +147,19 @@ def frames_of(call: CallAudio, frame_ms: int = 20) -> Iterator[AudioFrame]:
         )
 
 
-def interleave(calls: Sequence[CallAudio], frame_ms: int) -> Iterator[tuple[float, AudioFrame]]:
-    """All calls' frames in the order of their offset in audio time: (seconds since call start, frame)."""
-    streams = [frames_of(call, frame_ms) for call in calls]
+def interleave(calls: Sequence[CallAudio], frame_ms: int,
+               max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS) -> Iterator[tuple[float, AudioFrame]]:
+    """All calls' frames in the order of their offset in audio time: (seconds since call start, frame).
+
+    Raises:
+        ContractError: at once (not on the first frame) when frames of `frame_ms` would exceed the limit.
+    """
+    for call in calls:  # before the first frame of any call: a refused framing sends nothing
+        frame_samples(frame_ms, call.sample_rate, max_frame_seconds)
+    return _in_time_order([frames_of(call, frame_ms, max_frame_seconds) for call in calls])
+
+
+def _in_time_order(streams: list[Iterator[AudioFrame]]) -> Iterator[tuple[float, AudioFrame]]:
     heap: list[tuple[float, int, AudioFrame]] = []
     for i, stream in enumerate(streams):
         first = next(stream, None)
@@ -102,10 +180,29 @@ def parse_speed(text: str) -> float:
         return 1.0
     if text == "max":
         return 0.0
-    speed = float(text)
-    if speed <= 0:
-        raise argparse.ArgumentTypeError("speed must be realtime, max, or a positive number")
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = 0.0
+    if not speed > 0 or speed == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be realtime, max, or a positive number (times real time), "
+                                         f"got {text[:40]!r}")
     return speed
+
+
+def parse_frame_ms(text: str) -> int:
+    """A frame length: a positive whole number of milliseconds (the upper bound is checked against the flow's)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of milliseconds, at least 1, got {text[:40]!r}")
+    return int(text)
+
+
+def parse_sample_rate(text: str) -> int:
+    """One of the contract's sample rates, in Hz."""
+    allowed = ", ".join(map(str, SAMPLE_RATES[:-1])) + f" or {SAMPLE_RATES[-1]}"
+    if not text.strip().isdigit() or int(text) not in SAMPLE_RATES:
+        raise argparse.ArgumentTypeError(f"must be {allowed} (Hz), got {text[:40]!r}")
+    return int(text)
 
 
 class Progress:
@@ -137,11 +234,17 @@ def publish_calls(
     producer_config: dict | None = None,
     progress: bool = False,
     kafka: KafkaSettings | None = None,
+    max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
 ) -> int:
     """Produce each call's start message (when it has one), then the calls' frames (interleaved, paced by `speed`;
-    0 = as fast as possible); return the frames sent."""
+    0 = as fast as possible); return the frames sent.
+
+    Raises:
+        ContractError: before anything is sent, when frames of `frame_ms` would be longer than `max_frame_seconds`.
+    """
     from confluent_kafka import Producer
 
+    frames = interleave(calls, frame_ms, max_frame_seconds)  # checks the framing first
     conf = (kafka or KafkaSettings()).client_config({**PRODUCER_DEFAULTS, **(producer_config or {})})
     producer = Producer(conf)
     errors: list[str] = []
@@ -157,7 +260,7 @@ def publish_calls(
         if call.start is not None:
             key, value, headers = encode_start(call.call_id, value=call.start)
             produce_with_backpressure(producer, topic, key, value, headers, on_delivery)
-    for at, frame in interleave(calls, frame_ms):
+    for at, frame in frames:
         if speed:
             delay = started + at / speed - time.monotonic()
             if delay > 0:
@@ -209,6 +312,11 @@ def _command(args: argparse.Namespace) -> int:
     except ContractError as exc:
         print(f"publish: {exc}", file=sys.stderr)
         return 2
+    try:  # the flow would dead-letter every frame: say so before reading or sending anything
+        frame_samples(args.frame_ms, DEFAULT_SAMPLE_RATE, args.max_frame_seconds)
+    except ContractError as exc:
+        print(f"publish: --frame-ms {args.frame_ms}: {exc}", file=sys.stderr)
+        return 2
     if args.sample:
         from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample
 
@@ -218,17 +326,23 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     ids = call_ids_for(args.files, args.call_id)
     try:
-        calls = [replace(read_call(path, cid), start=start) for path, cid in zip(args.files, ids, strict=True)]
+        calls = [replace(read_call(path, cid, args.sample_rate), start=start)
+                 for path, cid in zip(args.files, ids, strict=True)]
         # before the first frame: an unreachable broker is one line, not minutes of retries
         probe_brokers(args.kafka.client_config())
     except (AudioFileError, KafkaUnavailable) as exc:
         print(f"publish: {exc}", file=sys.stderr)
         return 2
     for call in calls:
-        print(f"publish: call {call.call_id}: {call.seconds:.1f} s, {call.sample_rate} Hz, "
+        resampled = f" (resampled from {call.file_rate} Hz)" if call.file_rate else ""
+        print(f"publish: call {call.call_id}: {call.seconds:.1f} s, {call.sample_rate} Hz{resampled}, "
               f"{call.channels} channel(s){' after a start message' if start else ''} -> {args.topic}", flush=True)
     try:
-        frames = publish_calls(calls, args.topic, args.frame_ms, args.speed, progress=True, kafka=args.kafka)
+        frames = publish_calls(calls, args.topic, args.frame_ms, args.speed, progress=True, kafka=args.kafka,
+                               max_frame_seconds=args.max_frame_seconds)
+    except ContractError as exc:  # a framing the flow refuses at one of the calls' rates: nothing was sent
+        print(f"publish: --frame-ms {args.frame_ms}: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:  # undelivered frames: the broker went away or refused the topic
         print(f"{exc} (topic {args.topic}, Kafka at {args.kafka.bootstrap_servers})", file=sys.stderr)
         return 1
@@ -237,12 +351,19 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("publish", help="publish WAV/FLAC files as calls on the audio topic")
-    parser.add_argument("files", nargs="*", help="WAV or FLAC files (8/16/32/48 kHz, 1 or 2 channels)")
+    parser = subparsers.add_parser("publish", help="publish audio files as calls on the audio topic")
+    parser.add_argument("files", nargs="*",
+                        help=f"audio files libsndfile reads ({READABLE}), 1 or 2 channels, any sample rate")
     parser.add_argument("--sample", choices=["pyannote"],
                         help="also publish a real two-speaker call (the pyannote sample, fetched once into the cache)")
     parser.add_argument("--call-id", help="call id (numbered -0, -1, ... when several files)")
-    parser.add_argument("--frame-ms", type=int, default=20, help="frame length in milliseconds (default 20)")
+    settings = Settings.from_env()
+    parser.add_argument("--frame-ms", type=parse_frame_ms, default=20,
+                        help=f"frame length in milliseconds (default 20; at most the flow's frame limit, "
+                             f"BWSM_MAX_FRAME_SECONDS, here {settings.decoding.max_frame_seconds * 1000:g})")
+    parser.add_argument("--sample-rate", type=parse_sample_rate, default=None,
+                        help="resample every file to this rate: 8000, 16000, 32000 or 48000 Hz (default: keep the "
+                             "file's rate when it is one of those, else 16000)")
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="realtime (default), max, or N times real time")
     parser.add_argument("--config", metavar="JSON",
@@ -252,6 +373,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metadata", metavar="JSON",
                         help="the platform's own ids and attributes (a JSON object, at most 8 KB), copied into every "
                              "transcript event of each call (sent in the start message)")
-    settings = Settings.from_env()
     parser.add_argument("--topic", default=settings.topics.audio, help="the audio topic (BWSM_AUDIO_TOPIC)")
-    parser.set_defaults(func=_command, kafka=settings.kafka)
+    parser.set_defaults(func=_command, kafka=settings.kafka, max_frame_seconds=settings.decoding.max_frame_seconds)

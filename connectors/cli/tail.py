@@ -11,8 +11,12 @@ from collections.abc import Callable, Iterator
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
 from bytewax.speechmatics.flows.settings import Settings
+from bytewax.speechmatics.schemas.dead_letters import HEADER_PREFIX
 from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.events import Event, decode_event
+
+#: The header every dead letter has: a record carrying it is shown by `dlq`, not parsed as an event.
+DLQ_REASON = f"{HEADER_PREFIX}reason"
 
 
 def follow(
@@ -42,8 +46,13 @@ def follow(
             if msg.error():
                 continue
             last = time.monotonic()
+            where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+            if any(name == DLQ_REASON for name, _ in msg.headers() or ()):
+                yield ContractError(f"a dead letter (refused input), not a transcript event: "
+                                    f"`bytewax-speechmatics dlq --topic {msg.topic()}` shows it", where)
+                continue
             try:
-                yield decode_event(msg.value(), where=f"{msg.topic()}[{msg.partition()}]@{msg.offset()}")
+                yield decode_event(msg.value(), where=where)
             except ContractError as exc:
                 yield exc
     finally:
@@ -119,6 +128,11 @@ def speaker_turns(event: Event) -> list[tuple[str, str]]:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.topic == args.dead_letters:
+        print(f"tail: {args.topic} is the dead-letter topic (refused input, not transcript events): "
+              f"`bytewax-speechmatics dlq` shows its letters (--follow, --from-beginning, --call, --json)",
+              file=sys.stderr)
+        return 2
     try:
         probe_brokers(args.kafka.client_config())  # a consumer would wait for an unreachable broker forever, silently
     except KafkaUnavailable as exc:
@@ -155,4 +169,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     settings = Settings.from_env()
     parser.add_argument("--topic", default=settings.topics.transcripts,
                         help="the transcript topic (BWSM_TRANSCRIPT_TOPIC)")
-    parser.set_defaults(func=_command, kafka=settings.kafka)
+    parser.set_defaults(func=_command, kafka=settings.kafka, dead_letters=settings.topics.dead_letters)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
+from bytewax.speechmatics.connectors.kafka.topics import TopicMissing, watermarks
 from bytewax.speechmatics.schemas.call_transcript import CallTranscript
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError, ContractError
 from bytewax.speechmatics.schemas.events import Event, load_json_object
@@ -88,7 +89,7 @@ def read_call(topic: str, call_id: str, kafka: KafkaSettings | None = None, stal
     Raises:
         ReadError: the topic does not exist, or reading made no progress for `stall_seconds`.
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer((kafka or KafkaSettings()).client_config({
         "group.id": f"bwsm-export-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
@@ -99,15 +100,12 @@ def read_call(topic: str, call_id: str, kafka: KafkaSettings | None = None, stal
     skipped = 0
     try:
         try:
-            meta = consumer.list_topics(topic, timeout=stall_seconds).topics.get(topic)
-        except KafkaException as exc:
-            raise ReadError(f"cannot read the metadata of topic {topic}: {exc}") from exc
-        if meta is None or meta.error is not None or not meta.partitions:
-            raise ReadError(f"topic {topic} does not exist (BWSM_TRANSCRIPT_TOPIC or --topic)")
+            offsets = watermarks(consumer, topic, stall_seconds, "(BWSM_TRANSCRIPT_TOPIC or --topic)")
+        except TopicMissing as exc:
+            raise ReadError(str(exc)) from exc
         ends: dict[int, int] = {}
         starts = []
-        for partition in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=stall_seconds)
+        for partition, (low, high) in offsets.items():
             if high > low:
                 ends[partition] = high
                 starts.append(TopicPartition(topic, partition, low))

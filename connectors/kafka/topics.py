@@ -20,6 +20,29 @@ class KafkaUnavailable(TopicError):
     """The brokers did not answer, or the Kafka settings are not valid; the message names them, on one line."""
 
 
+class TopicMissing(TopicError):
+    """A topic a command reads does not exist (or its metadata cannot be read); the message names it."""
+
+
+def watermarks(consumer, topic: str, timeout: float, hint: str) -> dict[int, tuple[int, int]]:  # noqa: ANN001
+    """Each partition of `topic` with its (low, high) offsets now, as `consumer` (a confluent-kafka Consumer) sees
+    them; `hint` tells where the topic's name came from (`(BWSM_DLQ_TOPIC or --topic)`).
+
+    Raises:
+        TopicMissing: the topic does not exist, or its metadata did not come within `timeout` seconds.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    except KafkaException as exc:
+        raise TopicMissing(f"cannot read the metadata of topic {topic}: {exc}") from exc
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise TopicMissing(f"topic {topic} does not exist {hint}")
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            for p in sorted(meta.partitions)}
+
+
 def probe_brokers(config: Mapping[str, object] | None = None, timeout: float = PROBE_SECONDS) -> None:
     """Raise KafkaUnavailable unless the brokers answer a metadata request within `timeout` seconds.
 

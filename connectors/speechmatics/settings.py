@@ -10,6 +10,7 @@ overriding the flow's default), then the speaker enrolment of speaker chaining.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -22,7 +23,7 @@ from speechmatics.batch import TranscriptionConfig
 
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.schemas.call_start import NO_CONFIG, CallConfig
-from bytewax.speechmatics.schemas.errors import SettingsError
+from bytewax.speechmatics.schemas.errors import SettingsError, in_words
 
 WAIT_MODES = ("poll", "wait", "webhook")
 DIARIZATIONS = ("none", "speaker", "channel")
@@ -38,10 +39,12 @@ def parse_channel_labels(raw: str) -> tuple[str, ...]:
     """Comma-separated channel labels (agent,caller): distinct, non-empty, one per channel, not API labels."""
     labels = tuple(part.strip() for part in raw.split(","))
     if len(labels) < 2 or any(not label for label in labels) or len(set(labels)) != len(labels):
-        raise ValueError(f"channel labels must be distinct non-empty labels, one per channel, got {raw!r}")
+        raise ValueError(f"must be distinct non-empty labels separated by commas, one per channel (for example "
+                         f"agent,caller), got {raw[:80]!r}")
     bad = [label for label in labels if is_reserved(label)]
     if bad:
-        raise ValueError(f"channel labels must not look like S<n> or UU, got {bad}")
+        raise ValueError(f"channel labels must not look like the API's own speaker labels (S1, S2, ..., UU), got "
+                         f"{', '.join(bad)}")
     return labels
 
 
@@ -69,8 +72,35 @@ def parse_additional_vocab(raw: str) -> list[dict[str, Any]]:
         elif isinstance(item, dict) and isinstance(item.get("content"), str):
             out.append(item)
         elif item != "":
-            raise ValueError(f"entries must be strings or {{'content': ...}}, got {item!r}")
+            raise ValueError(f"each entry must be a word or an object with a content field (and optionally "
+                             f"sounds_like), got {_json_kind(item)}")
     return out
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words (for messages that must not echo the value)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return f"an object with the fields {', '.join(map(str, value)) or 'none'}" if value else "an empty object"
+    if isinstance(value, list):
+        return "a list"
+    return "an empty word" if value == "" else "null" if value is None else "a string"
+
+
+#: The fields of the SDK's TranscriptionConfig (what BWSM_TRANSCRIPTION_CONFIG may set).
+TRANSCRIPTION_FIELDS = tuple(f.name for f in dataclasses.fields(TranscriptionConfig))
+
+
+def check_transcription_extra(extra: Mapping[str, Any]) -> Mapping[str, Any]:
+    """BWSM_TRANSCRIPTION_CONFIG's fields, refused when the SDK's TranscriptionConfig has no such field."""
+    unknown = [str(name) for name in extra if name not in TRANSCRIPTION_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown field{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(n[:40]) for n in unknown[:3])} (allowed: {', '.join(TRANSCRIPTION_FIELDS)})")
+    return extra
 
 
 def apply_call_config(fields: dict[str, Any], call: CallConfig, flow_labels: tuple[str, ...]) -> dict[str, Any]:
@@ -175,11 +205,15 @@ class SubmitSettings:
             raise SettingsError(f"cluster_processes must be >= 1 and process_index >= 0, got "
                                 f"{self.cluster_processes}, {self.process_index}")
         if self.wait_mode not in WAIT_MODES:
-            raise SettingsError(f"BWSM_WAIT_MODE must be one of {list(WAIT_MODES)}, got {self.wait_mode!r}")
+            raise SettingsError(f"BWSM_WAIT_MODE must be {in_words(WAIT_MODES)}, got {self.wait_mode!r}")
         if self.wait_mode == "webhook" and not self.webhook_url:
             raise SettingsError("BWSM_WAIT_MODE=webhook needs BWSM_WEBHOOK_URL (the URL the API calls back)")
         if self.diarization not in (None, *DIARIZATIONS):
-            raise SettingsError(f"BWSM_DIARIZATION must be none, speaker or channel, got {self.diarization!r}")
+            raise SettingsError(f"BWSM_DIARIZATION must be {in_words(DIARIZATIONS)}, got {self.diarization!r}")
+        try:
+            check_transcription_extra(self.transcription_extra)
+        except ValueError as exc:
+            raise SettingsError(f"BWSM_TRANSCRIPTION_CONFIG: {exc}") from None
         if self.limiter_slot_seconds <= 0 or self.clock_guard < 0:
             raise SettingsError("BWSM_LIMITER_SLOT_SECONDS must be > 0 and BWSM_CLOCK_GUARD_SECONDS >= 0")
         if not 0 < self.aimd_decrease < 1 or not 0 < self.aimd_floor <= 1:
@@ -206,8 +240,9 @@ class SubmitSettings:
             fields["speaker_diarization_config"] = {**fields.get("speaker_diarization_config", {}), **speaker_config}
         try:
             return TranscriptionConfig(**fields)
-        except TypeError as exc:
-            raise SettingsError(f"BWSM_TRANSCRIPTION_CONFIG has a field the SDK does not know: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # a value the SDK refuses (the fields were checked at construction)
+            raise SettingsError(f"BWSM_TRANSCRIPTION_CONFIG or the call's settings: the SDK refuses them: "
+                                f"{' '.join(str(exc).split())[:200]}") from exc
 
     def effective_config(self, call: CallConfig | None = None) -> CallConfig:
         """What a job of this call asks for, as a CallConfig with every field resolved (diarization `none` when

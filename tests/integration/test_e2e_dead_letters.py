@@ -1,8 +1,11 @@
-"""Bad frames in the live flow land on the dead-letter topic with a reason; every other call is unaffected."""
+"""Bad frames in the live flow land on the dead-letter topic with a reason; every other call is unaffected; the
+flow logs each kind of refusal (a flood of one kind is one line), and `bytewax-speechmatics dlq` lists them all."""
 
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +31,7 @@ pytestmark = pytest.mark.kafka
 # (call id, value, headers) of each bad frame, and the words its dead letter's reason must contain.
 BAD_FRAMES = [
     (b"odd-length", b"\x01\x02\x03", [("seq", b"0")], "not a whole number of 2-byte samples"),
-    (b"unknown-encoding", b"\x00" * 4, [("seq", b"0"), ("encoding", b"opus")], "'encoding' must be one of"),
+    (b"unknown-encoding", b"\x00" * 4, [("seq", b"0"), ("encoding", b"opus")], "'encoding' must be pcm_s16le or mulaw"),
     (None, b"\x00" * 4, [("seq", b"0")], "no key"),
     (b"garbage-headers", b"\x00" * 4, [("seq", b"\xff\xfe")], "'seq' is not UTF-8"),
     (b"garbage-seq", b"\x00" * 4, [("seq", b"twelve")], "'seq' must be a non-negative decimal integer"),
@@ -40,6 +43,8 @@ BAD_FRAMES = [
     (b"huge-frame", b"\x00" * 1_000_000, [("seq", b"0")], "more than the 2 s limit"),
 ]
 BAD_KEYS = {key.decode() for key, *_ in BAD_FRAMES if key is not None}
+#: A producer bug repeated: one odd-length frame from each of this many calls (one kind of dead letter).
+FLOOD = 300
 
 
 def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic, reference_worker: WorkerProcess,
@@ -60,6 +65,8 @@ def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic
         producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 1_048_000})
         for key, value, headers, _ in BAD_FRAMES:
             producer.produce(topics.audio, key=key, value=value, headers=headers)
+        for i in range(FLOOD):
+            producer.produce(topics.audio, key=f"flood-{i}".encode(), value=b"\x01\x02\x03", headers=[("seq", b"0")])
         # A call whose format changes mid-call: its 8 kHz frame is refused, the rest of the call goes on.
         switch = [AudioFrame("format-switch", 0, b"\x00\x00" * 320, 16000),
                   AudioFrame("format-switch", 1, b"\x00\x00" * 160, 8000),
@@ -76,7 +83,7 @@ def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic
 
         def done(out) -> bool:  # noqa: ANN001
             return ({"good-0", "good-1", "format-switch", "idle-sentinel"} <= out.completed()
-                    and len(out.letters) >= len(BAD_FRAMES) + 1)
+                    and len(out.letters) >= len(BAD_FRAMES) + FLOOD + 1)
 
         out = reader.poll_until(done, 180, check=lambda: None if run.alive() else pytest.fail(run.log()))
         metrics = scrape(f"http://127.0.0.1:{api_port}/metrics")
@@ -103,13 +110,32 @@ def test_bad_frames_go_to_the_dead_letter_topic(kafka_bootstrap: str, make_topic
         assert stitched_words(by_call[call.call_id]) == call.truth_texts()
 
     # The flow's own Prometheus metrics, served by Bytewax's API server, agree with what the topics show.
-    assert metrics['bwsm_dead_letters_total{stage="decode"}'] == len(BAD_FRAMES)
+    assert metrics['bwsm_dead_letters_total{stage="decode"}'] == len(BAD_FRAMES) + FLOOD
     assert metrics['bwsm_dead_letters_total{stage="chunker"}'] == 1
     calls = ("good-0", "good-1", "format-switch", "idle-sentinel")
     chunks = sum(len([e for e in by_call[c] if e["type"] == "segment"]) for c in calls)
     assert metrics["bwsm_chunks_done_total"] == chunks
     assert metrics["bwsm_chunk_to_event_seconds_count"] >= chunks
     assert any(name.startswith("bytewax_kafka_consumer_lag") for name in metrics)
+
+    # The flow's log: a warning per kind of refusal, with stage, source position and call; the flood is one line.
+    flow_log = (tmp_path / "flow.log").read_text(errors="replace").splitlines()
+    logged = [line for line in flow_log if "warning" in line.lower() and "dead letter from stage" in line]
+    for fragment in ("no key", "'seq' is not UTF-8", "'seq' must be a non-negative", "empty but not the call's end",
+                     "null value", "more than the 2 s limit", "'encoding' must be pcm_s16le or mulaw"):
+        assert [line for line in logged if fragment in line and "stage decode" in line and "(source " in line], \
+            (fragment, logged)
+    assert [line for line in logged if "stage chunker" in line and "call format-switch" in line], logged
+    assert len(logged) <= len(BAD_FRAMES) + 2, logged  # not one line per flooded frame
+    assert sum("flood-" in line for line in logged) <= 1
+
+    # `dlq` lists every letter the flow wrote, one line each.
+    listed = subprocess.run([sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "dlq", "--topic",
+                             topics.dlq, "--from-beginning"], env=env, capture_output=True, text=True, timeout=120)
+    lines = listed.stdout.splitlines()
+    assert listed.returncode == 0 and len(lines) == len(BAD_FRAMES) + FLOOD + 1, listed.stderr
+    assert len([line for line in lines if " decode call flood-" in line and ", 3 bytes, kept whole: " in line]) == FLOOD
+    assert [line for line in lines if "call oversized-garbage" in line and "1040001 bytes, truncated (value)" in line]
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -71,11 +71,20 @@ def _directory(tmp: Path) -> tuple[Path, str]:
     return tmp, "is a directory"
 
 
-def _unsupported_rate(tmp: Path) -> tuple[Path, str]:
-    return wav(tmp / "cd.wav", rate=44100), "sample rate 44100 Hz"
+def _text_named_mp3(tmp: Path) -> tuple[Path, str]:
+    # mpg123 (inside libsndfile) writes its own notes to stderr while it looks for MPEG frames: silenced
+    path = tmp / "song.mp3"
+    path.write_text("this is not audio either\n" * 40)
+    return path, "not an audio file libsndfile can read (WAV, FLAC, OGG, MP3, AIFF, ...): no decoder recognises"
 
 
-@pytest.mark.parametrize("make", [_not_audio, _truncated_wav, _missing, _directory, _unsupported_rate])
+def _three_channels(tmp: Path) -> tuple[Path, str]:
+    path = tmp / "surround.wav"
+    sf.write(str(path), np.zeros((800, 3), dtype=np.int16), 16000, subtype="PCM_16")
+    return path, "3 channels; the frame contract allows 1 or 2"
+
+
+@pytest.mark.parametrize("make", [_not_audio, _truncated_wav, _missing, _directory, _text_named_mp3, _three_channels])
 def test_publish_of_a_file_that_is_not_a_call_is_one_line_naming_it(
     tmp_path: Path, make: Callable[[Path], tuple[Path, str]],
 ) -> None:
@@ -200,3 +209,27 @@ def test_run_stops_on_a_signal_with_one_line_and_exit_zero(
     assert "Traceback" not in stderr and "panicked" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert not _answers(metrics)  # the flow process is gone, not orphaned
     assert len(list((tmp_path / "recovery").glob("part-*.sqlite3"))) == 4  # recovery stays for the next start
+
+
+# ---------------------------------------------------------------- option values: said in words
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["publish", "x.wav", "--speed", "fast"],
+     "argument --speed: must be realtime, max, or a positive number (times real time), got 'fast'"),
+    (["publish", "x.wav", "--frame-ms", "twenty"],
+     "argument --frame-ms: must be a whole number of milliseconds, at least 1, got 'twenty'"),
+    (["publish", "x.wav", "--sample-rate", "44100"],
+     "argument --sample-rate: must be 8000, 16000, 32000 or 48000 (Hz), got '44100'"),
+    (["dlq", "--last", "0"], "argument --last: must be a whole number, at least 1, got '0'"),
+])
+def test_a_bad_option_value_says_what_is_allowed_in_words(argv: list[str], says: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from bytewax.speechmatics.connectors.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.strip().splitlines()[-1] == f"bytewax-speechmatics {argv[0]}: error: {says}"
+    assert "invalid" not in err and "parse_" not in err and "_count" not in err

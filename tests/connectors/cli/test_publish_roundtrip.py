@@ -86,3 +86,95 @@ def test_several_files_publish_concurrently_as_separate_calls(kafka_bootstrap, m
     for i, pcm in enumerate(pcms):
         frames = sorted(calls[f"pair-{i}"], key=lambda f: f.seq)
         assert b"".join(f.audio for f in frames) == pcm.tobytes()
+
+
+def watermark(bootstrap: str, topic: str) -> int:
+    """Messages in partition 0 of `topic` (its high watermark)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)[1]
+    finally:
+        consumer.close()
+
+
+def test_frames_longer_than_the_flow_accepts_are_refused_before_anything_is_sent(
+        kafka_bootstrap, make_topic, tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "mono.wav"
+    write_audio(path, 16000, 1, seconds=3.0, seed=5)
+    topic = make_topic("audio")
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    cmd = [sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "publish", str(path), "--topic", topic,
+           "--speed", "max", "--frame-ms", "5000"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("publish: --frame-ms 5000: ") and "at most 2000 ms (BWSM_MAX_FRAME_SECONDS=2)" in line
+    assert proc.stdout == ""
+    assert watermark(kafka_bootstrap, topic) == 0  # not one frame the flow would dead-letter
+
+    # The limit the flow is given (BWSM_MAX_FRAME_SECONDS) is the one publish keeps to.
+    proc = subprocess.run([*cmd[:-1], "700"], env={**env, "BWSM_MAX_FRAME_SECONDS": "0.5"}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "at most 500 ms" in proc.stderr, proc.stderr
+    assert watermark(kafka_bootstrap, topic) == 0
+
+
+@pytest.mark.parametrize("frame_ms", [2000, 1999])
+def test_the_longest_frames_allowed_all_pass_the_flows_frame_check(
+        kafka_bootstrap, make_topic, tmp_path, frame_ms) -> None:  # noqa: ANN001
+    path = tmp_path / "call.wav"
+    pcm = write_audio(path, 48000, 2, seconds=4.5, seed=frame_ms)
+    topic = make_topic("audio")
+    call_id = f"long-{uuid.uuid4().hex[:6]}"
+    publish(kafka_bootstrap, topic, [path], "--call-id", call_id, "--frame-ms", str(frame_ms))
+    # consume_calls decodes every message with the flow's own check (decode_frame, default 2 s limit): a frame over
+    # the limit would raise there
+    frames = sorted(consume_calls(kafka_bootstrap, topic, expected_calls=1)[call_id], key=lambda f: f.seq)
+    assert len(frames) == 3 and all(f.samples <= 2 * 48000 for f in frames)
+    assert b"".join(f.audio for f in frames) == pcm.tobytes()
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+def test_a_44k1_stereo_file_is_resampled_to_16k_with_each_channel_kept(kafka_bootstrap, make_topic, tmp_path) -> None:  # noqa: ANN001
+    rate, seconds = 44100, 2.5
+    t = np.arange(int(rate * seconds)) / rate
+    left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 1000 * t)
+    path = tmp_path / "cd.wav"
+    sf.write(str(path), (np.stack([left, right], axis=1) * 32767).astype(np.int16), rate, subtype="PCM_16")
+    topic = make_topic("audio")
+    call_id = f"cd-{uuid.uuid4().hex[:6]}"
+    out = publish(kafka_bootstrap, topic, [path], "--call-id", call_id).stdout
+    assert "16000 Hz (resampled from 44100 Hz), 2 channel(s)" in out, out
+
+    frames = sorted(consume_calls(kafka_bootstrap, topic, expected_calls=1)[call_id], key=lambda f: f.seq)
+    assert {f.audio_format for f in frames} == {(16000, "pcm_s16le", 2)}
+    pcm = np.frombuffer(b"".join(f.audio for f in frames), dtype=np.int16).reshape(-1, 2)
+    assert abs(len(pcm) - round(len(t) * 16000 / rate)) <= 1  # same duration
+    for channel, (hz, amplitude) in enumerate([(440, 0.5), (1000, 0.25)]):
+        assert abs(dominant_hz(pcm[:, channel], 16000) - hz) < 2  # each channel keeps its own tone: not mixed
+        rms = np.sqrt(np.mean((pcm[1000:-1000, channel] / 32768.0) ** 2))
+        assert abs(rms - amplitude / np.sqrt(2)) < 0.01 * amplitude  # and its level
+
+
+@pytest.mark.parametrize(("fmt", "rate", "extra", "expected_rate"), [
+    ("OGG", 22050, (), 16000), ("MP3", 44100, (), 16000), ("FLAC", 16000, ("--sample-rate", "8000"), 8000),
+])
+def test_compressed_files_and_forced_rates_publish_at_a_contract_rate(
+        kafka_bootstrap, make_topic, tmp_path, fmt, rate, extra, expected_rate) -> None:  # noqa: ANN001
+    t = np.arange(int(rate * 1.5)) / rate
+    path = tmp_path / f"call.{fmt.lower()}"
+    sf.write(str(path), (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate, format=fmt)
+    topic = make_topic("audio")
+    call_id = f"{fmt.lower()}-{uuid.uuid4().hex[:6]}"
+    publish(kafka_bootstrap, topic, [path], "--call-id", call_id, *extra)
+    frames = sorted(consume_calls(kafka_bootstrap, topic, expected_calls=1)[call_id], key=lambda f: f.seq)
+    assert {f.audio_format for f in frames} == {(expected_rate, "pcm_s16le", 1)}
+    pcm = np.frombuffer(b"".join(f.audio for f in frames), dtype=np.int16)
+    assert abs(len(pcm) / expected_rate - 1.5) < 0.1  # MP3 pads a few ms at either end
+    assert abs(dominant_hz(pcm, expected_rate) - 300) < 2
