@@ -284,6 +284,23 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
         self._consumer.close()
 
 
+def _topic_metadata(client: AdminClient, topic: str, refused: list[KafkaError]) -> Any:
+    """The topic's metadata; waits for a broker that does not answer (logged), stops at once on refused credentials
+    (librdkafka reports those through `error_cb` and keeps retrying)."""
+    limit = LogLimit(LOG_EVERY)
+    while True:
+        try:
+            return client.list_topics(topic, timeout=1.0).topics[topic]
+        except KafkaException as exc:
+            client.poll(0)  # serves error_cb
+            if refused:
+                error = refused[0]
+                raise KafkaSourceError(f"kafka source: cannot read topic {topic!r}: {error.str()} "
+                                       f"({error.name()})") from None
+            if limit.allow(time.monotonic()) is not None:
+                log.warning("kafka source: cannot list the partitions of topic %s yet: %s", topic, exc.args[0].str())
+
+
 class BatchKafkaSource(FixedPartitionedSource[X, int], Generic[X]):
     """Kafka topics as a Bytewax source whose items are made by `convert` from whole consumed batches.
 
@@ -327,10 +344,20 @@ class BatchKafkaSource(FixedPartitionedSource[X, int], Generic[X]):
         self._watch = _NewPartitions(self._topics, partition_check)
 
     def list_parts(self) -> list[str]:
-        client = AdminClient({"bootstrap.servers": ",".join(self._brokers), **self._add_config})
+        refused: list[KafkaError] = []
+        user_error_cb = self._add_config.get("error_cb")
+
+        def on_error(error: KafkaError) -> None:
+            if is_refused(error.code(), error.fatal()):
+                refused.append(error)
+            if user_error_cb is not None:
+                user_error_cb(error)
+
+        client = AdminClient({"bootstrap.servers": ",".join(self._brokers), **self._add_config,
+                              "error_cb": on_error})
         parts = []
         for topic in self._topics:  # one at a time, so a broker that auto-creates topics does so
-            meta = client.list_topics(topic).topics[topic]
+            meta = _topic_metadata(client, topic, refused)
             if meta.error is not None:
                 raise RuntimeError(f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}")
             self._watch.listed(topic, meta.partitions)
