@@ -7,7 +7,6 @@ each test sees exactly what the source decides after each read.
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 from datetime import datetime, timedelta, timezone
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.kafka
 
 #: SASL against the broker's PLAINTEXT listener: the broker refuses the handshake, librdkafka reports _AUTHENTICATION.
 BAD_SASL = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "flow",
-            "sasl.password": "not-it", "logger": logging.getLogger("tests.librdkafka")}
+            "sasl.password": "not-it", "log_level": 0}
 
 
 def counts(msgs: list) -> list[int]:
@@ -76,7 +75,7 @@ def test_a_broker_that_is_down_is_counted_logged_sparingly_and_waited_for() -> N
     source = BatchKafkaSource([f"127.0.0.1:{closed_port()}"], ["nowhere"], counts,
                               on_error=lambda _t, _p, error: seen.append(error.code()),
                               add_config={"reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 20,
-                                          "logger": logging.getLogger("tests.librdkafka")})
+                                          "log_level": 0})
     part = source.build_part("down_test", "0-nowhere", None)
     try:
         with source_log() as lines:
