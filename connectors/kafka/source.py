@@ -91,6 +91,12 @@ def _ignore(_topic: str, _partition: int, _error: KafkaError) -> None:
     return None
 
 
+def _stop(message: str) -> KafkaSourceError:
+    """The error that stops the flow, logged as the one line that says why (Bytewax adds its traceback)."""
+    log.error("%s", message)
+    return KafkaSourceError(message)
+
+
 @dataclass(frozen=True)
 class _Reading:
     """What every partition of one source reads with."""
@@ -123,9 +129,9 @@ class _NewPartitions:
 
     def check(self, consumer: Consumer) -> None:
         """Ask the broker for the topics' partitions when the interval has passed (a failed ask waits for the next)."""
-        if self._every <= 0:
-            return
         now = time.monotonic()
+        if self._every <= 0 or now < self._next:  # the usual case, without the lock
+            return
         with self._lock:
             if now < self._next:
                 return
@@ -223,9 +229,7 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
     def _on_error(self, error: KafkaError) -> None:
         """Stop the flow on a refusal or a topic that is gone; count and (rate-limited) log anything else."""
         if is_refused(error.code(), error.fatal()) or (error.code() in GONE and self._gone()):
-            msg = f"kafka source: stopping the flow: {self._where}: {error.str()} ({error.name()})"
-            log.error("%s", msg)
-            raise KafkaSourceError(msg)
+            raise _stop(f"kafka source: stopping the flow: {self._where}: {error.str()} ({error.name()})")
         self._reading.on_error(self._topic, self._partition, error)
         held = self._errors_log.allow(time.monotonic())
         if held is not None:
@@ -250,9 +254,8 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
             self._on_error(exc.args[0])
             return
         if policy == "error":
-            raise KafkaSourceError(f"kafka source: stopping the flow: {self._where}: offset {failed} is no longer "
-                                   f"in the topic (it holds {low}..{high - 1}); BWSM_SOURCE_OFFSET_RESET=earliest "
-                                   f"reads on from {low}")
+            raise _stop(f"kafka source: stopping the flow: {self._where}: offset {failed} is no longer in the topic "
+                        f"(it holds {low}..{high - 1}); BWSM_SOURCE_OFFSET_RESET=earliest reads on from {low}")
         reset = reset_to(policy, failed, low, high)
         self._consumer.assign([TopicPartition(self._topic, self._partition, reset.offset)])
         self._reset_from = None
@@ -295,8 +298,7 @@ def _topic_metadata(client: AdminClient, topic: str, refused: list[KafkaError]) 
             client.poll(0)  # serves error_cb
             if refused:
                 error = refused[0]
-                raise KafkaSourceError(f"kafka source: cannot read topic {topic!r}: {error.str()} "
-                                       f"({error.name()})") from None
+                raise _stop(f"kafka source: cannot read topic {topic!r}: {error.str()} ({error.name()})") from None
             if limit.allow(time.monotonic()) is not None:
                 log.warning("kafka source: cannot list the partitions of topic %s yet: %s", topic, exc.args[0].str())
 
@@ -359,7 +361,7 @@ class BatchKafkaSource(FixedPartitionedSource[X, int], Generic[X]):
         for topic in self._topics:  # one at a time, so a broker that auto-creates topics does so
             meta = _topic_metadata(client, topic, refused)
             if meta.error is not None:
-                raise RuntimeError(f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}")
+                raise _stop(f"kafka source: cannot list the partitions of topic {topic!r}: {meta.error.str()}")
             self._watch.listed(topic, meta.partitions)
             parts.extend(f"{p}-{topic}" for p in sorted(meta.partitions))
         return parts
