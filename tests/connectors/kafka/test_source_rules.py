@@ -1,5 +1,6 @@
 """The batch source's decisions (connectors/kafka/source_rules.py): where a partition reads on when its offset is gone
-and what that skips, which errors stop the flow, the pacing rule, and the log rate limit, on a simulated clock."""
+and what that skips, which errors stop the flow, the pacing rule, and the log rate limit, on a simulated clock; and
+the policy as a setting of the flow."""
 
 from __future__ import annotations
 
@@ -98,3 +99,17 @@ def test_the_log_limit_never_loses_count(times: list[float]) -> None:
     assert len(logged) + sum(logged) + held_now == len(times)
     lines = sorted(t for t, r in zip(sorted(times), results, strict=True) if r is not None)
     assert all(b - a >= 10.0 for a, b in zip(lines, lines[1:], strict=False))
+
+
+def test_the_policy_is_a_setting_that_reaches_both_inputs_of_the_flow(tmp_path) -> None:  # noqa: ANN001
+    from bytewax.speechmatics.flows.microbatch import build_flow
+    from bytewax.speechmatics.flows.settings import Settings, SettingsError
+
+    assert Settings().kafka.source_offset_reset == "earliest"
+    with pytest.raises(SettingsError, match="BWSM_SOURCE_OFFSET_RESET must be one of earliest, latest, error"):
+        Settings.from_env({"BWSM_SOURCE_OFFSET_RESET": "none"}, argv=[])
+    settings = Settings.from_env({"BWSM_SOURCE_OFFSET_RESET": "Latest", "SPEECHMATICS_API_KEY": "k",
+                                  "BWSM_JOURNAL_DIR": str(tmp_path)}, argv=[])
+    steps = {step.step_name: step for step in build_flow(settings).substeps}
+    assert steps["audio_in"].offset_reset == "latest"
+    assert steps["rt_in"].add_config["auto.offset.reset"] == "latest"
