@@ -267,9 +267,10 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
                         "or recreated?); reading on from %d (%s)", self._where, failed, low, high - 1, reset.offset,
                         policy)
         else:
-            log.warning("kafka source: %s: offset %d is no longer in the topic; skipped offsets %d..%d (%d), "
-                        "reading on from %d (%s)", self._where, failed, failed, reset.offset - 1, reset.skipped,
-                        reset.offset, policy)
+            skipped = f"skipped offsets {failed}..{reset.offset - 1} ({reset.skipped})" if reset.skipped else \
+                "nothing skipped"
+            log.warning("kafka source: %s: offset %d is no longer in the topic; %s, reading on from %d (%s)",
+                        self._where, failed, skipped, reset.offset, policy)
 
     def _report_lag(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -16,7 +16,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 from kafka_source_support import produce_numbered, sample, source_log, wait_for
 
@@ -125,3 +125,30 @@ def test_partitions_added_while_running_are_read_from_their_start_after_a_restar
     produce_numbered(kafka_bootstrap, topic, 5, first_seq=10)
     assert read_offsets(kafka_bootstrap, topic, recovery) == [(0, o) for o in range(10, 15)] + [
         (1, o) for o in range(5)]
+
+
+def test_a_running_flow_that_falls_behind_retention_reads_on_from_the_earliest_retained_offset(
+        kafka_bootstrap: str, make_topic) -> None:  # noqa: ANN001
+    topic = make_topic("behind")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "batch.num.messages": 10})
+    for _ in range(300):  # small record batches, so the consumer can be kept from fetching far ahead
+        producer.produce(topic, bytes(64), b"c", partition=0)
+    assert producer.flush(30) == 0
+    source = BatchKafkaSource([kafka_bootstrap], [topic], lambda msgs: [m.offset() for m in msgs], batch_size=10,
+                              add_config={"queued.min.messages": 1, "max.partition.fetch.bytes": 512,
+                                          "fetch.queue.backoff.ms": 10})
+    part = source.build_part("behind_test", f"0-{topic}", None)
+    read: list[int] = []
+    try:
+        wait_for(lambda: read, 30, "a first read", step=lambda: read.extend(part.next_batch()))
+        delete_before(kafka_bootstrap, topic, 0, 200)  # retention overtakes the partition while it is read
+        with source_log() as lines:
+            wait_for(lambda: read[-1] == 299, 30, "the end of the partition",
+                     step=lambda: read.extend(part.next_batch()))
+    finally:
+        part.close()
+    last_before = max(o for o in read if o < 200)
+    assert read == list(range(last_before + 1)) + list(range(200, 300))
+    skipped = 200 - (last_before + 1)
+    assert skipped > 0 and sample("bwsm_source_offsets_skipped_total", topic=topic, partition=0) == skipped
+    assert [line for line in lines if f"skipped offsets {last_before + 1}..199 ({skipped})" in line], lines
