@@ -43,9 +43,15 @@ log = logging.getLogger(__name__)
 
 
 def kafka_input(flow: Dataflow, step_id: str, topic: str, kafka: KafkaSettings) -> Stream[KafkaSourceMessage]:
-    """Consume one topic (one Bytewax partition per Kafka partition); consumer errors are logged and counted."""
-    kin = kop.input(step_id, flow, brokers=kafka.brokers, topics=[topic], add_config=dict(kafka.properties),
-                    batch_size=kafka.source_batch_size)
+    """Consume one topic (one Bytewax partition per Kafka partition); consumer errors are logged and counted.
+
+    Bytewax's KafkaSource leaves librdkafka's `auto.offset.reset` (`latest`: a gone offset jumps to the end); here
+    it follows BWSM_SOURCE_OFFSET_RESET (`error` reads as `earliest`: this source cannot stop on it), without the
+    audio source's count of what was skipped.
+    """
+    reset = "latest" if kafka.source_offset_reset == "latest" else "earliest"
+    kin = kop.input(step_id, flow, brokers=kafka.brokers, topics=[topic],
+                    add_config={"auto.offset.reset": reset, **kafka.properties}, batch_size=kafka.source_batch_size)
 
     def report(_step: str, err: object) -> None:
         SOURCE_ERRORS.labels(step=step_id).inc()
@@ -97,7 +103,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     kafka = settings.kafka
     frames = audio_input("audio_in", flow, brokers=kafka.brokers, topics=[topics.audio], config=decoding,
                          add_config=dict(kafka.properties), batch_size=kafka.source_batch_size,
-                         pace=kafka.source_pace_seconds)
+                         pace=kafka.source_pace_seconds, offset_reset=kafka.source_offset_reset)
     chunks = chunk_calls("chunk", frames.oks, settings.chunking)
     results = transcribe_chunks("transcribe", chunks.oks, settings.submission)
     stitched = stitch_calls("stitch", results.oks, settings.stitching)
