@@ -52,6 +52,7 @@ DOCUMENT_SCHEMA_FILE = "call_transcript.schema.json"
 EVENT_MAJOR = "1"
 BATCH, REALTIME = "batch", "realtime"
 SEGMENT, COMPLETED, STARTED = "segment", "call_completed", "call_started"
+_EPS = 1e-3  # seconds: a stray mark this close to a word's edge belongs to it
 UNDETERMINED_LANGUAGE = "und"
 #: Caption cues: at most this many characters (two lines of 42) and seconds.
 CUE_CHARS, CUE_SECONDS, LINE_CHARS = 84, 7.0, 42
@@ -84,6 +85,7 @@ class _Unit:
     words: tuple[Word, ...]
     host: Word
     order: tuple[Any, ...]  # sort key: host start, then where it came from (an event keeps its own order)
+    channel: Any = None  # the word's channel, else its event's
 
     @property
     def mid(self) -> float:
@@ -369,17 +371,57 @@ def _build(events: Iterable[Event]) -> _View:
         return sum(1 for u in units for w in u.words if w["type"] == "word")
 
     units = sorted([*kept_batch, *kept_finals, *kept_partials], key=lambda u: u.order)
-    return _View(tuple(units), count(kept_batch), count(kept_finals), count(kept_partials))
+    return _View(tuple(_regrouped(units)), count(kept_batch), count(kept_finals), count(kept_partials))
+
+
+def _regrouped(units: list[_Unit]) -> list[_Unit]:
+    """The kept units with their marks placed inside their words, and every stray mark (one its event carried
+    without its word: a real-time message can end before the mark of its last word) joined to the word of its
+    channel it belongs to: the neighbour on its side whose time holds it. A stray mark whose word is not kept (a
+    batch segment replaced it, with its own marks) is dropped, never shown alone or on another word."""
+    words: list[list[Word]] = [list(u.words) for u in units]
+    last_word: dict[Any, int] = {}
+    waiting: dict[Any, list[int]] = {}  # channel -> stray `next` marks (unit indexes) before its next word
+    keep = [True] * len(units)
+    for n, unit in enumerate(units):
+        ch = unit.channel
+        if unit.host["type"] == "word":
+            for k in waiting.pop(ch, []):
+                _join(words, k, n, front=True)
+                keep[k] = False
+            last_word[ch] = n
+        elif unit.host.get("attaches_to") == "next":
+            waiting.setdefault(ch, []).append(n)
+        else:
+            if ch in last_word:
+                _join(words, n, last_word[ch], front=False)
+            keep[n] = False
+    out = []
+    for n, unit in enumerate(units):
+        if keep[n] and unit.host["type"] == "word":
+            out.append(_Unit(tuple(placed(words[n])), unit.host, unit.order, unit.channel))
+    return out
+
+
+def _join(words: list[list[Word]], stray: int, word: int, front: bool) -> None:
+    """Join the stray marks of unit `stray` to unit `word` when the word's time holds them and it has no such mark
+    yet (a mark both carry counts once)."""
+    host = host_of(words[word])
+    for mark in words[stray]:
+        inside = host["start_time"] - _EPS <= mark["start_time"] <= host["end_time"] + _EPS
+        if inside and all(w["text"] != mark["text"] or w is host for w in words[word]):
+            words[word] = [mark, *words[word]] if front else [*words[word], mark]
 
 
 def _units_of(event: Event) -> list[_Unit]:
     """The event's words grouped the way the flow groups them (`schemas/punctuation.py`: per channel, a mark
-    with its word, inside its word's time)."""
+    with a word of its own channel)."""
     where = (_SOURCE_RANK.get(event["source"], 9), event["start_time"], event["event_id"])
     out = []
-    for n, group in enumerate(word_groups(event["words"])):
-        host = host_of(group)
-        out.append(_Unit(tuple(placed(group)), host, (host["start_time"], *where, n)))
+    for n, words in enumerate(word_groups(event["words"])):
+        host = host_of(words)
+        channel = host.get("channel", event.get("channel"))
+        out.append(_Unit(tuple(words), host, (host["start_time"], *where, n), channel))
     return out
 
 
