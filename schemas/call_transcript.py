@@ -345,7 +345,7 @@ class CallTranscript:
                 current.append(unit)
             if current:
                 cues.append(_cue(speaker, current))
-        return cues
+        return _one_at_a_time(cues)
 
 
 # ---------------------------------------------------------------------------------------------------- building
@@ -363,9 +363,11 @@ def _build(events: Iterable[Event]) -> _View:
         channel = event.get("channel")
         last_final[channel] = max(last_final.get(channel, 0.0), event["end_time"])
     kept_batch = [u for e in batch for u in _units_of(e)]
-    kept_finals = [u for e in finals for u in _units_of(e) if not covered.covers(u.mid)]
+    heard = _Heard(kept_batch)
+    kept_finals = [u for e in finals for u in _units_of(e) if not covered.covers(u.mid) and not heard.again(u)]
     kept_partials = [u for e in partials for u in _units_of(e)
-                     if not covered.covers(u.mid) and u.mid >= last_final.get(e.get("channel"), float("-inf"))]
+                     if not covered.covers(u.mid) and u.mid >= last_final.get(e.get("channel"), float("-inf"))
+                     and not heard.again(u)]
 
     def count(units: list[_Unit]) -> int:
         return sum(1 for u in units for w in u.words if w["type"] == "word")
@@ -423,6 +425,24 @@ def _units_of(event: Event) -> list[_Unit]:
         channel = host.get("channel", event.get("channel"))
         out.append(_Unit(tuple(words), host, (host["start_time"], *where, n), channel))
     return out
+
+
+class _Heard:
+    """The batch words per channel and text, so that a real-time copy of one (at the edge of a failed chunk, where
+    the batch words of the chunk before end and real-time words stand) is not shown twice."""
+
+    def __init__(self, units: Iterable[_Unit]) -> None:
+        self.times: dict[tuple[Any, str], list[tuple[float, float]]] = {}
+        for unit in units:
+            if unit.host["type"] == "word":
+                key = (unit.channel, unit.host["text"].casefold())
+                self.times.setdefault(key, []).append((unit.host["start_time"], unit.host["end_time"]))
+
+    def again(self, unit: _Unit) -> bool:
+        """A real-time word that a batch word of its channel, with its text, overlaps in time."""
+        host = unit.host
+        times = self.times.get((unit.channel, host["text"].casefold()), ())
+        return host["type"] == "word" and any(min(e, host["end_time"]) > max(s, host["start_time"]) for s, e in times)
 
 
 class _Spans:
@@ -546,6 +566,20 @@ def _paragraphs(units: list[_Unit]) -> list[list[_Unit]]:
 def _ends_sentence(unit: _Unit) -> bool:
     last = unit.words[-1]
     return last["type"] == "punctuation" and (bool(last.get("is_eos")) or last["text"] in (".", "?", "!"))
+
+
+def _one_at_a_time(cues: list[tuple[float, float, str | None, str]]) -> list[tuple[float, float, str | None, str]]:
+    """Each speaker's cue ends where that speaker's next cue starts (a recogniser may time a word to end after the
+    next one starts): one party's captions never overlap each other; two parties' overlap where they both talk."""
+    out = list(cues)
+    following: dict[str | None, int] = {}
+    for n in range(len(out) - 1, -1, -1):
+        start, end, speaker, text = out[n]
+        later = following.get(speaker)
+        if later is not None and start < out[later][0] < end:
+            out[n] = (start, out[later][0], speaker, text)
+        following[speaker] = n
+    return out
 
 
 def _cue(speaker: str | None, units: list[_Unit]) -> tuple[float, float, str | None, str]:

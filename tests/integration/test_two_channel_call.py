@@ -79,7 +79,8 @@ def srt_cues(srt: str) -> list[tuple[float, float, str]]:
 def talk_at_once(words: list[dict], lo: float, hi: float) -> bool:
     """Both channels have a word in [lo, hi] that overlaps a word of the other channel there."""
     inside = [w for w in words if w["type"] == "word" and w["start_time"] < hi and w["end_time"] > lo]
-    return any(a["channel"] != b["channel"] and min(a["end_time"], b["end_time"]) > max(a["start_time"], b["start_time"])
+    return any(a["channel"] != b["channel"] and min(a["end_time"], b["end_time"]) > max(a["start_time"],
+                                                                                        b["start_time"])
                for a in inside for b in inside)
 
 
@@ -149,7 +150,8 @@ def test_a_stereo_agent_caller_call_keeps_each_channel_apart(kafka_bootstrap: st
     srt = export(CALL, "srt", topics.transcripts, kafka_bootstrap)
     cues = srt_cues(srt)
     overlapping = [(a, b) for n, a in enumerate(cues) for b in cues[n + 1:]
-                   if a[2] != b[2] and min(a[1], b[1]) - max(a[0], b[0]) > 0.0015]
-    print(f"{len(cues)} cues, {len(overlapping)} pairs of cues of two channels overlap")
+                   if min(a[1], b[1]) - max(a[0], b[0]) > 0.0015]
+    print(f"{len(cues)} cues, {len(overlapping)} pairs of cues overlap")
     for a, b in overlapping:
+        assert a[2] != b[2], ("one party's captions overlap", a, b)
         assert talk_at_once(words, max(a[0], b[0]), min(a[1], b[1])), (a, b)
