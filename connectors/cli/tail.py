@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
 from bytewax.speechmatics.flows.settings import Settings
-from bytewax.speechmatics.schemas import punctuation
 from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.events import Event, decode_event
 
@@ -107,6 +106,8 @@ def _call_settings(event: Event) -> str:
 def speaker_turns(event: Event) -> list[tuple[str, str]]:
     """The event's turns (one speaker on one channel, punctuation with a word of its own channel), as the read
     side groups them (`schemas/punctuation.py`); `?` for words without a speaker."""
+    from bytewax.speechmatics.schemas import punctuation
+
     return [(label or "?", text) for label, text in punctuation.speaker_turns(event["words"])]
 
 
