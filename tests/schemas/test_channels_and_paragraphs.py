@@ -112,3 +112,12 @@ def test_no_paragraph_lasts_over_30_seconds_even_without_a_sentence_end() -> Non
     # Speakers' turns are not cut into paragraphs (they are turns already).
     labelled = [{**x, "speaker": "S1"} for x in words]
     assert len(CallTranscript.from_events([segment("s0", labelled, hi=100.0)]).turns) == 1
+
+
+def test_one_partys_captions_never_overlap_each_other() -> None:
+    # A recogniser timed the agent's "sure" to end after its next word starts; the caller's word between them
+    # splits the agent's words into two cues: the first ends where the second starts.
+    words = [w("sure", 0.0, 1.2, "agent"), w("mhm", 0.9, 1.0, "caller"), w("then", 1.1, 1.5, "agent")]
+    srt = CallTranscript.from_events([segment("s0", words, hi=2.0)]).to_srt()
+    assert srt.split("\n\n")[0] == "1\n00:00:00,000 --> 00:00:01,100\nagent: sure"
+    assert "00:00:00,900 --> 00:00:01,000\ncaller: mhm" in srt and "00:00:01,100 --> 00:00:01,500\nagent: then" in srt
