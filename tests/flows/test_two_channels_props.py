@@ -311,3 +311,12 @@ def test_every_output_keeps_each_channels_order_and_its_punctuation(call: Call) 
     for name, cues in (("srt", srt_cues(transcript.to_srt())), ("vtt", vtt_cues(transcript.to_vtt()))):
         check.lines([(label, said) for _, _, label, said in cues], name)
         check_cue_overlaps(cues, words, name)
+
+
+def test_words_an_engine_started_together_keep_its_order() -> None:
+    # Whisper clamps a word's start to the one before it: "to" then "go" both start at 1.0, "go" ends first.
+    span = ChunkSpan(CALL, 0, 0, 300, 0, RATE, "pcm_s16le", 2, last=True)
+    results = [result_of(Tok(text, start, end, "word", "agent"), start, end, 0.0)
+               for text, start, end in (("want", 0.5, 1.0), ("to", 1.0, 1.5), ("go", 1.0, 1.3))]
+    (release, _) = CallTimeline(CALL).push(ChunkResult(span, {"results": results}), StitchSettings())
+    assert [u.host.text for u in release.units] == ["want", "to", "go"]
