@@ -283,7 +283,7 @@ def stitched(call: Call) -> tuple[list[Release], list[dict]]:
     return releases, events
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(calls())
 def test_every_output_keeps_each_channels_order_and_its_punctuation(call: Call) -> None:
     releases, events = stitched(call)
