@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import urllib.request
 
-import bytewax.operators as op
 import orjson
 import pytest
 import soundfile
 from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, TestingSource, run_main
+from stage_flow import run_stages
 
 from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
-from bytewax.speechmatics.flows import ChunkConfig, chunk_calls, decode_frames, stitch_calls, transcribe_chunks
+from bytewax.speechmatics.flows import ChunkConfig
 from bytewax.speechmatics.schemas.call_start import encode_start
 from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
@@ -46,17 +44,7 @@ def messages(call_id: str, pcm: bytes, config: dict | None) -> list[KafkaSourceM
 
 
 def run(source: list[KafkaSourceMessage], settings: SubmitSettings) -> tuple[list[dict], list]:
-    flow = Dataflow("capabilities")
-    decoded = decode_frames("decode", op.input("in", flow, TestingSource(source)))
-    chunks = chunk_calls("chunk", decoded.oks, ChunkConfig(policy="fixed", chunk_seconds=30.0, overlap_seconds=1.0))
-    results = transcribe_chunks("transcribe", chunks.oks, settings)
-    events = stitch_calls("stitch", results.oks)
-    out: list[dict] = []
-    letters: list = []
-    op.output("events", op.map("event", events.oks, lambda kv: kv[1].event), TestingSink(out))
-    op.output("dlq", op.merge("errs", decoded.errs, chunks.errs, results.errs), TestingSink(letters))
-    run_main(flow)
-    return out, letters
+    return run_stages(source, settings, ChunkConfig(policy="fixed", chunk_seconds=30.0, overlap_seconds=1.0))
 
 
 def test_the_whisper_engine_says_what_it_cannot_do_in_call_started(local_worker) -> None:  # noqa: ANN001
