@@ -80,3 +80,8 @@ def test_a_self_hosted_endpoint_needs_no_key_and_the_saas_does(monkeypatch: pyte
 def test_an_endpoint_without_discovery_is_taken_to_honour_everything() -> None:
     settled = settle(SubmitSettings(batch_url="http://127.0.0.1:9/v2"))  # nothing listens on the discard port
     assert settled.capabilities is None and settled.api_key == PLACEHOLDER_KEY
+
+
+def test_a_local_worker_is_discovered_when_the_flow_is_built(reference_worker) -> None:  # noqa: ANN001
+    settled = settle(SubmitSettings(batch_url=reference_worker.url, api_key="k"))
+    assert settled.capabilities == REFERENCE and settled.api_key == "k"
