@@ -1,8 +1,9 @@
 """The whole micro-batch flow with a real broker and the local worker (reference engine): correctness end to end,
 through SIGKILL + recovery, and on a 2-process cluster.
 
-12 calls of 2-3 minutes with known truth (4-6 chunks each, over 4 partitions) are published at full speed. A baseline run (1 process, no crash) is the
-reference the other runs are compared with, event for event (minus the job id, which the server assigns per run).
+12 calls of 2-3 minutes with known truth (4-6 chunks each, over 4 partitions) are published at full speed. A
+baseline run (1 process, no crash) is the reference the other runs are compared with, event for event (minus the job
+id, which the server assigns per run).
 """
 
 from __future__ import annotations
