@@ -202,3 +202,49 @@ def test_credentials_are_checked_on_the_upgrade(kafka_bootstrap: str, topic: str
         assert asyncio.run(upgrade("/audiohook", {})) == 401
     finally:
         run.stop()
+
+
+def test_an_unreachable_broker_stops_the_reads_instead_of_growing_memory(tmp_path: Path) -> None:
+    """Nothing listens where Kafka should be: the producer's cap fills, the session stops reading, TCP pushes back,
+    and the client's sends stall far short of the session, with the bytes in flight at the cap."""
+    from e2e_harness import free_port
+
+    cap = 16000  # 1 s of two-track mu-law
+    run = start_ingress(f"127.0.0.1:{free_port()}", "nowhere", tmp_path / "stalled.log",
+                        _ARGS=f"--max-in-flight-bytes {cap}")
+    lines = twilio_session("CA-stalled", mulaw_noise(300.0, 8), mulaw_noise(300.0, 9))  # 5 minutes, ~9 MB
+    sent = 0
+
+    async def client() -> None:
+        nonlocal sent
+        async with aiohttp.ClientSession() as http, http.ws_connect(run.url("/twilio")) as ws:
+            for line in lines:
+                await ws.send_str(line["text"])
+                sent += 1
+
+    async def watch() -> tuple[int, float]:
+        task = asyncio.create_task(client())
+        deadline = asyncio.get_running_loop().time() + 60
+        last = -1
+        while sent != last:  # until the client's sends stall (or the deadline says they never do)
+            assert asyncio.get_running_loop().time() < deadline and not task.done(), "the client was never held back"
+            last = sent
+            await asyncio.sleep(1.0)
+        in_flight = orjson.loads(await asyncio.to_thread(_health, run))["in_flight_bytes"]
+        task.cancel()
+        return last, in_flight
+
+    try:
+        stalled_at, in_flight = asyncio.run(watch())
+        read = run.metric("bwsm_ingress_messages_total", protocol="twilio", type="media")
+        assert stalled_at < len(lines) / 2 and read < len(lines) / 2
+        assert 0 < in_flight <= cap
+    finally:
+        run.stop()
+
+
+def _health(run: IngressRun) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(run.base + "/health", timeout=5) as response:
+        return response.read()
