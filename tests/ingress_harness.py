@@ -49,6 +49,11 @@ class IngressRun:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def kill(self) -> None:
+        """SIGKILL (a stalled producer would otherwise spend its shutdown flushing into the void)."""
+        self.proc.kill()
+        self.proc.wait(10)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
