@@ -38,6 +38,9 @@ COMPLETED = "completed"
 DROPPED = "dropped"
 
 
+_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
 class SessionRefused(Exception):
     """Input this session cannot go on with: `reason` is a short slug (a metric label), `detail` says what/where."""
 
@@ -96,7 +99,12 @@ class Session(ABC):
         """Hand over audio still held for ordering (the session is over)."""
 
     def count(self, kind: str) -> None:
-        INGRESS_MESSAGES.labels(self.protocol, kind if kind in self.known_types else "other").inc()
+        counter = _COUNTERS.get((self.protocol, kind))
+        if counter is None:  # labels() takes a lock and builds a key: once per (protocol, type), not per message
+            counter = INGRESS_MESSAGES.labels(self.protocol, kind if kind in self.known_types else "other")
+            if kind in self.known_types:
+                _COUNTERS[(self.protocol, kind)] = counter
+        counter.inc()
 
     async def start_call(self, call_id: str, config: Any, metadata: Mapping[str, Any] | None,
                          channels: int, base_config: Mapping[str, Any] | None = None) -> AsyncCall:

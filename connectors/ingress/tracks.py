@@ -33,6 +33,9 @@ class TrackMixer:
     window: int = 8000  # samples (1 s at 8 kHz)
     max_gap: int = 8000 * 60
     silence: int = MULAW_SILENCE
+    #: Release audio in pieces of at least this many samples (fewer, larger pieces: the interleaving and everything
+    #: after it cost per piece; the producer holds audio for a whole frame anyway).
+    min_release: int = 0
     released: int = 0
     late_samples: int = 0
     _buffers: list[bytearray] = field(default_factory=list)
@@ -75,12 +78,23 @@ class TrackMixer:
         if len(buf) < start:
             buf.extend(bytes([self.silence]) * (start - len(buf)))
         buf[start : start + len(audio)] = audio
-        self._heads[index] = max(self._heads[index], end)
-        self._ahead[index][position] = max(end, self._ahead[index].get(position, 0))
-        self._advance(index)
+        if end > self._heads[index]:
+            self._heads[index] = end
+        filled = self._filled[index]
+        if position <= filled:  # the usual case: the packet continues its track
+            if end > filled:
+                self._filled[index] = end
+                if self._ahead[index]:
+                    self._advance(index)
+        else:  # past a hole: wait for the hole's packets (or the window)
+            ahead = self._ahead[index]
+            ahead[position] = max(end, ahead.get(position, 0))
         ready = min(self._filled)  # every track has its audio up to here: nothing earlier can still arrive
         lead = max(self._heads) - self.window  # ... or one track is so far ahead that the others' holes are gaps
-        return self._release(max(ready, lead))
+        upto = max(ready, lead)
+        if upto - self.released < self.min_release:
+            return b""
+        return self._release(upto)
 
     def _advance(self, index: int) -> None:
         """Move the track's hole-free mark over the packets that now join it."""
@@ -110,8 +124,9 @@ class TrackMixer:
             columns.append(part)
         self.released = upto
         for index in range(len(self.tracks)):  # released holes are silence now: nothing is missing before upto
-            self._filled[index] = max(self._filled[index], upto)
-            self._advance(index)
+            if self._filled[index] < upto:
+                self._filled[index] = upto
+                self._advance(index)
         if len(columns) == 1:
             return columns[0]
         out = np.empty((n, len(columns)), dtype=np.uint8)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import time
 from typing import Any
 
 import orjson
@@ -59,6 +60,7 @@ class TwilioSession(Session):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mixer: TrackMixer | None = None
+        self._held_since: float | None = None  # when the oldest audio the mixer holds was read
 
     async def on_text(self, doc: dict[str, Any]) -> bool:
         event = doc.get("event")
@@ -110,7 +112,8 @@ class TwilioSession(Session):
         if len(tracks) == 2:
             base = {"diarization": "channel", "channel_labels": list(self.settings.channel_labels)}
         window = int(self.settings.reorder_window * RATE)
-        self.mixer = TrackMixer(tracks, window=window, max_gap=int(self.settings.max_gap * RATE))
+        self.mixer = TrackMixer(tracks, window=window, max_gap=int(self.settings.max_gap * RATE),
+                                min_release=int(self.settings.publisher.frame_seconds * RATE))
         await self.start_call(call_id, config, metadata, len(tracks), base)
 
     async def _media(self, media: Any) -> None:
@@ -132,6 +135,8 @@ class TwilioSession(Session):
         else:
             position = (max(1, _int(media.get("chunk", 1), "media.chunk")) - 1) * 160
         late = self.mixer.late_samples
+        if self._held_since is None:
+            self._held_since = time.monotonic()
         try:
             ready = self.mixer.add(track, position, audio)
         except TimestampJump as exc:
@@ -139,7 +144,8 @@ class TwilioSession(Session):
         if self.mixer.late_samples != late:
             INGRESS_LATE_SECONDS.labels(self.protocol).inc((self.mixer.late_samples - late) / RATE)
         if ready:
-            await self.call.send(ready)
+            since, self._held_since = self._held_since, (time.monotonic() if self.mixer.buffered else None)
+            await self.call.send(ready, received_at=since)
 
     async def flush(self) -> None:
         if self.mixer is not None and self.call is not None:

@@ -270,13 +270,13 @@ class _CallBase:
         """Messages of this call the broker has not acknowledged yet."""
         return self._state.unacked
 
-    def _cut(self, audio: AudioLike) -> list[tuple[AudioFrame, float | None]]:
+    def _cut(self, audio: AudioLike, received_at: float | None) -> list[tuple[AudioFrame, float | None]]:
         self._state.raise_error()
         if self._link.closed:
             raise PublisherClosed(f"call {self.call_id[:120]!r}: the publisher is closed")
         now = time.monotonic()
         if self._since is None:
-            self._since = now
+            self._since = now if received_at is None else received_at
         frames = self._cutter.push(audio_bytes(audio, self._cutter.fmt))
         return self._stamped(frames, now)
 
@@ -298,14 +298,15 @@ class _CallBase:
 class Call(_CallBase):
     """One call being streamed (from `CallPublisher.start`); not thread-safe: one sender per call."""
 
-    def send(self, audio: AudioLike) -> None:
+    def send(self, audio: AudioLike, received_at: float | None = None) -> None:
         """Send audio of any length (bytes in the call's format, or a numpy array); whole frames go out now, the rest
         with the next piece or the end. Blocks while the publisher's bytes in flight are at their cap.
+        `received_at` (time.monotonic()) is when the oldest of this audio arrived, for `ack_latency` (default: now).
 
         Raises:
             DeliveryError: an earlier message of this call was refused by Kafka.
         """
-        for frame, since in self._cut(audio):
+        for frame, since in self._cut(audio, received_at):
             self._produce(encode_frame(frame), since)
 
     def flush_audio(self) -> None:
@@ -353,9 +354,9 @@ class Call(_CallBase):
 class AsyncCall(_CallBase):
     """One call being streamed from asyncio code (from `AsyncCallPublisher.start`); one sender per call."""
 
-    async def send(self, audio: AudioLike) -> None:
+    async def send(self, audio: AudioLike, received_at: float | None = None) -> None:
         """As `Call.send`, awaiting (not blocking the loop) while the bytes in flight are at their cap."""
-        for frame, since in self._cut(audio):
+        for frame, since in self._cut(audio, received_at):
             await self._produce(encode_frame(frame), since)
 
     async def flush_audio(self) -> None:

@@ -24,14 +24,15 @@ def stereo(left: bytes, right: bytes) -> bytes:
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 60), seed=st.integers(0, 1000), data=st.data())
-def test_packets_out_of_order_within_the_window_give_the_in_order_call(n: int, seed: int, data: st.DataObject) -> None:
+@given(n=st.integers(1, 60), seed=st.integers(0, 1000), data=st.data(), min_release=st.sampled_from([0, 800]))
+def test_packets_out_of_order_within_the_window_give_the_in_order_call(n: int, seed: int, data: st.DataObject,
+                                                                      min_release: int) -> None:
     caller, agent = packets(n, seed), packets(n, seed + 1)
     arrivals = [(t, i) for i in range(n) for t in ("inbound", "outbound")]
     # each message may arrive up to 20 places late (200 ms of a two-track stream): well inside a 1 s window
     keys = [pos + data.draw(st.integers(0, 20)) for pos in range(len(arrivals))]
     shuffled = [a for _, a in sorted(zip(keys, arrivals, strict=True), key=lambda pair: pair[0])]
-    mixer = TrackMixer(("inbound", "outbound"))
+    mixer = TrackMixer(("inbound", "outbound"), min_release=min_release)
     out = b"".join(mixer.add(t, i * P, (caller if t == "inbound" else agent)[i]) for t, i in shuffled)
     out += mixer.finish()
     assert out == stereo(b"".join(caller), b"".join(agent))
