@@ -80,9 +80,11 @@ class _AudioHookWriter:
 
 
 def audiohook_session(session_id: str, external: bytes, internal: bytes, *, conversation_id: str | None = None,
-                      custom: Mapping[str, Any] | None = None, frame_ms: int = 200, ping_every: int = 10) -> list[Line]:
+                      custom: Mapping[str, Any] | None = None, frame_ms: int = 200, ping_every: int = 10,
+                      pause: tuple[int, float] | None = None) -> list[Line]:
     """An AudioHook v2 session: open offering PCMU stereo (external, internal), binary frames of `frame_ms`, a ping
-    every `ping_every` frames, close."""
+    every `ping_every` frames, close; `pause` = (frame index, seconds): `paused` before that frame, then `resumed`
+    reporting that many seconds discarded (the audio of the pause is not in the session)."""
     w = _AudioHookWriter(session_id)
     w.message(0, "open", {"organizationId": str(uuid.UUID(int=1)), "conversationId": conversation_id or str(
         uuid.UUID(int=2)), "participant": {"id": str(uuid.UUID(int=3)), "ani": "+15550100", "aniName": "Caller",
@@ -96,6 +98,10 @@ def audiohook_session(session_id: str, external: bytes, internal: bytes, *, conv
     stereo[:, 1] = np.frombuffer(internal[:n].ljust(n, b"\xff"), np.uint8)
     step = 8 * frame_ms
     for i, at in enumerate(range(0, n, step)):
+        if pause is not None and i == pause[0]:
+            w.message(at / 8000, "paused", {})
+            w.samples += int(pause[1] * 8000)
+            w.message(at / 8000, "resumed", {"start": duration(at / 8000), "discarded": duration(pause[1])})
         block = stereo[at:at + step].tobytes()
         w.lines.append({"t": round(at / 8000, 3), "binary": base64.b64encode(block).decode()})
         w.samples += len(block) // 2

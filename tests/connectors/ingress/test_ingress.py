@@ -249,3 +249,49 @@ def _health(run: IngressRun) -> bytes:
 
     with urllib.request.urlopen(run.base + "/health", timeout=5) as response:
         return response.read()
+
+
+def test_audiohook_pause_and_discarded_audio_become_silence_and_update_is_answered(
+        kafka_bootstrap: str, topic: str, ingress: IngressRun) -> None:
+    external, internal = mulaw_noise(2.0, 10), mulaw_noise(2.0, 11)
+    session = AH + "10"
+    lines = audiohook_session(session, external, internal, ping_every=0, pause=(5, 0.5))  # paused after 1 s
+    update = orjson.loads(lines[-1]["text"])  # the close, turned into an update before it
+    update |= {"type": "update", "parameters": {"language": "de-DE"}}
+    close = orjson.loads(lines[-1]["text"]) | {"seq": update["seq"] + 1, "serverseq": update["serverseq"] + 1}
+    lines = [*lines[:-1], text_line(2.0, update), text_line(2.0, close)]
+    played = asyncio.run(play(ingress.url("/audiohook"), lines, speed=0))
+    assert [m["type"] for m in played.received] == ["opened", "updated", "closed"]
+    start, *frames = read_calls(kafka_bootstrap, topic, ended([session]))[session]
+    silence = b"\xff" * 8000  # 0.5 s of two channels
+    assert audio_of(frames) == stereo(external[:8000], internal[:8000]) + silence + stereo(external[8000:],
+                                                                                          internal[8000:])
+
+
+def test_call_settings_that_break_the_contract_do_not_cost_the_call(kafka_bootstrap: str, topic: str,
+                                                                     ingress: IngressRun) -> None:
+    before = ingress.metric("bwsm_ingress_refused_call_settings_total", protocol="twilio")
+    lines = twilio_session("CA-bad-config", mulaw_noise(1.0, 12), mulaw_noise(1.0, 13),
+                           custom={"tenant": "acme", "config": '{"diarisation": "channel"'})
+    assert asyncio.run(play(ingress.url("/twilio"), lines, speed=0)).close_code == 1000
+    start, *frames = read_calls(kafka_bootstrap, topic, ended(["CA-bad-config"]))["CA-bad-config"]
+    assert start.settings.metadata == {"tenant": "acme"}
+    assert start.settings.config.channel_labels == ("caller", "agent") and start.settings.config.language is None
+    assert len(audio_of(frames)) == 16000
+    assert ingress.metric("bwsm_ingress_refused_call_settings_total", protocol="twilio") == before + 1
+
+
+def test_the_replay_command_plays_a_session_file(kafka_bootstrap: str, topic: str, ingress: IngressRun,
+                                                  tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from bytewax.speechmatics.connectors.ingress.replay import write_session
+
+    write_session(tmp_path / "call.jsonl", twilio_session("CA-replayed", mulaw_noise(1.0, 14), custom={"a": "1"}))
+    done = subprocess.run([sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "ingress", "replay",
+                           str(tmp_path / "call.jsonl"), "--url", ingress.url("/twilio"), "--speed", "4"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "closed with code 1000" in done.stdout, done.stdout + done.stderr
+    start, *frames = read_calls(kafka_bootstrap, topic, ended(["CA-replayed"]))["CA-replayed"]
+    assert audio_of(frames) == mulaw_noise(1.0, 14) and start.settings.metadata == {"a": "1"}
