@@ -66,13 +66,14 @@ class IngressRun:
 
 def start_ingress(bootstrap: str, topic: str, log_path: Path, **env: str) -> IngressRun:
     port = free_port()
+    args = env.pop("_ARGS", "").split()
     full = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1", **env}
     for name in ("BWSM_INGRESS_TOKEN", "TWILIO_AUTH_TOKEN", "BWSM_AUDIOHOOK_API_KEY"):
         if name not in env:
             full.pop(name, None)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen([sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "ingress", "--host",
-                             "127.0.0.1", "--port", str(port), "--topic", topic, *env.pop("_ARGS", "").split()],
+                             "127.0.0.1", "--port", str(port), "--topic", topic, *args],
                             env=full, stdout=log, stderr=subprocess.STDOUT)
     run = IngressRun(proc, port, log_path)
     deadline = time.monotonic() + 60

@@ -162,8 +162,8 @@ async def play(url: str, lines: Sequence[Line], *, speed: float = 1.0, headers: 
                 for line in lines:
                     if speed > 0:
                         delay = began + line.get("t", 0) / speed - time.monotonic()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
+                        if delay > 0:  # or until the server closes the session
+                            await asyncio.wait([task], timeout=delay)
                     if ws.closed or task.done():
                         break
                     try:
