@@ -77,11 +77,13 @@ class PublisherClosed(BytewaxSpeechmaticsError):
 
 def kafka_config(brokers: str | Iterable[str], settings: Mapping[str, Any]) -> dict[str, Any]:
     """A producer config: the idempotent defaults, then `settings` (librdkafka names; `linger_ms` means
-    `linger.ms`, so they can be given as keyword arguments)."""
+    `linger.ms`, so they can be given as keyword arguments; `error_cb` and the other callbacks stay as they are)."""
     servers = brokers if isinstance(brokers, str) else ",".join(brokers)
     conf: dict[str, Any] = {"bootstrap.servers": servers, "logger": logging.getLogger(CLIENT_LOGGER),
                             **PRODUCER_SETTINGS}
-    conf.update({name.replace("_", "."): value for name, value in settings.items()})
+    # confluent-kafka's own callbacks (error_cb, stats_cb, ...) keep their underscores
+    conf.update({name if "." in name or name.endswith("_cb") else name.replace("_", "."): value
+                 for name, value in settings.items()})
     if str(conf.get("enable.idempotence")).lower() in ("false", "0"):
         raise ValueError("enable.idempotence cannot be turned off: it is what keeps a call's frames in order")
     return conf
