@@ -21,24 +21,26 @@ What it guarantees, so a platform need not know the header contract (schemas/fra
 - Delivery failures are raised on the call they belong to (`DeliveryError`, on its next `send` or its `end`), not on
   whichever call happens to send next. `end()` returns once the broker has acknowledged all of the call's messages.
 
-librdkafka serves acknowledgements on one background thread per publisher; the sync and asyncio forms share it
-and everything else (`_Link`); only how a caller waits differs.
+The link to Kafka (the producer, the byte cap, each call's acknowledgements) is `delivery.py`; the sync and asyncio
+forms here share it and everything else, and differ only in how a caller waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from confluent_kafka import KafkaError, KafkaException, Producer
 
-from bytewax.speechmatics.connectors.kafka.config import CLIENT_LOGGER
+from bytewax.speechmatics.connectors.kafka.delivery import (
+    CallAcks,
+    DeliveryError,
+    KafkaLink,
+    PublisherClosed,
+)
 from bytewax.speechmatics.connectors.kafka.frame_cutter import (
     DEFAULT_FRAME_SECONDS,
     AudioFormat,
@@ -53,185 +55,7 @@ DEFAULT_TOPIC = "calls.audio"
 #: Bytes produced but not yet acknowledged, per publisher: 32 MiB is 30 minutes of one 8 kHz two-track call, or
 #: 2 s of a thousand of them: enough to ride out a broker's leader election, small enough for any host.
 DEFAULT_MAX_IN_FLIGHT_BYTES = 32 << 20
-PRODUCER_SETTINGS = {
-    "enable.idempotence": True,  # acks=all; retries keep order and never duplicate
-    "acks": "all",
-    "linger.ms": 5,
-    "compression.type": "lz4",
-}
 AudioLike = bytes | bytearray | memoryview | np.ndarray
-
-
-class DeliveryError(BytewaxSpeechmaticsError):
-    """Kafka did not take a message of this call (after the producer's own retries); the call's audio has a hole."""
-
-    def __init__(self, call_id: str, reason: str) -> None:
-        self.call_id = call_id
-        self.reason = reason
-        super().__init__(f"call {call_id[:120]!r}: Kafka refused a message: {reason}")
-
-
-class PublisherClosed(BytewaxSpeechmaticsError):
-    """The publisher was closed; its calls can send no more."""
-
-
-def kafka_config(brokers: str | Iterable[str], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A producer config: the idempotent defaults, then `settings` (librdkafka names; `linger_ms` means
-    `linger.ms`, so they can be given as keyword arguments; `error_cb` and the other callbacks stay as they are)."""
-    servers = brokers if isinstance(brokers, str) else ",".join(brokers)
-    conf: dict[str, Any] = {"bootstrap.servers": servers, "logger": logging.getLogger(CLIENT_LOGGER),
-                            **PRODUCER_SETTINGS}
-    # confluent-kafka's own callbacks (error_cb, stats_cb, ...) keep their underscores
-    conf.update({name if "." in name or name.endswith("_cb") else name.replace("_", "."): value
-                 for name, value in settings.items()})
-    if str(conf.get("enable.idempotence")).lower() in ("false", "0"):
-        raise ValueError("enable.idempotence cannot be turned off: it is what keeps a call's frames in order")
-    return conf
-
-
-class _Budget:
-    """The cap on bytes in flight: taken before a message is produced, given back when it is acknowledged."""
-
-    def __init__(self, cap: int) -> None:
-        if cap <= 0:
-            raise ValueError(f"max_in_flight_bytes must be positive, got {cap}")
-        self.cap = cap
-        self.used = 0
-        self.peak = 0
-        self._cond = threading.Condition()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
-
-    def _fits(self, n: int) -> bool:
-        return self.used == 0 or self.used + n <= self.cap  # a message bigger than the cap goes alone
-
-    def _take(self, n: int) -> None:
-        self.used += n
-        self.peak = max(self.peak, self.used)
-
-    def take(self, n: int, closed: Callable[[], bool]) -> None:
-        with self._cond:
-            while not self._fits(n):
-                if closed():
-                    raise PublisherClosed("the publisher was closed while a send waited for the broker")
-                self._cond.wait(0.2)
-            self._take(n)
-
-    async def take_async(self, n: int, closed: Callable[[], bool]) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._cond:
-                if self._fits(n):
-                    self._take(n)
-                    return
-                if closed():
-                    raise PublisherClosed("the publisher was closed while a send waited for the broker")
-                waiter = loop.create_future()
-                self._waiters.append((loop, waiter))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(waiter, 0.5)
-
-    def give(self, n: int) -> None:
-        with self._cond:
-            self.used -= n
-            self._cond.notify_all()
-            waiters, self._waiters = self._waiters, []
-        for loop, waiter in waiters:
-            loop.call_soon_threadsafe(_resolve, waiter)
-
-
-def _resolve(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-class _CallState:
-    """What the acknowledgement thread and the call's sender share: messages not yet acknowledged, the first error."""
-
-    def __init__(self, call_id: str) -> None:
-        self.call_id = call_id
-        self.unacked = 0
-        self.error: str | None = None
-        self.lock = threading.Lock()
-        self.idle = threading.Event()
-        self.idle.set()
-        self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
-
-    def sent(self) -> None:
-        with self.lock:
-            self.unacked += 1
-            self.idle.clear()
-
-    def acked(self, err: KafkaError | None, reason: str | None = None) -> None:
-        with self.lock:
-            self.unacked -= 1
-            if (err is not None or reason is not None) and self.error is None:
-                self.error = reason or err.str()
-            waiters = []
-            if self.unacked == 0:
-                self.idle.set()
-                waiters, self.waiters = self.waiters, []
-        for loop, waiter in waiters:
-            loop.call_soon_threadsafe(_resolve, waiter)
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise DeliveryError(self.call_id, self.error)
-
-
-class _Link:
-    """One librdkafka producer, the byte budget and the thread that serves acknowledgements."""
-
-    def __init__(self, brokers: str | Iterable[str], topic: str, max_in_flight_bytes: int,
-                 ack_latency: Callable[[float], None] | None, settings: Mapping[str, Any]) -> None:
-        self.topic = topic
-        self.budget = _Budget(max_in_flight_bytes)
-        self.ack_latency = ack_latency
-        self.closed = False
-        self.producer = Producer(kafka_config(brokers, settings))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="bwsm-call-publisher", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.05)
-
-    def is_closed(self) -> bool:
-        return self.closed
-
-    def produce(self, state: _CallState, message: tuple[bytes, bytes, list[tuple[str, bytes]]],
-                since: float | None) -> None:
-        """Hand one message to librdkafka (the budget is already taken); its acknowledgement settles `state`."""
-        key, value, headers = message
-        size = len(value)
-        latency = self.ack_latency
-
-        def delivered(err: KafkaError | None, _msg: object) -> None:
-            self.budget.give(size)
-            if latency is not None and err is None and since is not None:
-                latency(time.monotonic() - since)
-            state.acked(err)
-
-        state.sent()
-        while True:
-            try:
-                self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=delivered)
-                return
-            except BufferError:  # librdkafka's own queue is full (message count): wait for acknowledgements
-                time.sleep(0.01)
-            except KafkaException as exc:  # refused before it was queued (too large, unknown topic, ...)
-                self.budget.give(size)
-                state.acked(None, str(exc))
-                raise DeliveryError(state.call_id, str(exc)) from None
-
-    def close(self, timeout: float) -> int:
-        """Flush (serving the last acknowledgements), stop the thread; the number of messages still unsent."""
-        if self.closed:
-            return 0
-        self.closed = True
-        self._stop.set()
-        self._thread.join()
-        return self.producer.flush(timeout)
 
 
 def _start_message(call_id: str, config: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
@@ -247,11 +71,11 @@ def _start_message(call_id: str, config: Mapping[str, Any] | None, metadata: Map
 
 
 class _CallBase:
-    def __init__(self, link: _Link, call_id: str, fmt: AudioFormat, frame_seconds: float,
+    def __init__(self, link: KafkaLink, call_id: str, fmt: AudioFormat, frame_seconds: float,
                  max_frame_seconds: float) -> None:
         self._link = link
         self._cutter = FrameCutter(call_id, fmt, frame_seconds, max_frame_seconds)
-        self._state = _CallState(call_id)
+        self._state = CallAcks(call_id)
         self._since: float | None = None  # when the oldest audio not yet in a frame was handed over
 
     @property
@@ -428,7 +252,7 @@ class _PublisherBase:
         FrameCutter("probe", AudioFormat(), frame_seconds, max_frame_seconds)  # refuse bad framing now
         self.frame_seconds = frame_seconds
         self.max_frame_seconds = max_frame_seconds
-        self._link = _Link(brokers, topic, max_in_flight_bytes, ack_latency, kafka_settings)
+        self._link = KafkaLink(brokers, topic, max_in_flight_bytes, ack_latency, kafka_settings)
 
     @property
     def topic(self) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 
 def test_producer_settings_take_keyword_names_and_keep_idempotence() -> None:
-    from bytewax.speechmatics.connectors.kafka.producer import kafka_config
+    from bytewax.speechmatics.connectors.kafka.delivery import kafka_config
 
     def on_error(err: object) -> None:
         pass
