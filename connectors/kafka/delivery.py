@@ -167,8 +167,10 @@ class KafkaLink:
         return self.closed
 
     def produce(self, state: CallAcks, message: tuple[bytes, bytes, list[tuple[str, bytes]]],
-                since: float | None) -> None:
-        """Hand one message to librdkafka (the budget is already taken); its acknowledgement settles `state`."""
+                since: float | None) -> bool:
+        """Hand one message to librdkafka (the budget is already taken); its acknowledgement settles `state`.
+        False when librdkafka's own queue is full (its message count): the caller waits its own way and tries again.
+        """
         key, value, headers = message
         size = len(value)
         latency = self.ack_latency
@@ -179,17 +181,17 @@ class KafkaLink:
                 latency(time.monotonic() - since)
             state.acked(err)
 
-        state.sent()
-        while True:
-            try:
-                self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=delivered)
-                return
-            except BufferError:  # librdkafka's own queue is full (message count): wait for acknowledgements
-                time.sleep(0.01)
-            except KafkaException as exc:  # refused before it was queued (too large, unknown topic, ...)
-                self.budget.give(size)
-                state.acked(None, str(exc))
-                raise DeliveryError(state.call_id, str(exc)) from None
+        state.sent()  # before produce: the acknowledgement may come on the other thread at once
+        try:
+            self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=delivered)
+        except BufferError:
+            state.acked(None)  # not sent after all
+            return False
+        except KafkaException as exc:  # refused before it was queued (too large, unknown topic, ...)
+            self.budget.give(size)
+            state.acked(None, str(exc))
+            raise DeliveryError(state.call_id, str(exc)) from None
+        return True
 
     def close(self, timeout: float) -> int:
         """Flush (serving the last acknowledgements), stop the thread; the number of messages still unsent."""

@@ -162,7 +162,8 @@ class Call(_CallBase):
 
     def _produce(self, message: tuple[bytes, bytes, list[tuple[str, bytes]]], since: float | None) -> None:
         self._link.budget.take(len(message[1]), self._link.is_closed)
-        self._link.produce(self._state, message, since)
+        while not self._link.produce(self._state, message, since):
+            time.sleep(0.01)  # librdkafka's queue is full: its acknowledgements make room
 
     def __enter__(self) -> Call:
         return self
@@ -216,7 +217,8 @@ class AsyncCall(_CallBase):
 
     async def _produce(self, message: tuple[bytes, bytes, list[tuple[str, bytes]]], since: float | None) -> None:
         await self._link.budget.take_async(len(message[1]), self._link.is_closed)
-        self._link.produce(self._state, message, since)
+        while not self._link.produce(self._state, message, since):
+            await asyncio.sleep(0.01)
 
     async def __aenter__(self) -> AsyncCall:
         return self

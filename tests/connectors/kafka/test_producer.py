@@ -203,3 +203,24 @@ def test_a_refused_message_fails_its_own_call_only(kafka_bootstrap: str, small_t
         good.end()  # the other call is unaffected
     frames = by_call(read_all(kafka_bootstrap, small_topic, 3))["good"]
     assert [f.seq for f in frames] == [0, 1, 2] and frames[-1].end
+
+
+def test_a_full_librdkafka_queue_waits_and_loses_nothing(kafka_bootstrap: str, make_topic) -> None:  # noqa: ANN001
+    """librdkafka's own queue holds 2 messages here: `send` waits for room (sync and async), in order."""
+    topic = make_topic("queue")
+    data = noise(3200 * 30, 11)
+    with CallPublisher(kafka_bootstrap, topic=topic, queue_buffering_max_messages=2, linger_ms=0) as publisher:
+        with publisher.start("sync-q") as call:
+            call.send(data)
+
+    async def main() -> None:
+        async with AsyncCallPublisher(kafka_bootstrap, topic=topic, queue_buffering_max_messages=2,
+                                      linger_ms=0) as publisher:
+            async with await publisher.start("async-q") as call:
+                await call.send(data)
+
+    asyncio.run(main())
+    calls = by_call(read_all(kafka_bootstrap, topic, 2 * 31))
+    for call_id in ("sync-q", "async-q"):
+        assert [f.seq for f in calls[call_id]] == list(range(31))
+        assert b"".join(f.audio for f in calls[call_id]) == data
