@@ -225,8 +225,13 @@ def test_an_unreachable_broker_stops_the_reads_instead_of_growing_memory(tmp_pat
     async def watch() -> tuple[int, float]:
         task = asyncio.create_task(client())
         deadline = asyncio.get_running_loop().time() + 60
+        in_flight = 0
+        while in_flight < cap - 3200:  # until the cap is (within two frames of being) full
+            assert asyncio.get_running_loop().time() < deadline and not task.done(), "the cap never filled"
+            await asyncio.sleep(0.1)
+            in_flight = orjson.loads(await asyncio.to_thread(_health, run))["in_flight_bytes"]
         last = -1
-        while sent != last:  # until the client's sends stall (or the deadline says they never do)
+        while sent != last:  # then until the client's sends stall (or the deadline says they never do)
             assert asyncio.get_running_loop().time() < deadline and not task.done(), "the client was never held back"
             last = sent
             await asyncio.sleep(1.0)
@@ -239,7 +244,7 @@ def test_an_unreachable_broker_stops_the_reads_instead_of_growing_memory(tmp_pat
         read = run.metric("bwsm_ingress_messages_total", protocol="twilio", type="media")
         assert stalled_at < len(lines) / 2  # what the socket buffers hold, then the client waits
         assert read < 1000  # the session read about the cap (1 s = 100 media messages) and stopped
-        assert 0 < in_flight <= cap
+        assert cap - 3200 <= in_flight <= cap
     finally:
         run.kill()
 

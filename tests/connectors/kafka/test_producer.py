@@ -209,15 +209,15 @@ def test_a_full_librdkafka_queue_waits_and_loses_nothing(kafka_bootstrap: str, m
     """librdkafka's own queue holds 2 messages here: `send` waits for room (sync and async), in order."""
     topic = make_topic("queue")
     data = noise(3200 * 30, 11)
-    with CallPublisher(kafka_bootstrap, topic=topic, queue_buffering_max_messages=2, linger_ms=0) as publisher:
-        with publisher.start("sync-q") as call:
-            call.send(data)
+    with (CallPublisher(kafka_bootstrap, topic=topic, queue_buffering_max_messages=2, linger_ms=0) as publisher,
+          publisher.start("sync-q") as call):
+        call.send(data)
 
     async def main() -> None:
-        async with AsyncCallPublisher(kafka_bootstrap, topic=topic, queue_buffering_max_messages=2,
-                                      linger_ms=0) as publisher:
-            async with await publisher.start("async-q") as call:
-                await call.send(data)
+        async with (AsyncCallPublisher(kafka_bootstrap, topic=topic, queue_buffering_max_messages=2,
+                                       linger_ms=0) as publisher,
+                    await publisher.start("async-q") as call):
+            await call.send(data)
 
     asyncio.run(main())
     calls = by_call(read_all(kafka_bootstrap, topic, 2 * 31))
