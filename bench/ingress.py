@@ -6,7 +6,8 @@ generator process opens N Media Streams sessions (both tracks, 20 ms mu-law pack
 Twilio sends them), their starts spread over the first second, paced in real time for `--seconds`, then `stop`.
 
 Figures:
-- CPU per stream: the ingress process's CPU seconds over the streaming interval / wall seconds / N (in % of a core).
+- CPU per stream: the ingress process's CPU seconds over the run (sessions opened and closed included) / (N x the
+  seconds streamed), in % of a core.
 - memory per stream: (the ingress's peak RSS - its RSS before the first session) / N.
 - websocket -> Kafka ack p50/p99: the ingress's own histogram `bwsm_ingress_ack_seconds` (from the oldest audio of a
   frame being read off its websocket to Kafka acknowledging the frame; frames are 100 ms, so up to 100 ms of it is
@@ -132,9 +133,10 @@ def run(bootstrap: str, streams: int, seconds: float, table: Table) -> None:
         ingress.wait(60)
         delete_topics(bootstrap, [topic])
     case = f"{streams} streams x {seconds:g} s"
-    cpu = usage.cpu_percent
-    table.add("ingress", case, "ingress CPU", f"{cpu:.0f} % of a core",
-              f"{cpu / streams:.3f} % of a core per stream")
+    per_stream = 100 * usage.cpu_seconds / (seconds * streams)  # CPU seconds per second of one stream, in %
+    table.add("ingress", case, "ingress CPU per stream", f"{per_stream:.3f} % of a core",
+              f"{usage.cpu_seconds:.1f} CPU s in all (sessions opened and closed included); "
+              f"{streams} streams = {per_stream * streams:.0f} % of a core")
     table.add("ingress", case, "memory per stream", f"{(usage.peak_rss - idle_rss) / streams / 1024:.0f} KiB",
               f"peak RSS {usage.peak_rss / 2**20:.0f} MiB, idle {idle_rss / 2**20:.0f} MiB")
     table.add("ingress", case, "websocket -> Kafka ack p50 / p99", f"{p50 * 1000:.0f} / {p99 * 1000:.0f} ms",
