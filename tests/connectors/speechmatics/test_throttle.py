@@ -24,7 +24,7 @@ from bytewax.speechmatics.connectors.speechmatics.throttle import (
     SpacedSchedule,
     cluster_place,
     cluster_share,
-    request_sent,
+    request_leaving,
 )
 
 T = TypeVar("T")
@@ -177,7 +177,7 @@ async def one_request(loop: VirtualClockLoop, process: Process, delay: float, re
         await asyncio.sleep(delay)
         if not reaches_wire:
             return
-        request_sent()  # the trace hook, in the task that holds the grant
+        await request_leaving()  # the trace hook's send gate, in the task that holds the grant
         process.sends.append(loop.time())
         await asyncio.sleep(0.05)  # the answer
 
