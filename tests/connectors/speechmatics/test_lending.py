@@ -307,3 +307,15 @@ def test_lending_uses_more_of_the_limit_than_fixed_shares() -> None:
         print(f"\nlimit {limit}/s, backlogs {backlogs}: use of the limit {100 * uses[False]:.1f} % with fixed shares, "
               f"{100 * uses[True]:.1f} % with lending")
         assert uses[True] > uses[False]
+
+
+def test_the_cluster_is_named_by_its_topics_unless_told() -> None:
+    """Two deployments differ in their topics, so by default their reports name different clusters; BWSM_CLUSTER_ID
+    names it explicitly (one deployment reading two sets of topics, or a rename that must keep its loans)."""
+    from bytewax.speechmatics.flows.settings import Settings
+
+    one = Settings.from_env({}, argv=["x"]).submission.cluster_id
+    other = Settings.from_env({"BWSM_AUDIO_TOPIC": "b.audio", "BWSM_TRANSCRIPT_TOPIC": "b.transcripts"},
+                              argv=["x"]).submission.cluster_id
+    assert one == "calls.audio>calls.transcripts" and other == "b.audio>b.transcripts"
+    assert Settings.from_env({"BWSM_CLUSTER_ID": "prod-eu"}, argv=["x"]).submission.cluster_id == "prod-eu"
