@@ -186,7 +186,7 @@ class LimiterLink:
         arrivals = (handed_in - past[1]) / span if span > 0 else 0.0
         with self._lock:
             if lending.recorded(slot):  # decided already
-                return
+                return None
             commit, want = lending.share, 0
             if self._tracked.is_set():
                 commit, want = decide(lending.share, waiting, arrivals, lending.slot)
