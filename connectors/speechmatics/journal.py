@@ -42,6 +42,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
 log = logging.getLogger(__name__)
@@ -153,8 +155,11 @@ class JobJournal:
         self._others: dict[Path, sqlite3.Connection] = {}
         self._queue: queue.SimpleQueue[tuple[str, tuple, Future | None] | None] = queue.SimpleQueue()
         self._next_sweep = self.running()  # the first batch sweeps
-        self._closed = False
         self.commits = 0  # transactions committed (each a sync): fewer than writes when callers wait together
+        legacy = self.directory / f"journal-p{process_index}.jsonl"
+        if legacy.exists():
+            self._import_legacy(legacy)
+        self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name=f"bwsm-journal-p{process_index}", daemon=True)
         self._writer.start()
 
@@ -300,6 +305,30 @@ class JobJournal:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
+
+    def _import_legacy(self, path: Path) -> None:
+        """Take over the JSON-lines journal of earlier versions (its own file), then set it aside."""
+        work: list[tuple[str, tuple, Future | None]] = []
+        with open(path, "rb") as handle:
+            for raw in handle:
+                try:
+                    line = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # a line torn by a crash mid-write
+                ref = line.get("r") if isinstance(line, dict) else None
+                if not isinstance(ref, str):
+                    continue
+                if "j" in line:
+                    attempts = line.get("a") if isinstance(line.get("a"), int) else 1
+                    work.append(("record", (ref, str(line["j"]), str(line.get("h", "")), float(line.get("t", 0.0)),
+                                            attempts, None), None))
+                elif "p" in line:
+                    work.append(("intend", (ref, str(line.get("h", "")), float(line["p"])), None))
+                elif "d" in line:
+                    work.append(("done", (ref, float(line["d"])), None))
+        self._commit(work)
+        path.rename(path.with_name(path.name + ".imported"))
+        log.info("journal: %d lines of %s taken over", len(work), path.name)
 
     # -- figures and lifecycle --
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -79,11 +80,9 @@ def test_a_write_is_synced_before_it_is_acknowledged(tmp_path: Path) -> None:
     begin = next(i for i, line in enumerate(lines) if '"BEGIN\\n"' in line)
     ack = next(i for i, line in enumerate(lines) if '"ACK\\n"' in line)
     window = lines[begin:ack]
-    wal_writes = [i for i, line in enumerate(window) if line.split(" ", 1)[1].startswith("pwrite64(")
-                  and "sqlite3-wal>" in line]
+    wal_writes = [i for i, line in enumerate(window) if re.match(r"\d+\s+pwrite64\(", line) and "sqlite3-wal>" in line]
     assert wal_writes, "the record was not written to the database before it was acknowledged"
-    syncs = [i for i, line in enumerate(window) if ("fsync(" in line or "fdatasync(" in line)
-             and "sqlite3-wal>" in line]
+    syncs = [i for i, line in enumerate(window) if re.match(r"\d+\s+f(data)?sync\(", line) and "sqlite3-wal>" in line]
     assert syncs and syncs[-1] > wal_writes[-1], "the record's commit was acknowledged before it was synced"
 
 
@@ -252,3 +251,16 @@ def test_waiting_writes_share_commits_and_the_loop_keeps_running(tmp_path: Path)
     reopened = JobJournal(tmp_path, 0)
     assert all(reopened.lookup(f"c/{i}").job_id == f"job-{i}" for i in range(100))
     assert all(reopened.lookup(f"d/{i}").intent_only for i in range(100))
+
+
+def test_the_json_lines_journal_of_earlier_versions_is_taken_over(tmp_path: Path) -> None:
+    (tmp_path / "journal-p0.jsonl").write_bytes(
+        b'{"r":"a/0","p":1.0,"h":"h"}\n{"r":"a/0","j":"job-a","h":"h","t":2.0,"a":2}\n{"r":"a/0","d":3.0}\n'
+        b'{"r":"b/0","p":4.0,"h":"hb"}\n{"r":"c/0","j":"jo')
+    journal = JobJournal(tmp_path, 0)
+    a = journal.lookup("a/0")
+    assert (a.job_id, a.attempts, a.done_at) == ("job-a", 2, 3.0)
+    assert journal.lookup("b/0").intent_only and journal.lookup("c/0") is None
+    journal.close()
+    assert not (tmp_path / "journal-p0.jsonl").exists()
+    assert JobJournal(tmp_path, 0).lookup("a/0").job_id == "job-a"
