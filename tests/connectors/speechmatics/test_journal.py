@@ -264,3 +264,49 @@ def test_the_json_lines_journal_of_earlier_versions_is_taken_over(tmp_path: Path
     journal.close()
     assert not (tmp_path / "journal-p0.jsonl").exists()
     assert JobJournal(tmp_path, 0).lookup("a/0").job_id == "job-a"
+
+
+def test_a_forget_while_a_record_is_syncing_cannot_fail_the_record(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old journal took its file handle under the lock and fsynced it after releasing it; a compaction (each
+    `forget`) closed the handle in between, and the record of a POSTed job failed with `ValueError: I/O operation on
+    closed file`. Here a record is held exactly in that window (an append handle whose fileno() waits) while a
+    forget runs."""
+    from bytewax.speechmatics.connectors.speechmatics import journal as module
+
+    entered, proceed = threading.Event(), threading.Event()
+
+    class Gated:
+        def __init__(self, handle) -> None:  # noqa: ANN001
+            self._handle = handle
+
+        def fileno(self) -> int:
+            entered.set()
+            proceed.wait(5)
+            return self._handle.fileno()
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(self._handle, name)
+
+    def gated_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        handle = open(file, mode, *args, **kwargs)  # noqa: SIM115, PTH123
+        return Gated(handle) if mode == "ab" else handle
+
+    monkeypatch.setattr(module, "open", gated_open, raising=False)
+    journal = JobJournal(tmp_path, 0)
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            journal.record("c/0", "job-0", "h")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    entered.wait(2)  # the old journal's sync now holds a handle outside the lock (the new one has none)
+    journal.forget("other/0")
+    proceed.set()
+    writer.join(10)
+    assert errors == []
+    assert journal.lookup("c/0").job_id == "job-0"
