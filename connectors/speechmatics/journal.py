@@ -29,6 +29,7 @@ one line naming it, instead of sharing a POST share and a database.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import itertools
@@ -364,6 +365,7 @@ def shared_journal(directory: Path | str | None, process_index: int, retention: 
         journal = _journals.get((path, process_index))
         if journal is None:
             journal = _journals[(path, process_index)] = JobJournal(path, process_index, retention)
+            atexit.register(journal.close)  # the last done marks are committed at a normal exit
         return journal
 
 

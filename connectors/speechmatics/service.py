@@ -47,6 +47,14 @@ from bytewax.speechmatics.connectors.speechmatics.lookup import HASH_TAG_PREFIX,
 from bytewax.speechmatics.connectors.speechmatics.retry import Backoff, Classified, ErrorClass, RetryBudget, classify
 from bytewax.speechmatics.connectors.speechmatics.sdk import TrackingConfig, instrument, raw_get
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
+from bytewax.speechmatics.connectors.speechmatics.submit_events import (
+    ChunkDone,
+    ChunkFailed,
+    FatalSubmitError,
+    JobKnown,
+    SubmitEvent,
+    SubmitRequest,
+)
 from bytewax.speechmatics.connectors.speechmatics.throttle import (
     AimdRate,
     ClusterPlace,
@@ -60,7 +68,9 @@ from bytewax.speechmatics.connectors.speechmatics.wav import audio_hash, chunk_w
 from bytewax.speechmatics.connectors.speechmatics.webhooks import WebhookReceiver, auth_header_line
 from bytewax.speechmatics.schemas.call_start import NO_CONFIG
 from bytewax.speechmatics.schemas.chunks import Chunk
-from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
+
+__all__ = ["ChunkDone", "ChunkFailed", "ChunkFailure", "FatalSubmitError", "JobKnown", "SubmitEvent", "SubmitRequest",
+           "SubmitService", "get_service", "redact"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,47 +79,7 @@ T = TypeVar("T")
 LOOKUP_SETTLE_SECONDS = 2.0
 
 
-# ---- what goes in and what comes out -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitRequest:
-    """One chunk to transcribe; `job_id` when a job is already known (resume: wait for it, never re-post)."""
-
-    chunk: Chunk
-    job_id: str | None = None
-    speaker_config: dict[str, Any] | None = None
-    attempts: int = 0  # POST attempts already spent on `job_id` (from the state or the journal)
-
-
-@dataclass(frozen=True, slots=True)
-class JobKnown:
-    index: int
-    job_id: str
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkDone:
-    index: int
-    job_id: str
-    transcript: dict[str, Any]
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkFailed:
-    index: int
-    reason: str
-    job_id: str | None
-    attempts: int
-
-
-SubmitEvent = JobKnown | ChunkDone | ChunkFailed
-
-
-class FatalSubmitError(BytewaxSpeechmaticsError, RuntimeError):
-    """Submission cannot work at all (bad API key): the flow must stop."""
+# ---- errors inside the service ---------------------------------------------------------------------------------
 
 
 class ChunkFailure(Exception):
