@@ -29,6 +29,7 @@ from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.sink import OutMessage, ProducingSink
 from bytewax.speechmatics.connectors.logs import configure_logging
 from bytewax.speechmatics.connectors.metrics import SOURCE_ERRORS
+from bytewax.speechmatics.connectors.speechmatics.journal import shared_journal
 from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.decode import audio_input
 from bytewax.speechmatics.flows.realtime import normalize_realtime
@@ -141,7 +142,8 @@ def _with_endpoint(settings: Settings) -> Settings:
 
 def flow(tune: bool = False) -> Dataflow:
     """The dataflow for `python -m bytewax.run bytewax.speechmatics.flows.microbatch:flow` (Bytewax calls this
-    factory): settings from the environment, logging configured.
+    factory): settings from the environment, logging configured, and this process's index claimed (its job
+    journal opened: a second live process with the same index stops here, naming it).
 
     Args:
         tune: Also tune the process for the flow (`tune_runtime`: GC threshold, GIL switch interval). Process-wide,
@@ -154,6 +156,8 @@ def flow(tune: bool = False) -> Dataflow:
     try:
         settings = Settings.from_env()
         configure_logging(settings.logging)
+        sub = settings.submission
+        shared_journal(sub.journal_dir, sub.process_index, sub.journal_retention)  # claims the index, or stops
         if tune:
             tune_runtime(settings.run)
         return build_flow(settings)

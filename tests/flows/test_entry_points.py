@@ -64,3 +64,22 @@ def test_the_supervised_flow_process_tunes_its_process(tmp_path) -> None:  # noq
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tuning 12345 0.002" in proc.stdout
+
+
+def test_a_second_process_with_a_taken_index_stops_in_one_line_naming_it(tmp_path) -> None:  # noqa: ANN001
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys\nfrom bytewax.speechmatics.connectors.speechmatics.journal import JobJournal\n"
+        f"j = JobJournal({str(tmp_path)!r}, 1)\nprint('open', flush=True)\nsys.stdin.read()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = {"PATH": "/usr/bin:/bin", "BWSM_EMBEDDED_WORKER": "0", "SPEECHMATICS_API_KEY": "k",
+           "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "BWSM_JOURNAL_DIR": str(tmp_path)}
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        proc = subprocess.run([sys.executable, "-m", "bytewax.run", "bytewax.speechmatics.flows.microbatch:flow",
+                               "-i1", "-a", "127.0.0.1:1;127.0.0.1:2"], capture_output=True, text=True, env=env,
+                              timeout=60, check=False)
+    finally:
+        holder.communicate("", timeout=30)
+    assert proc.returncode != 0
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("bytewax-speechmatics: process index 1 is already taken: another live process holds")
