@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,13 +275,9 @@ class JobJournal:
                 self._commit(work)
             except Exception as exc:  # a full disk, a damaged file: every waiter hears it, no write is dropped silently
                 log.exception("journal write failed")
-                for _, _, done in work:
-                    if done is not None and not done.done():
-                        done.set_exception(exc)
+                _tell(work, exc)
             else:
-                for _, _, done in work:
-                    if done is not None:
-                        done.set_result(None)
+                _tell(work, None)
             if stop:
                 return
 
@@ -351,6 +347,18 @@ class JobJournal:
         for db in (self._db, self._reader, *self._others.values()):
             db.close()
         self._lock_file.close()
+
+
+def _tell(work: list[tuple[str, tuple, Future | None]], error: Exception | None) -> None:
+    """Acknowledge (or fail) the writes waited for; a waiter that gave up (a cancelled task) is skipped."""
+    for _, _, done in work:
+        if done is None:
+            continue
+        with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
 
 _journals: dict[tuple[Path, int], JobJournal] = {}

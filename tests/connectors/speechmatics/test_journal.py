@@ -310,3 +310,28 @@ def test_a_forget_while_a_record_is_syncing_cannot_fail_the_record(tmp_path: Pat
     writer.join(10)
     assert errors == []
     assert journal.lookup("c/0").job_id == "job-0"
+
+
+def test_a_waiter_that_gives_up_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """A fatal error cancels the submission loop's tasks while their writes are queued: the writer carries on."""
+    journal = JobJournal(tmp_path, 0)
+    gate = threading.Event()
+    commit = journal._commit  # noqa: SLF001
+
+    def held_commit(work: list) -> None:
+        gate.wait(10)
+        commit(work)
+
+    journal._commit = held_commit  # noqa: SLF001
+
+    async def cancel_one() -> None:
+        task = asyncio.ensure_future(journal.record_async("c/0", "job-0", "h"))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(cancel_one())
+    gate.set()
+    journal._job("c/1", "job-1", "h", 1).result(timeout=10)  # noqa: SLF001 - times out if the writer died
+    assert journal.lookup("c/0").job_id == "job-0"
+    journal.close()

@@ -53,7 +53,7 @@ def test_a_day_at_ten_posts_a_second_with_hourly_restarts_stays_bounded(tmp_path
     rows, size, most = simulate(tmp_path, retention)
     bound = POST_RATE * (retention + CHUNK_SECONDS + 2 * 60)  # + the done mark's delay and a sweep interval
     print(f"\njournal after {HOURS} h at {POST_RATE} POST/s, restarted hourly, retention {retention:.0f} s: "
-          f"{rows} entries, {size / 1e6:.1f} MB on disk (most entries at once {most}, bound {bound:.0f})")
+          f"{rows} entries, {size} bytes on disk (most entries at once {most}, bound {bound:.0f})")
     assert most <= bound
     assert rows <= bound
     assert size <= bound * 300  # bytes per row, page overhead and the write-ahead log included
