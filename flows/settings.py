@@ -1,8 +1,9 @@
 """The flow's one configuration: frozen dataclasses by concern, read from the environment in one place.
 
 `Settings()` is the built-in defaults; `Settings.from_env(env)` is the only function of the library that reads
-environment variables (the command line and the `flow` attribute of `flows.microbatch` call it). Operators take
-their group as an argument (`chunk_calls(..., config=settings.chunking)`) and never read the environment.
+environment variables (the command line and the `flow` factories of `flows.microbatch` and
+`flows.final_transcripts` call it). Operators take their group as an argument
+(`chunk_calls(..., config=settings.chunking)`) and never read the environment.
 
 Each field that a variable sets names it in its metadata (`env(...)`), so the README's table is checked against
 these dataclasses by a test, and a bad value raises one SettingsError naming the variable and what it allows.
@@ -77,8 +78,8 @@ class RunSettings:
     backup_seconds: int = 0
     #: Allocations between two young-generation garbage collections in the flow's process (BWSM_GC_THRESHOLD;
     #: 0 keeps Python's 700). A frame's headers are a dozen short-lived objects, so at Python's default the
-    #: collector runs every few dozen frames and cost a quarter of the ingest CPU. Set by the `microbatch:flow`
-    #: entry point (the process is ours there); a flow you build yourself keeps your process's setting.
+    #: collector runs every few dozen frames and cost a quarter of the ingest CPU. Set by the entry points
+    #: (`run`'s flow process, `microbatch:flow(tune=True)`); a flow you build yourself keeps your process's setting.
     gc_threshold: int = 100_000
     #: Seconds a thread may hold the GIL while another waits (BWSM_GIL_SWITCH_SECONDS; 0 keeps Python's 0.005).
     #: The submission loop thread does a system call per request step and must win the GIL back from the

@@ -10,10 +10,11 @@ PROBE = """
 import gc, sys, threading
 before = (gc.get_threshold(), sys.getswitchinterval(), threading.active_count())
 import bytewax.speechmatics.flows as flows
-from bytewax.speechmatics.flows import microbatch
-assert hasattr(microbatch, "flow") and callable(microbatch.flow)
-getattr(microbatch, "flow")
-dir(microbatch)
+from bytewax.speechmatics.flows import final_transcripts, microbatch
+for module in (microbatch, final_transcripts):
+    assert hasattr(module, "flow") and callable(module.flow)
+    getattr(module, "flow")
+    dir(module)
 after = (gc.get_threshold(), sys.getswitchinterval(), threading.active_count())
 print(before == after, before, after)
 """
