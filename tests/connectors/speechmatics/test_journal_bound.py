@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal
 from bytewax.speechmatics.flows.run_args import RunArgs
 from bytewax.speechmatics.flows.settings import replay_horizon
@@ -48,6 +50,7 @@ def simulate(directory: Path, retention: float) -> tuple[int, int, int]:
     return rows, size, most
 
 
+@pytest.mark.slow  # about 9 s of CPU: 864,000 POSTs
 def test_a_day_at_ten_posts_a_second_with_hourly_restarts_stays_bounded(tmp_path: Path) -> None:
     retention = replay_horizon(RunArgs(), 900.0)  # the default: 4510 running seconds
     rows, size, most = simulate(tmp_path, retention)
