@@ -55,20 +55,15 @@ async def raw_get(client: AsyncClient, path: str, params: dict[str, Any]) -> dic
     return await client._transport.get(path, params=params)  # noqa: SLF001
 
 
-def instrument(client: AsyncClient, on_request_sent: Any, pool_size: int) -> bool:
-    """Give the client's transport a session that reports each request's send (`on_request_sent()`), with a pool of
-    `pool_size` + POOL_HEADROOM connections, and cached User-Agent headers. False (and nothing changed) when the SDK's
-    internals are not as expected or its session exists already: the caller then spaces requests from grant time."""
+def instrument(client: AsyncClient, trace: aiohttp.TraceConfig, pool_size: int) -> bool:
+    """Give the client's transport a session with `trace` (the limiters' send clock), a pool of `pool_size` +
+    POOL_HEADROOM connections, and cached User-Agent headers. False (and nothing changed) when the SDK's internals
+    are not as expected or its session exists already: the caller then spaces requests from grant time."""
     transport = getattr(client, "_transport", None)
     if missing_internals(client) or transport._session is not None:  # noqa: SLF001
         log.info("SDK transport not instrumentable: POSTs are spaced from grant time only")
         return False
 
-    async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
-        on_request_sent()
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(on_headers_sent)
     conn = transport._conn_config  # noqa: SLF001
     timeout = aiohttp.ClientTimeout(total=conn.operation_timeout, connect=conn.connect_timeout)
     transport._session = aiohttp.ClientSession(  # noqa: SLF001

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 from speechmatics.batch import (
     AsyncClient,
     JobConfig,
@@ -219,7 +220,13 @@ class SubmitService:
         """Let the limiters space requests from their real send (sdk.instrument), with a connection pool sized to
         the jobs in flight; inside the loop, as aiohttp wants its session created there."""
         assert self._client is not None
-        if instrument(self._client, request_sent, self.settings.max_in_flight):
+
+        async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
+            request_sent()  # the limiter whose grant this task holds (see _request)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(on_headers_sent)
+        if instrument(self._client, trace, self.settings.max_in_flight):
             self._post_limiter.tracks_sends = self._get_limiter.tracks_sends = True
 
     def _demand(self) -> tuple[int, int]:
