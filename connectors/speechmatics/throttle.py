@@ -42,10 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,36 +60,6 @@ class ClusterPlace:
 
     processes: int
     index: int
-
-
-def _argv_value(argv: Sequence[str], short: str, long: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg in (short, long) and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(long + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _count_addresses(value: str) -> int:
-    return len([a for a in value.split(";") if a.strip()])
-
-
-def cluster_place(argv: Sequence[str], env: Mapping[str, str]) -> ClusterPlace:
-    """Learn the cluster size and this process's index from how `bytewax.run` was started (see module doc); called
-    by `Settings.from_env` with the process's command line and environment."""
-    index_raw = _argv_value(argv, "-i", "--process-id") or env.get("BYTEWAX_PROCESS_ID")
-    if index_raw is None and "BYTEWAX_POD_NAME" in env and "BYTEWAX_STATEFULSET_NAME" in env:
-        index_raw = env["BYTEWAX_POD_NAME"].replace(env["BYTEWAX_STATEFULSET_NAME"] + "-", "")
-    index = int(index_raw) if index_raw and index_raw.strip().isdigit() else 0
-    processes = 1
-    addresses = _argv_value(argv, "-a", "--addresses") or env.get("BYTEWAX_ADDRESSES")
-    if addresses:
-        processes = _count_addresses(addresses)
-    elif env.get("BYTEWAX_HOSTFILE_PATH") and os.path.exists(env["BYTEWAX_HOSTFILE_PATH"]):
-        with open(env["BYTEWAX_HOSTFILE_PATH"]) as hostfile:
-            processes = len([line for line in hostfile if line.strip()])
-    return ClusterPlace(processes=max(1, processes), index=index)
 
 
 def cluster_share(limit: float, place: ClusterPlace) -> float:

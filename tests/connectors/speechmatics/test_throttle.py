@@ -22,7 +22,6 @@ from bytewax.speechmatics.connectors.speechmatics.throttle import (
     ClusterPlace,
     RateLimiter,
     SpacedSchedule,
-    cluster_place,
     cluster_share,
     request_leaving,
 )
@@ -38,20 +37,6 @@ class FakeClock:
         return self.now
 
 
-
-
-def test_cluster_place_from_bytewax_run_arguments() -> None:
-    argv = ["bytewax.run", "flow:flow", "-i", "1", "-a", "h1:2101;h2:2101;h3:2101"]
-    assert cluster_place(argv, {}) == ClusterPlace(3, 1)
-    assert cluster_place(["x"], {"BYTEWAX_ADDRESSES": "a:1;b:1", "BYTEWAX_PROCESS_ID": "1"}) == ClusterPlace(2, 1)
-    assert cluster_place(["x"], {}) == ClusterPlace(1, 0)
-
-
-def test_cluster_place_from_helm_hostfile(tmp_path) -> None:
-    hostfile = tmp_path / "hosts"
-    hostfile.write_text("a:2101\nb:2101\n\n")
-    env = {"BYTEWAX_HOSTFILE_PATH": str(hostfile), "BYTEWAX_POD_NAME": "flow-1", "BYTEWAX_STATEFULSET_NAME": "flow"}
-    assert cluster_place(["x"], env) == ClusterPlace(2, 1)
 
 
 @given(limit=st.integers(1, 200), processes=st.integers(1, 300))
