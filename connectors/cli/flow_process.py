@@ -154,6 +154,14 @@ def main(argv: list[str]) -> int:
         kwargs = cli_kwargs(argv)
         from bytewax.run import cli_main
 
+        from bytewax.speechmatics.connectors.cli.operations import start as start_operations
+
+        try:
+            start_operations(argv)  # health thread; /live, /ready, /status with BWSM_ADMIN_PORT
+        except OSError as exc:
+            print(f"flow: cannot serve the admin endpoint (BWSM_ADMIN_PORT): {exc}", file=sys.stderr, flush=True)
+            return 2
+
         global _flow_running  # noqa: PLW0603 - read by the signal handler
         _flow_running = True
         cli_main(kwargs.pop("flow"), **kwargs)

@@ -10,7 +10,8 @@ Semantics are those of KafkaSource: one Bytewax partition per Kafka partition, o
 recovery state (no consumer group, no commits), resume from the snapshot's offset, EOF only when `tail` is off.
 Consumer errors other than EOF are reported to `on_error` and skipped (never raised): a broker hiccup must not
 stop the flow, and librdkafka retries on its own. Consumer lag is published about once a second in Bytewax's own
-gauge (`bytewax_kafka_consumer_lag{step_id, topic, partition}`), from the high watermark of the last fetch.
+gauge (`bytewax_kafka_consumer_lag{step_id, topic, partition}`), from the high watermark of the last fetch, and
+each partition's position goes to connectors/kafka/lag.py for the lag in seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
+
+from bytewax.speechmatics.connectors.health import HEALTH
+from bytewax.speechmatics.connectors.kafka.lag import POSITIONS
 
 X = TypeVar("X")
 #: Turns one consumed batch (raw `confluent_kafka.Message`s, none of them an error) into dataflow items.
@@ -91,11 +95,11 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
                     self._on_error(self._topic, self._partition, error)
         if good:
             self._offset = good[-1].offset() + 1
-            self._report_lag()
+            self._report_lag(good[-1])
             return self._convert(good)
         return []
 
-    def _report_lag(self) -> None:
+    def _report_lag(self, last: Any) -> None:
         now = time.monotonic()
         if now - self._lag_at < 1.0:
             return
@@ -103,6 +107,8 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
         _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
         if high >= 0:
             self._lag.set(max(0, high - self._offset))
+        _kind, written_ms = last.timestamp()
+        POSITIONS.read(self._topic, self._partition, self._offset, high, max(0, written_ms) / 1000, time.time())
 
     def snapshot(self) -> int:
         return self._offset
@@ -166,5 +172,6 @@ class BatchKafkaSource(FixedPartitionedSource[X, int], Generic[X]):
             **self._add_config,
         }
         offset = self._starting_offset if resume_state is None else resume_state
+        HEALTH.partitions_built()
         return _BatchPartition(step_id, config, topic, int(index), offset, self._batch_size, self._convert,
                                self._on_error, self._pace)
