@@ -10,7 +10,7 @@ import json
 import re
 
 import yaml
-from conftest import DEPLOY
+from ops_tools import DEPLOY
 from prometheus_client import REGISTRY
 
 import bytewax.speechmatics.connectors.kafka.source  # noqa: F401 - registers Bytewax's consumer-lag gauge

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEPLOY
+from ops_tools import DEPLOY
 
 pytestmark = pytest.mark.tools
 CHART = DEPLOY / "helm" / "bytewax-speechmatics"

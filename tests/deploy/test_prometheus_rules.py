@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DEPLOY
+from ops_tools import DEPLOY
 
 pytestmark = pytest.mark.tools
 RULES = DEPLOY / "prometheus" / "alerts.yml"
