@@ -8,6 +8,13 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # -- input --
 SOURCE_ERRORS = Counter("bwsm_kafka_source_errors_total", "Errors reported by the Kafka consumers", ["step"])
+SOURCE_OFFSETS_SKIPPED = Counter("bwsm_source_offsets_skipped_total",
+                                 "Offsets a source partition never read: gone from the topic (retention, "
+                                 "delete_records) or skipped by BWSM_SOURCE_OFFSET_RESET=latest",
+                                 ["topic", "partition"])
+SOURCE_PARTITIONS_UNREAD = Gauge("bwsm_source_partitions_unread",
+                                 "Partitions added to a source topic since the flow started: read after a restart",
+                                 ["topic"])
 #: Every stage that refuses input counts it here, labelled by stage (never by call id: unbounded).
 DEAD_LETTERS = Counter("bwsm_dead_letters_total", "Messages or chunks sent to the dead-letter topic", ["stage"])
 

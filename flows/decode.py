@@ -23,6 +23,7 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from confluent_kafka import OFFSET_BEGINNING
 
 from bytewax.speechmatics.connectors.kafka.source import DEFAULT_BATCH_SIZE, DEFAULT_PACE, BatchKafkaSource
+from bytewax.speechmatics.connectors.kafka.source_rules import DEFAULT_OFFSET_RESET
 from bytewax.speechmatics.connectors.logs import fields
 from bytewax.speechmatics.connectors.metrics import DEAD_LETTERS, SOURCE_ERRORS
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
@@ -220,13 +221,18 @@ def decode_frames(step_id: str, up: Stream[SourceMessage], config: DecodeSetting
 def audio_input(step_id: str, flow: Dataflow, *, brokers: Sequence[str], topics: Sequence[str],
                 config: DecodeSettings | None = None, add_config: dict | None = None,
                 batch_size: int = DEFAULT_BATCH_SIZE, pace: float = DEFAULT_PACE, tail: bool = True,
-                starting_offset: int = OFFSET_BEGINNING) -> StageOut[Frames]:
+                starting_offset: int = OFFSET_BEGINNING,
+                offset_reset: str = DEFAULT_OFFSET_RESET) -> StageOut[Frames]:
     """Read `calls.audio` from Kafka and decode it in the same step: the fast way in (no message object per frame).
 
     Equivalent to `kafka.operators.input` followed by `decode_frames`, but each consumed batch is decoded where it
     is read and a call's frames of that batch travel as one item. Offsets are kept in Bytewax's recovery state,
-    so a resumed run re-reads exactly what the last snapshot had not seen. Consumer errors are logged and counted
-    (`bwsm_kafka_source_errors_total`), never raised.
+    so a resumed run re-reads exactly what the last snapshot had not seen. Retriable consumer errors are logged
+    (at most one line per partition per 10 s) and counted (`bwsm_kafka_source_errors_total`); refused credentials
+    or ACLs and a deleted topic stop the flow (KafkaSourceError, one line). Offsets gone from the topic when a
+    partition reads on are skipped as `offset_reset` says, logged and counted
+    (`bwsm_source_offsets_skipped_total`); partitions added while the flow runs are reported, and read after a
+    restart (connectors/kafka/source.py).
 
     Args:
         step_id: Unique ID.
@@ -242,6 +248,9 @@ def audio_input(step_id: str, flow: Dataflow, *, brokers: Sequence[str], topics:
             as fast as possible.
         tail: Keep reading at the end (False: stop there, for backfills and benchmarks).
         starting_offset: Where a partition without recovery state starts.
+        offset_reset: When the offset a partition should read next is gone (retention, downtime): `earliest`
+            reads on from the earliest retained offset, `latest` jumps to the end, `error` stops the flow
+            (BWSM_SOURCE_OFFSET_RESET).
 
     Returns:
         `StageOut`: `oks` are `(call_id, [AudioFrame | CallStart, ...])`, a call's messages of one batch in
@@ -259,10 +268,10 @@ def audio_input(step_id: str, flow: Dataflow, *, brokers: Sequence[str], topics:
     def convert(messages: list[Any]) -> list[tuple[str, Frames] | DeadLetter]:
         return group_consumed(messages, cfg.max_frame_seconds, cfg.max_record_bytes)
 
-    def report(topic: str, partition: int, error: object) -> None:
-        errors.inc()
-        log.warning("kafka consumer error on %s[%d]: %s", topic, partition, error)
+    def count(_topic: str, _partition: int, _error: object) -> None:
+        errors.inc()  # the source logs it (rate-limited)
 
     source = BatchKafkaSource(brokers, topics, convert, tail=tail, starting_offset=starting_offset,
-                              add_config=add_config, batch_size=batch_size, on_error=report, pace=pace)
+                              add_config=add_config, batch_size=batch_size, on_error=count, pace=pace,
+                              offset_reset=offset_reset)
     return split_letters("out", op.input("read", flow, source))

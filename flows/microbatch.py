@@ -43,9 +43,15 @@ log = logging.getLogger(__name__)
 
 
 def kafka_input(flow: Dataflow, step_id: str, topic: str, kafka: KafkaSettings) -> Stream[KafkaSourceMessage]:
-    """Consume one topic (one Bytewax partition per Kafka partition); consumer errors are logged and counted."""
-    kin = kop.input(step_id, flow, brokers=kafka.brokers, topics=[topic], add_config=dict(kafka.properties),
-                    batch_size=kafka.source_batch_size)
+    """Consume one topic (one Bytewax partition per Kafka partition); consumer errors are logged and counted.
+
+    Bytewax's KafkaSource leaves librdkafka's `auto.offset.reset` (`latest`: a gone offset jumps to the end); here
+    it follows BWSM_SOURCE_OFFSET_RESET (`error` reads as `earliest`: this source cannot stop on it), without the
+    audio source's count of what was skipped.
+    """
+    reset = "latest" if kafka.source_offset_reset == "latest" else "earliest"
+    kin = kop.input(step_id, flow, brokers=kafka.brokers, topics=[topic],
+                    add_config={"auto.offset.reset": reset, **kafka.properties}, batch_size=kafka.source_batch_size)
 
     def report(_step: str, err: object) -> None:
         SOURCE_ERRORS.labels(step=step_id).inc()
@@ -72,8 +78,9 @@ def dead_letter_message(topic: str, max_record_bytes: int, letter: DeadLetter) -
 def build_flow(settings: Settings | None = None) -> Dataflow:
     """The whole micro-batch dataflow, Kafka in and out.
 
-    With no API key in `settings.submission` and `settings.worker.embedded` (the default), this process's local
-    worker is started here (it needs the `[worker]` extra for the whisper engine) and submission is pointed at it.
+    With neither an API key nor a batch URL in `settings.submission` and `settings.worker.embedded` (the default),
+    this process's local worker is started here (it needs the `[worker]` extra for the whisper engine) and
+    submission is pointed at it. A batch URL of a self-hosted worker needs no key.
 
     Args:
         settings: Every setting; the built-in defaults when omitted (`Settings.from_env()` reads the environment).
@@ -83,6 +90,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
 
     Raises:
         WorkerUnavailable: no API key, and the local worker cannot be started (its engine is not installed).
+        SettingsError: the Speechmatics SaaS would be called without a key.
 
     Example:
         >>> from bytewax.speechmatics.flows import Settings, build_flow
@@ -97,7 +105,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     kafka = settings.kafka
     frames = audio_input("audio_in", flow, brokers=kafka.brokers, topics=[topics.audio], config=decoding,
                          add_config=dict(kafka.properties), batch_size=kafka.source_batch_size,
-                         pace=kafka.source_pace_seconds)
+                         pace=kafka.source_pace_seconds, offset_reset=kafka.source_offset_reset)
     chunks = chunk_calls("chunk", frames.oks, settings.chunking)
     results = transcribe_chunks("transcribe", chunks.oks, settings.submission)
     stitched = stitch_calls("stitch", results.oks, settings.stitching)
@@ -131,8 +139,8 @@ def tune_runtime(run: RunSettings) -> None:
 
 
 def _with_endpoint(settings: Settings) -> Settings:
-    """Point submission at the embedded local worker when no API key is set (and it is not turned off)."""
-    if settings.submission.api_key or not settings.worker.embedded:
+    """Point submission at the embedded local worker when neither an API key nor a URL is set (and it is not off)."""
+    if settings.submission.api_key or settings.submission.batch_url or not settings.worker.embedded:
         return settings
     from bytewax.speechmatics.connectors.worker.embedded import start_embedded_worker
 

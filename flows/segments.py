@@ -6,6 +6,9 @@ Every builder validates what it returns against the schema.
 
 Every event of a call that has metadata (its start message's) carries it as `metadata`; events of calls without
 one have no such field, exactly as before schema 1.1.
+
+A segment's `transcript` is its words as display text; with channel diarization (words carry a `channel`) one line
+per turn of one channel, `agent: ...` (`schemas/punctuation.py`), never two parties' words interleaved.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from bytewax.speechmatics.flows.stitching import TIME_DECIMALS, UNDETERMINED_LAN
 from bytewax.speechmatics.schemas.call_start import CallSettings
 from bytewax.speechmatics.schemas.chunks import CallStarted
 from bytewax.speechmatics.schemas.events import SCHEMA_VERSION, Event, event_id, validate_event
+from bytewax.speechmatics.schemas.punctuation import transcript_text
 
 BATCH, REALTIME = "batch", "realtime"
 
@@ -35,8 +39,6 @@ class Produced:
 
     event: Event
     closed_at: float | None = None
-_GLUE_BEFORE = ("previous", "both")  # no space before such punctuation
-_GLUE_AFTER = ("next", "both")  # no space after
 
 
 def _t(seconds: float) -> float:
@@ -68,19 +70,6 @@ def word_dict(token: Token, start: float, end: float) -> dict[str, Any]:
 
 def words_of(units: Iterable[Unit]) -> list[dict[str, Any]]:
     return [word_dict(t, s, e) for unit in units for t, s, e in _placed(unit)]
-
-
-def display_text(words: Sequence[dict[str, Any]]) -> str:
-    """Words joined with spaces; punctuation glued to the side it attaches to."""
-    parts: list[str] = []
-    glue_next = True
-    for word in words:
-        attaches = word.get("attaches_to") if word["type"] == "punctuation" else None
-        if parts and not glue_next and attaches not in _GLUE_BEFORE:
-            parts.append(" ")
-        parts.append(word["text"])
-        glue_next = attaches in _GLUE_AFTER
-    return "".join(parts)
 
 
 def _speakers(words: Iterable[dict[str, Any]]) -> list[str]:
@@ -151,7 +140,7 @@ def batch_segment(release: Release) -> Event:
         "event_id": batch_event_id(span.call_id, span.index, release.part),
         "call_id": span.call_id, "type": "segment", "source": BATCH, "is_final": True,
         "start_time": _t(start), "end_time": _t(end),
-        "transcript": display_text(words), "words": words, "speakers": _speakers(words),
+        "transcript": transcript_text(words), "words": words, "speakers": _speakers(words),
         "language": release.language, "channel": None,
         "job": {"id": release.job_id, "chunk_index": span.index, "chunk_start": _t(span.start_time),
                 "chunk_end": _t(span.end_time), "attempts": max(0, release.attempts),
@@ -181,7 +170,7 @@ def realtime_segment(call_id: str, segment_id: str, *, is_final: bool, start: fl
     event = {
         "schema_version": SCHEMA_VERSION, "event_id": event_id(call_id, REALTIME, segment_id),
         "call_id": call_id, "type": "segment", "source": REALTIME, "is_final": is_final,
-        "start_time": _t(start), "end_time": _t(max(start, end)), "transcript": display_text(words),
+        "start_time": _t(start), "end_time": _t(max(start, end)), "transcript": transcript_text(words),
         "words": words, "speakers": _speakers(words), "language": language, "channel": channel,
     }
     return validate_event(event, where=f"real-time segment {segment_id} of call {call_id}")

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings, properties_from
+from bytewax.speechmatics.connectors.kafka.source_rules import OFFSET_RESETS
 from bytewax.speechmatics.connectors.logs import LoggingSettings
 from bytewax.speechmatics.connectors.speechmatics.journal import default_journal_dir
 from bytewax.speechmatics.connectors.speechmatics.settings import (
@@ -251,6 +252,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("KAFKA_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers", _text),
     _v("BWSM_SOURCE_BATCH_SIZE", "kafka", "source_batch_size", _COUNT),
     _v("BWSM_SOURCE_PACE_SECONDS", "kafka", "source_pace_seconds", _NONNEG),
+    _v("BWSM_SOURCE_OFFSET_RESET", "kafka", "source_offset_reset", _choice(*OFFSET_RESETS)),
     _v("BWSM_AUDIO_TOPIC", "topics", "audio", _text),
     _v("BWSM_RT_TOPIC", "topics", "realtime", _text),
     _v("BWSM_TRANSCRIPT_TOPIC", "topics", "transcripts", _text),

@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bytewax.speechmatics.schemas import punctuation
 from bytewax.speechmatics.schemas.call_start import NO_SETTINGS, CallSettings
 from bytewax.speechmatics.schemas.chunks import ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.errors import ContractError
@@ -215,26 +216,19 @@ def transcript_language(transcript: Mapping[str, Any], tokens: Iterable[Token] =
 
 
 def group_units(tokens: list[Token]) -> list[Unit]:
-    """Attach punctuation to its word: `next` to the following word, anything else to the preceding one.
+    """Attach punctuation to a word of its own channel (`schemas/punctuation.py`): `next` to the channel's
+    following word, anything else to its preceding one; a mark takes its word's speaker.
 
-    Punctuation with no word to attach to stands alone (a unit of its own, never paired).
+    Punctuation with no word of its channel to attach to stands alone (a unit of its own, never paired).
     """
-    units: list[Unit] = []
-    waiting: list[Token] = []  # `next` punctuation before its word
-    for token in tokens:
-        if token.kind == "word":
-            units.append(Unit(token, before=tuple(waiting)))
-            waiting = []
-        elif token.attaches_to == "next":
-            waiting.append(token)
-        elif units and not waiting:
-            last = units[-1]
-            units[-1] = replace(last, after=(*last.after, token))
-        else:
-            units.extend(Unit(t) for t in waiting)
-            waiting = []
-            units.append(Unit(token))
-    units.extend(Unit(t) for t in waiting)
+    units = []
+    for tokens_of in punctuation.group(tokens, is_word=lambda t: t.kind == "word",
+                                       attaches_to=lambda t: t.attaches_to, channel=lambda t: t.channel):
+        host = next((t for t in tokens_of if t.kind == "word"), tokens_of[0])
+        marks = [t if t is host or t.speaker == host.speaker else replace(t, speaker=host.speaker)
+                 for t in tokens_of]
+        at = tokens_of.index(host)
+        units.append(Unit(marks[at], before=tuple(marks[:at]), after=tuple(marks[at + 1:])))
     return units
 
 
@@ -249,7 +243,9 @@ def chunk_units(result: ChunkResult) -> tuple[list[Unit], str]:
 
 
 def sort_units(units: Iterable[Unit]) -> list[Unit]:
-    return sorted(units, key=lambda u: (u.host.start, u.host.end))
+    """By start time; units that start together keep their order (a channel's own order: an engine that clamps
+    a word's start to the one before it must not see the two swapped by their ends)."""
+    return sorted(units, key=lambda u: u.host.start)
 
 
 # --------------------------------------------------------------------------------------------- the seam
@@ -520,12 +516,16 @@ def join_seam(tail: Tail, span: ChunkSpan, units: list[Unit], settings: StitchSe
             if i in merged or decided_old.get(i, h.host.mid < cut_of.get(h.host.channel, middle))]
     kept_old = [merged.get(i, held[i]) for i in kept]
     left_units = sort_units([*tail.context, *kept_old])
-    repeats = _seam_repeats(left_units, [units[n] for n in kept_new], a, b, settings.seam_tolerance)
+    taken: set[int] = set()
+    for channel in dict.fromkeys(units[n].host.channel for n in kept_new):  # each channel's own seam
+        mine = [n for n in kept_new if units[n].host.channel == channel]
+        repeats = _seam_repeats([u for u in left_units if u.host.channel == channel], [units[n] for n in mine],
+                                a, b, settings.seam_tolerance)
+        taken.update(mine[repeats:])
     # Order: the previous chunk's words in its order up to the hand-over, then the new chunk's in its order
     # (a pair merged after the hand-over takes its new copy's place).
     late = {merged_from[i]: i for i in kept if i in merged
             and merged[i].host.mid >= cut_of.get(merged[i].host.channel, middle)}
-    taken = set(kept_new[repeats:])
     before = [merged.get(i, held[i]) for i in kept if i not in late.values()]
     after = [merged[late[n]] if n in late else units[n] for n in range(len(units)) if n in late or n in taken]
     return _in_order(before, after)

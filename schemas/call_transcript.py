@@ -10,7 +10,9 @@ as the README states them in five lines:
    of such a span is replaced by the batch words.
 3. Elsewhere (before the batch result lands, or where a chunk failed: `error` set, no span) real-time finals stand,
    and real-time partials count only past the `end_time` of their channel's latest final.
-4. Words are ordered by time, each with the punctuation attached to it; a turn is a run of one speaker's words.
+4. Each channel is its own timeline (`schemas/punctuation.py`): a punctuation mark belongs to a word of its own
+   channel (with that word's speaker, at a time inside it). Words are ordered by time, channels interleaved; a
+   turn is a run of one speaker's words on one channel; words without a speaker form paragraphs.
 5. The call is complete when a batch `call_completed` is applied, every chunk it counts has its segment and every
    word it counts is present; `call_started`, `utterance_end` and unknown types add no words, and `metadata` is read
    from the events that carry it.
@@ -34,6 +36,15 @@ from typing import Any
 import orjson
 
 from bytewax.speechmatics.schemas.errors import ContractError
+from bytewax.speechmatics.schemas.punctuation import (
+    display_text,
+    host_of,
+    label_of,
+    placed,
+    runs,
+    turn_key,
+    word_groups,
+)
 
 DOCUMENT_VERSION = "1.0"
 DOCUMENT_SCHEMA_FILE = "call_transcript.schema.json"
@@ -41,15 +52,16 @@ DOCUMENT_SCHEMA_FILE = "call_transcript.schema.json"
 EVENT_MAJOR = "1"
 BATCH, REALTIME = "batch", "realtime"
 SEGMENT, COMPLETED, STARTED = "segment", "call_completed", "call_started"
+_EPS = 1e-3  # seconds: a stray mark this close to a word's edge belongs to it
 UNDETERMINED_LANGUAGE = "und"
 #: Caption cues: at most this many characters (two lines of 42) and seconds.
 CUE_CHARS, CUE_SECONDS, LINE_CHARS = 84, 7.0, 42
+#: Words without a speaker: a new paragraph after a sentence end and this long a pause (s), or at most this long.
+PARAGRAPH_PAUSE, PARAGRAPH_SECONDS = 1.0, 30.0
 
 Event = dict[str, Any]
 Word = dict[str, Any]
 
-_GLUE_BEFORE = ("previous", "both")  # no space before such punctuation
-_GLUE_AFTER = ("next", "both")  # no space after it
 _SOURCE_RANK = {BATCH: 0, REALTIME: 1}
 
 
@@ -72,7 +84,8 @@ class _Unit:
 
     words: tuple[Word, ...]
     host: Word
-    order: tuple[Any, ...]  # sort key: host times, then where it came from
+    order: tuple[Any, ...]  # sort key: host start, then where it came from (an event keeps its own order)
+    channel: Any = None  # the word's channel, else its event's
 
     @property
     def mid(self) -> float:
@@ -153,14 +166,20 @@ class CallTranscript:
 
     @property
     def turns(self) -> list[Turn]:
+        """Runs of one speaker on one channel (labelled by the speaker, else the channel); a call without speakers
+        in paragraphs (see `_paragraphs`)."""
         return [Turn(speaker, units[0].host["start_time"], max(u.host["end_time"] for u in units),
                      display_text(w for u in units for w in u.words))
                 for speaker, units in self._turn_units()]
 
     @property
     def text(self) -> str:
-        """The whole call as display text (punctuation attached, no speaker labels)."""
-        return display_text(w for unit in self._built().units for w in unit.words)
+        """The whole call as display text, punctuation attached: without labels, or with channel diarization
+        (words carry a `channel`) one line per turn, `agent: ...`, as a segment's `transcript`."""
+        units = self._built().units
+        if any(u.host.get("channel") is not None for u in units):
+            return "\n".join(f"{t.speaker}: {t.text}" if t.speaker else t.text for t in self.turns)
+        return display_text(w for unit in units for w in unit.words)
 
     @property
     def speakers(self) -> list[str]:
@@ -299,11 +318,9 @@ class CallTranscript:
 
     def _turn_units(self) -> list[tuple[str | None, list[_Unit]]]:
         turns: list[tuple[str | None, list[_Unit]]] = []
-        for unit in self._built().units:
-            speaker = unit.host.get("speaker")
-            if not turns or turns[-1][0] != speaker:
-                turns.append((speaker, []))
-            turns[-1][1].append(unit)
+        for run in runs(self._built().units, lambda u: turn_key(u.host)):
+            label = label_of(run[0].host)
+            turns.extend((label, part) for part in ([run] if label is not None else _paragraphs(run)))
         return turns
 
     def _cues(self, max_chars: int, max_seconds: float) -> list[tuple[float, float, str | None, str]]:
@@ -328,7 +345,7 @@ class CallTranscript:
                 current.append(unit)
             if current:
                 cues.append(_cue(speaker, current))
-        return cues
+        return _one_at_a_time(cues)
 
 
 # ---------------------------------------------------------------------------------------------------- building
@@ -346,41 +363,86 @@ def _build(events: Iterable[Event]) -> _View:
         channel = event.get("channel")
         last_final[channel] = max(last_final.get(channel, 0.0), event["end_time"])
     kept_batch = [u for e in batch for u in _units_of(e)]
-    kept_finals = [u for e in finals for u in _units_of(e) if not covered.covers(u.mid)]
+    heard = _Heard(kept_batch)
+    kept_finals = [u for e in finals for u in _units_of(e) if not covered.covers(u.mid) and not heard.again(u)]
     kept_partials = [u for e in partials for u in _units_of(e)
-                     if not covered.covers(u.mid) and u.mid >= last_final.get(e.get("channel"), float("-inf"))]
+                     if not covered.covers(u.mid) and u.mid >= last_final.get(e.get("channel"), float("-inf"))
+                     and not heard.again(u)]
 
     def count(units: list[_Unit]) -> int:
         return sum(1 for u in units for w in u.words if w["type"] == "word")
 
     units = sorted([*kept_batch, *kept_finals, *kept_partials], key=lambda u: u.order)
-    return _View(tuple(units), count(kept_batch), count(kept_finals), count(kept_partials))
+    return _View(tuple(_regrouped(units)), count(kept_batch), count(kept_finals), count(kept_partials))
+
+
+def _regrouped(units: list[_Unit]) -> list[_Unit]:
+    """The kept units with their marks placed inside their words, and every stray mark (one its event carried
+    without its word: a real-time message can end before the mark of its last word) joined to the word of its
+    channel it belongs to: the neighbour on its side whose time holds it. A stray mark whose word is not kept (a
+    batch segment replaced it, with its own marks) is dropped, never shown alone or on another word."""
+    words: list[list[Word]] = [list(u.words) for u in units]
+    last_word: dict[Any, int] = {}
+    waiting: dict[Any, list[int]] = {}  # channel -> stray `next` marks (unit indexes) before its next word
+    keep = [True] * len(units)
+    for n, unit in enumerate(units):
+        ch = unit.channel
+        if unit.host["type"] == "word":
+            for k in waiting.pop(ch, []):
+                _join(words, k, n, front=True)
+                keep[k] = False
+            last_word[ch] = n
+        elif unit.host.get("attaches_to") == "next":
+            waiting.setdefault(ch, []).append(n)
+        else:
+            if ch in last_word:
+                _join(words, n, last_word[ch], front=False)
+            keep[n] = False
+    out = []
+    for n, unit in enumerate(units):
+        if keep[n] and unit.host["type"] == "word":
+            out.append(_Unit(tuple(placed(words[n])), unit.host, unit.order, unit.channel))
+    return out
+
+
+def _join(words: list[list[Word]], stray: int, word: int, front: bool) -> None:
+    """Join the stray marks of unit `stray` to unit `word` when the word's time holds them and it has no such mark
+    yet (a mark both carry counts once)."""
+    host = host_of(words[word])
+    for mark in words[stray]:
+        inside = host["start_time"] - _EPS <= mark["start_time"] <= host["end_time"] + _EPS
+        if inside and all(w["text"] != mark["text"] or w is host for w in words[word]):
+            words[word] = [mark, *words[word]] if front else [*words[word], mark]
 
 
 def _units_of(event: Event) -> list[_Unit]:
-    """The event's words grouped the way the flow groups them: `next` punctuation joins the following word, other
-    punctuation the preceding one; punctuation with no word stands alone."""
-    groups: list[list[Word]] = []
-    waiting: list[Word] = []
-    for word in event["words"]:
-        if word["type"] == "word":
-            groups.append([*waiting, word])
-            waiting = []
-        elif word.get("attaches_to") == "next":
-            waiting.append(word)
-        elif groups and not waiting:
-            groups[-1].append(word)
-        else:
-            groups.extend([w] for w in waiting)
-            waiting = []
-            groups.append([word])
-    groups.extend([w] for w in waiting)
+    """The event's words grouped the way the flow groups them (`schemas/punctuation.py`: per channel, a mark
+    with a word of its own channel)."""
     where = (_SOURCE_RANK.get(event["source"], 9), event["start_time"], event["event_id"])
     out = []
-    for n, group in enumerate(groups):
-        host = next((w for w in group if w["type"] == "word"), group[0])
-        out.append(_Unit(tuple(group), host, (host["start_time"], host["end_time"], *where, n)))
+    for n, words in enumerate(word_groups(event["words"])):
+        host = host_of(words)
+        channel = host.get("channel", event.get("channel"))
+        out.append(_Unit(tuple(words), host, (host["start_time"], *where, n), channel))
     return out
+
+
+class _Heard:
+    """The batch words per channel and text, so that a real-time copy of one (at the edge of a failed chunk, where
+    the batch words of the chunk before end and real-time words stand) is not shown twice."""
+
+    def __init__(self, units: Iterable[_Unit]) -> None:
+        self.times: dict[tuple[Any, str], list[tuple[float, float]]] = {}
+        for unit in units:
+            if unit.host["type"] == "word":
+                key = (unit.channel, unit.host["text"].casefold())
+                self.times.setdefault(key, []).append((unit.host["start_time"], unit.host["end_time"]))
+
+    def again(self, unit: _Unit) -> bool:
+        """A real-time word that a batch word of its channel, with its text, overlaps in time."""
+        host = unit.host
+        times = self.times.get((unit.channel, host["text"].casefold()), ())
+        return host["type"] == "word" and any(min(e, host["end_time"]) > max(s, host["start_time"]) for s, e in times)
 
 
 class _Spans:
@@ -479,24 +541,45 @@ def _check_segment(event: Event, where: str) -> None:
 # ---------------------------------------------------------------------------------------------------- text
 
 
-def display_text(words: Iterable[Mapping[str, Any]]) -> str:
-    """Words joined with spaces; punctuation glued to the side it attaches to."""
-    parts: list[str] = []
-    glue_next = True
-    for word in words:
-        attaches = word.get("attaches_to") if word["type"] == "punctuation" else None
-        if word["type"] == "punctuation" and attaches is None:
-            attaches = "previous"
-        if parts and not glue_next and attaches not in _GLUE_BEFORE:
-            parts.append(" ")
-        parts.append(word["text"])
-        glue_next = attaches in _GLUE_AFTER
-    return "".join(parts)
+def _paragraphs(units: list[_Unit]) -> list[list[_Unit]]:
+    """Words without a speaker as paragraphs: a new one after a sentence's end followed by a pause of
+    PARAGRAPH_PAUSE seconds or more, and before a paragraph would last over PARAGRAPH_SECONDS (at its latest
+    sentence end, else before the word that would make it too long)."""
+    out: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    for unit in units:
+        if current:
+            last = current[-1]
+            if _ends_sentence(last) and unit.host["start_time"] - last.host["end_time"] >= PARAGRAPH_PAUSE:
+                out.append(current)
+                current = []
+            elif unit.host["end_time"] - current[0].host["start_time"] > PARAGRAPH_SECONDS:
+                cut = max((n + 1 for n, u in enumerate(current[:-1]) if _ends_sentence(u)), default=len(current))
+                out.append(current[:cut])
+                current = current[cut:]
+        current.append(unit)
+    if current:
+        out.append(current)
+    return out
 
 
 def _ends_sentence(unit: _Unit) -> bool:
     last = unit.words[-1]
     return last["type"] == "punctuation" and (bool(last.get("is_eos")) or last["text"] in (".", "?", "!"))
+
+
+def _one_at_a_time(cues: list[tuple[float, float, str | None, str]]) -> list[tuple[float, float, str | None, str]]:
+    """Each speaker's cue ends where that speaker's next cue starts (a recogniser may time a word to end after the
+    next one starts): one party's captions never overlap each other; two parties' overlap where they both talk."""
+    out = list(cues)
+    following: dict[str | None, int] = {}
+    for n in range(len(out) - 1, -1, -1):
+        start, end, speaker, text = out[n]
+        later = following.get(speaker)
+        if later is not None and start < out[later][0] < end:
+            out[n] = (start, out[later][0], speaker, text)
+        following[speaker] = n
+    return out
 
 
 def _cue(speaker: str | None, units: list[_Unit]) -> tuple[float, float, str | None, str]:

@@ -113,18 +113,11 @@ def _call_settings(event: Event) -> str:
 
 
 def speaker_turns(event: Event) -> list[tuple[str, str]]:
-    """Consecutive words of one speaker joined into display text, punctuation attached."""
-    turns: list[tuple[str, list[str]]] = []
-    for word in event["words"]:
-        who = word.get("speaker") or "?"
-        if not turns or turns[-1][0] != who:
-            turns.append((who, []))
-        parts = turns[-1][1]
-        if word["type"] == "punctuation" and parts:
-            parts[-1] += word["text"]
-        else:
-            parts.append(word["text"])
-    return [(who, " ".join(parts)) for who, parts in turns]
+    """The event's turns (one speaker on one channel, punctuation with a word of its own channel), as the read
+    side groups them (`schemas/punctuation.py`); `?` for words without a speaker."""
+    from bytewax.speechmatics.schemas import punctuation
+
+    return [(label or "?", text) for label, text in punctuation.speaker_turns(event["words"])]
 
 
 def _command(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bytewax.speechmatics.connectors.kafka.source import DEFAULT_BATCH_SIZE, DEFAULT_PACE
+from bytewax.speechmatics.connectors.kafka.source_rules import DEFAULT_OFFSET_RESET
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
 CLIENT_LOGGER = "bytewax.speechmatics.librdkafka"
@@ -47,6 +48,8 @@ class KafkaSettings:
     #: Seconds a busy, caught-up audio partition waits before it is read again (batches a call's frames; see
     #: audio_input).
     source_pace_seconds: float = DEFAULT_PACE
+    #: What an audio partition does when the offset it should read next is gone: earliest, latest or error.
+    source_offset_reset: str = DEFAULT_OFFSET_RESET
 
     @property
     def brokers(self) -> list[str]:

@@ -12,12 +12,12 @@ from bytewax.speechmatics.flows.segments import (
     batch_event_id,
     batch_segment,
     call_completed,
-    display_text,
     realtime_segment,
 )
 from bytewax.speechmatics.flows.stitching import Completion, Release, Token, Unit
 from bytewax.speechmatics.schemas.chunks import ChunkSpan
 from bytewax.speechmatics.schemas.events import decode_event, encode_event, event_id
+from bytewax.speechmatics.schemas.punctuation import display_text
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "transcript_event.schema.json").read_text())
 SPAN = ChunkSpan("call-s", 2, 16000 * 59, 16000 * 90, 4800, 16000, "pcm_s16le", 1, gaps_filled=1, closed_at=5.0)
