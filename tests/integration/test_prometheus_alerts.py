@@ -1,5 +1,6 @@
 """The lag alert with a real Prometheus server (built from the Go module proxy) scraping a real flow on the real
 broker: audio keeps arriving; the flow is stopped and the alert fires; the flow is restarted and it resolves.
+On the way, the flow process answers /ready (200: every check passed) and /status on its admin port.
 
 The rule is the production rule of deploy/prometheus/alerts.yml with a 4 s threshold and a 2 s `for` instead of
 2 and 5 minutes (same expression otherwise); Prometheus scrapes and evaluates every second.
@@ -121,6 +122,8 @@ def test_the_lag_alert_fires_while_the_flow_is_stopped_and_resolves_after_restar
         wait_for("the flow's lag in Prometheus", lambda: bool(api(
             prom_port, "/api/v1/query?query=bwsm_source_lag_seconds")["data"]["result"]), 90, logs)
         assert alert_states(prom_port) == set()
+        wait_for("the flow to be ready", lambda: api(admin_port, "/ready")["broker"]["ok"], 30, logs)
+        assert api(admin_port, "/status")["process_id"] == 0
 
         flow.send_signal(signal.SIGINT)  # stopped as a user stops it, while audio keeps arriving
         assert flow.wait(60) == 0, logs()
