@@ -55,6 +55,25 @@ CHUNK_TO_EVENT = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
 
+# -- telephony ingress (`bytewax-speechmatics ingress`: its own process, its own /metrics) --
+INGRESS_SESSIONS = Gauge("bwsm_ingress_sessions", "Websocket sessions open, by protocol", ["protocol"])
+INGRESS_ENDED = Counter("bwsm_ingress_sessions_ended_total",
+                        "Sessions ended, by protocol and reason (stop/close = completed; dropped = the socket went "
+                        "away; anything else = the ingress closed it for that reason)", ["protocol", "reason"])
+INGRESS_REFUSED = Counter("bwsm_ingress_refused_upgrades_total", "Websocket upgrades refused, by protocol and reason",
+                          ["protocol", "reason"])
+INGRESS_MESSAGES = Counter("bwsm_ingress_messages_total", "Websocket messages read, by protocol and type",
+                           ["protocol", "type"])
+INGRESS_LATE_SECONDS = Counter("bwsm_ingress_late_audio_seconds_total",
+                               "Audio dropped because it arrived after its position had gone out", ["protocol"])
+INGRESS_REFUSED_SETTINGS = Counter("bwsm_ingress_refused_call_settings_total",
+                                   "Calls whose config/metadata broke the start-message contract (started without)",
+                                   ["protocol"])
+INGRESS_ACK = Histogram("bwsm_ingress_ack_seconds",
+                        "From the oldest audio of a frame being read off a websocket to Kafka acknowledging the frame",
+                        buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30))
+INGRESS_IN_FLIGHT = Gauge("bwsm_ingress_in_flight_bytes", "Audio bytes produced and not yet acknowledged by Kafka")
+
 # -- operations (health thread, status board) --
 AUDIO_SECONDS = Counter("bwsm_chunker_audio_seconds", "Seconds of call audio accepted by the chunker (gaps included)")
 SOURCE_LAG_SECONDS = Gauge("bwsm_source_lag_seconds",

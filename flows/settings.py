@@ -112,6 +112,10 @@ class Settings:
         # The cluster's POST-limit lending reports go through the flow's own Kafka unless told otherwise.
         if self.submission.kafka is None:
             object.__setattr__(self, "submission", replace(self.submission, kafka=self.kafka))
+        # Lending reports name their cluster (BWSM_CLUSTER_ID): by default its topics, which no other deployment uses.
+        if self.submission.cluster_id is None:
+            object.__setattr__(self, "submission", replace(
+                self.submission, cluster_id=f"{self.topics.audio}>{self.topics.transcripts}"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None) -> Settings:
@@ -285,6 +289,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_LIMITER_TOPIC", "submission", "limiter_topic", _text),
     _v("BWSM_LIMITER_SLOT_SECONDS", "submission", "limiter_slot_seconds", _number(float, low=0.05)),
     _v("BWSM_CLOCK_GUARD_SECONDS", "submission", "clock_guard", _NONNEG),
+    _v("BWSM_CLUSTER_ID", "submission", "cluster_id", _text),
     _v("BWSM_AIMD_DECREASE", "submission", "aimd_decrease", _POSITIVE),
     _v("BWSM_AIMD_FLOOR", "submission", "aimd_floor", _POSITIVE),
     _v("BWSM_AIMD_RECOVERY", "submission", "aimd_recovery", _NONNEG),

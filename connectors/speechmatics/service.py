@@ -47,7 +47,6 @@ from speechmatics.batch._models import TrackingConfig
 from bytewax.speechmatics.connectors import metrics
 from bytewax.speechmatics.connectors.logs import fields
 from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, shared_journal
-from bytewax.speechmatics.connectors.speechmatics.lending import Lending
 from bytewax.speechmatics.connectors.speechmatics.retry import Backoff, Classified, ErrorClass, RetryBudget, classify
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.connectors.speechmatics.throttle import (
@@ -57,7 +56,7 @@ from bytewax.speechmatics.connectors.speechmatics.throttle import (
     Rate,
     RateLimiter,
     cluster_share,
-    request_sent,
+    send_trace_config,
 )
 from bytewax.speechmatics.connectors.speechmatics.wav import audio_hash, chunk_wav
 from bytewax.speechmatics.connectors.speechmatics.webhooks import WebhookReceiver, auth_header_line
@@ -226,11 +225,7 @@ class SubmitService:
         if self.lends:
             from bytewax.speechmatics.connectors.kafka.limiter import LimiterLink
 
-            s = self.settings
-            lending = Lending(int(s.post_rate), self.place.processes, self.place.index, s.limiter_slot_seconds,
-                              1.0 + s.rate_margin + s.clock_guard, time.time())
-            assert s.kafka is not None
-            self._limiter_link = LimiterLink(s.kafka, s.limiter_topic, lending, self._demand).start()
+            self._limiter_link = LimiterLink.from_settings(self.settings, self.place, self._demand).start()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="bwsm-submit", daemon=True)
         self._thread.start()
@@ -251,7 +246,7 @@ class SubmitService:
         post_rate: Rate = AimdRate(self.post_limit, decrease=s.aimd_decrease, floor=s.aimd_floor,
                                    recovery=s.aimd_recovery)
         if self._limiter_link is not None:
-            post_rate = PlannedRate(self._limiter_link.rate, AimdRate(1.0, decrease=s.aimd_decrease,
+            post_rate = PlannedRate(self._limiter_link, AimdRate(1.0, decrease=s.aimd_decrease,
                                                                       floor=s.aimd_floor, recovery=s.aimd_recovery))
         self._post_limiter = RateLimiter("post", post_rate, s.rate_margin)
         self._get_limiter = RateLimiter("get", AimdRate(self.get_limit, decrease=s.aimd_decrease,
@@ -279,14 +274,10 @@ class SubmitService:
         transport = getattr(self._client, "_transport", None)
         conn = getattr(transport, "_conn_config", None)
         if transport is None or conn is None or getattr(transport, "_session", "missing") is not None:
-            log.info("SDK transport not instrumentable: POSTs are spaced from grant time only")
+            log.info("SDK transport not instrumentable: POSTs are spaced from grant time only, no share lending")
             return
 
-        async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
-            request_sent()  # the limiter whose grant this task holds (see _request)
-
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(on_headers_sent)
+        trace = send_trace_config()  # the send gate of the limiter whose grant the request holds (see _request)
         timeout = aiohttp.ClientTimeout(total=conn.operation_timeout, connect=conn.connect_timeout)
         transport._session = aiohttp.ClientSession(timeout=timeout, trace_configs=[trace])  # noqa: SLF001
         self._post_limiter.tracks_sends = self._get_limiter.tracks_sends = True
