@@ -13,7 +13,8 @@ PROMETHEUS_VERSION=v0.316.0  # the Go module version of Prometheus 3.x (cmd/prom
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${BWSM_CACHE_DIR:-$HOME/.cache/bytewax-speechmatics}/tools"
 
-command -v go >/dev/null || { echo "tools: need Go (1.24+) to build helm and promtool from the Go module proxy" >&2; exit 2; }
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"  # Go's own tarball layout, when not on PATH
+command -v go >/dev/null || { echo "tools: need Go (1.26+) to build helm and promtool from the Go module proxy" >&2; exit 2; }
 
 build() {  # build NAME VERSION PACKAGE [go install flags...]
   local name=$1 version=$2 package=$3; shift 3
