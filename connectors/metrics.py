@@ -73,3 +73,15 @@ INGRESS_ACK = Histogram("bwsm_ingress_ack_seconds",
                         "From the oldest audio of a frame being read off a websocket to Kafka acknowledging the frame",
                         buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30))
 INGRESS_IN_FLIGHT = Gauge("bwsm_ingress_in_flight_bytes", "Audio bytes produced and not yet acknowledged by Kafka")
+
+# -- operations (health thread, status board) --
+AUDIO_SECONDS = Counter("bwsm_chunker_audio_seconds", "Seconds of call audio accepted by the chunker (gaps included)")
+SOURCE_LAG_SECONDS = Gauge("bwsm_source_lag_seconds",
+                           "Age of the oldest unread message per partition, an upper bound (0: nothing unread)",
+                           ["topic", "partition"])
+SOURCE_READ_TIMESTAMP = Gauge("bwsm_source_read_timestamp_seconds",
+                              "Kafka timestamp of the last message read per partition", ["topic", "partition"])
+OPEN_CALLS = Gauge("bwsm_open_calls", "Calls this process holds: audio not yet cut or chunks not yet transcribed")
+CHUNKS_PENDING = Gauge("bwsm_chunks_pending", "Chunks cut and not yet transcribed (waiting for a POST or in flight)")
+SUBMIT_FATAL = Gauge("bwsm_submit_fatal", "1 once the submission API refused the key (401/403); the flow then stops")
+JOURNAL_BYTES = Gauge("bwsm_journal_bytes", "Bytes of the job journal (all processes' files in its directory)")

@@ -89,6 +89,8 @@ class RunSettings:
     #: dataflow's worker thread after each; at Python's 5 ms it waits that long every time, and past a few hundred
     #: requests a second the loop falls behind while the CPU is half idle. Set by the entry point, like gc_threshold.
     switch_interval: float = 0.001
+    #: Port of the flow process's admin endpoint (/live, /ready, /status, /metrics; BWSM_ADMIN_PORT); 0 = none.
+    admin_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -368,4 +370,5 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_BACKUP_SECONDS", "run", "backup_seconds", _INT),
     _v("BWSM_GC_THRESHOLD", "run", "gc_threshold", _INT),
     _v("BWSM_GIL_SWITCH_SECONDS", "run", "switch_interval", _NONNEG),
+    _v("BWSM_ADMIN_PORT", "run", "admin_port", _INT),
 )

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.cli.run",
     "bytewax.speechmatics.connectors.cli.demo",
     "bytewax.speechmatics.connectors.cli.ingress",
+    "bytewax.speechmatics.connectors.cli.status",
 ]
 
 

@@ -158,10 +158,17 @@ def main(argv: list[str]) -> int:
         kwargs = cli_kwargs(argv)
         from bytewax.run import cli_main
 
+        from bytewax.speechmatics.connectors.cli.operations import start as start_operations
         from bytewax.speechmatics.flows.microbatch import tune_runtime
         from bytewax.speechmatics.flows.settings import Settings
 
-        tune_runtime(Settings.from_env(argv=argv).run)  # this process is the flow's: the entry point tunes it
+        settings = Settings.from_env(argv=argv)
+        tune_runtime(settings.run)  # this process is the flow's: the entry point tunes it
+        try:
+            start_operations(settings)  # health thread; /live, /ready, /status with BWSM_ADMIN_PORT
+        except OSError as exc:
+            print(f"flow: cannot serve the admin endpoint (BWSM_ADMIN_PORT): {exc}", file=sys.stderr, flush=True)
+            return 2
 
         global _flow_running  # noqa: PLW0603 - read by the signal handler
         _flow_running = True
