@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.cli.worker",
     "bytewax.speechmatics.connectors.cli.run",
     "bytewax.speechmatics.connectors.cli.demo",
+    "bytewax.speechmatics.connectors.cli.realtime",
 ]
 
 
