@@ -100,6 +100,14 @@ class BridgeRun:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_assigned(self, deadline_s: float = 60.0) -> None:
+        """Until the bridge owns its partitions (a consumer group join takes seconds on a fresh group)."""
+        deadline = time.monotonic() + deadline_s
+        while "bridge assigned partitions" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"the bridge did not get its partitions:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+
 
 def start_bridge(env: dict[str, str], log_path: Path) -> BridgeRun:
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -112,7 +120,8 @@ def start_bridge(env: dict[str, str], log_path: Path) -> BridgeRun:
 def bridge_env(bootstrap: str, audio: str, rt: str, worker, **extra: str) -> dict[str, str]:
     return {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BWSM_AUDIO_TOPIC": audio, "BWSM_RT_TOPIC": rt,
             "SPEECHMATICS_RT_URL": rt_url(worker), "SPEECHMATICS_API_KEY": "bridge-test-key",
-            "BWSM_RT_GROUP": f"bridge-{uuid.uuid4().hex[:8]}", "BWSM_RT_COMMIT_SECONDS": "0.3", **extra}
+            "BWSM_RT_GROUP": f"bridge-{uuid.uuid4().hex[:8]}", "BWSM_RT_COMMIT_SECONDS": "0.3",
+            "KAFKA_CONF_SESSION_TIMEOUT_MS": "6000", **extra}  # a killed bridge leaves its group within 6 s
 
 
 @dataclass

@@ -138,7 +138,7 @@ def test_dropped_socket_resumes_in_a_new_session(kafka_bootstrap, make_topic, rt
     _check_resumed(got, words, frames=300)
 
 
-def _check_resumed(got, words, frames: int) -> None:
+def _check_resumed(got, words, frames: int, resumed_from: int = 0) -> None:
     """Two sessions or more; each later one starts at the first frame its predecessors had not acknowledged, with
     times on the call's timeline; no frame twice in one session; the sessions' finals cover the call."""
     sessions: dict[str, list] = {}
@@ -152,6 +152,7 @@ def _check_resumed(got, words, frames: int) -> None:
         messages = sessions[number]
         first = int(messages[0].headers["rt_first_seq"])
         assert 0 <= first <= acked_until + 1 and (number != "1" or first == 0)
+        assert number != "2" or first >= resumed_from
         assert float(messages[0].headers["rt_offset"]) == pytest.approx(first * 0.02)
         acks = [m.message["seq_no"] for m in messages if m.kind == "AudioAdded"]
         assert acks == list(range(1, len(acks) + 1))  # each frame once into this session
@@ -213,4 +214,4 @@ def test_kill_9_resumes_from_unacknowledged_audio(kafka_bootstrap, make_topic, r
     finally:
         bridge.stop()
         reader.close()
-    _check_resumed(got, words, frames=400)
+    _check_resumed(got, words, frames=400, resumed_from=101)
