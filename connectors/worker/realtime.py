@@ -11,7 +11,8 @@ so the SDK's `AsyncClient(url="ws://HOST:PORT/v2")` works unmodified:
   (`recognition_quality`), `Warning` (`add_audio_after_eos`) and `Error{type, reason}` with the spec's types, after
   which the server closes the socket.
 Any bearer token is accepted unless the worker was started with an API key (then `not_authorised`), as the batch
-side does. Transcripts come from the reference engine (realtime_reference.py); other engines answer `invalid_model`.
+side does. Transcripts come from the worker's engine, streaming: the reference engine's truth (realtime_reference.py)
+or whisper re-decoding a rolling window (realtime_whisper.py).
 
 Faults for tests (`/admin/realtime`, a JSON document; `GET` shows it, `PUT`/`POST` replaces it):
 `{"max_sessions": N}` (more concurrent sessions get `quota_exceeded`), `{"errors": ["job_error", ...]}` (the next
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import uuid
@@ -37,6 +39,7 @@ from aiohttp import WSMsgType, web
 from bytewax.speechmatics.connectors.worker.audio import AudioFormatError, parse_wav
 from bytewax.speechmatics.connectors.worker.engines.reference import ReferenceEngine
 from bytewax.speechmatics.connectors.worker.realtime_reference import ReferenceStream
+from bytewax.speechmatics.connectors.worker.realtime_whisper import SharedModel, WhisperStream
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class RealtimeState:
     faults: RealtimeFaults = field(default_factory=RealtimeFaults)
     open: set[str] = field(default_factory=set)
     counts: Counter = field(default_factory=Counter)
+    whisper: SharedModel | None = None  # loaded on the first whisper session
 
     def stats(self) -> dict[str, Any]:
         return {"open_sessions": len(self.open), "counts": dict(self.counts)}
@@ -110,21 +114,32 @@ class RealtimeState:
 RT_STATE = web.AppKey("realtime", RealtimeState)
 
 
-def _reference_of(app: web.Application) -> ReferenceEngine | None:
+def _engine_of(app: web.Application) -> ReferenceEngine | SharedModel | None:
+    """The recogniser behind the worker's batch engine: the reference truth, or a shared whisper model."""
     from bytewax.speechmatics.connectors.worker.app import STATE  # the batch app owns the engine
+    from bytewax.speechmatics.connectors.worker.engines.whisper import WhisperConfig
 
-    engine = getattr(app[STATE].engine, "engine", None)
-    return engine if isinstance(engine, ReferenceEngine) else None
+    backend = app[STATE].engine
+    engine = getattr(backend, "engine", None)
+    if isinstance(engine, ReferenceEngine):
+        return engine
+    config = getattr(backend, "config", None)
+    if isinstance(config, WhisperConfig):
+        rt = app[RT_STATE]
+        if rt.whisper is None:
+            rt.whisper = SharedModel(config)
+        return rt.whisper
+    return None
 
 
 class Session:
     """One websocket: the protocol's state machine around a ReferenceStream."""
 
-    def __init__(self, ws: web.WebSocketResponse, rt: RealtimeState, engine: ReferenceEngine | None,
+    def __init__(self, ws: web.WebSocketResponse, rt: RealtimeState, engine: ReferenceEngine | SharedModel | None,
                  authorised: bool) -> None:
         self.ws, self.rt, self.engine, self.authorised = ws, rt, engine, authorised
         self.id = str(uuid.uuid4())
-        self.stream: ReferenceStream | None = None
+        self.stream: ReferenceStream | WhisperStream | None = None
         self.seq = 0
         self.eos = False
         self.file: bytearray | None = None  # `file` audio received so far
@@ -168,7 +183,8 @@ class Session:
             if not isinstance(message.get("last_seq_no"), int):
                 raise SessionError("invalid_message", "EndOfStream needs an integer last_seq_no")
             self.eos = True
-            for out in self.stream.finish():
+            finished = self.stream.finish()
+            for out in (await finished) if inspect.isawaitable(finished) else finished:
                 await self.send(out)
             await self.send({"message": "EndOfTranscript"})
             return True
@@ -200,13 +216,21 @@ class Session:
         rate, encoding = self._audio_format(audio)
         self._check_config(config)
         if self.engine is None:
-            raise SessionError("invalid_model", "real-time transcription needs the reference engine on this worker")
+            raise SessionError("invalid_model", "this worker's engine cannot stream")
         self.config = dict(config)
         conversation = config.get("conversation_config") or {}
-        self.stream = ReferenceStream(
-            self.engine, rate, encoding, language=config["language"],
-            enable_partials=bool(config.get("enable_partials")), diarization=str(config.get("diarization") or "none"),
-            eou_trigger=float(conversation.get("end_of_utterance_silence_trigger") or 0.0))
+        if isinstance(self.engine, SharedModel):
+            if self.file is not None:
+                raise SessionError("invalid_audio_type", "the whisper engine streams raw audio only")
+            self.stream = WhisperStream(self.engine, rate, encoding, self.send, language=config["language"],
+                                        enable_partials=bool(config.get("enable_partials")),
+                                        max_delay=float(config.get("max_delay") or 4.0))
+        else:
+            self.stream = ReferenceStream(
+                self.engine, rate, encoding, language=config["language"],
+                enable_partials=bool(config.get("enable_partials")),
+                diarization=str(config.get("diarization") or "none"),
+                eou_trigger=float(conversation.get("end_of_utterance_silence_trigger") or 0.0))
         if fault.drop_after is not None:
             self.drop_after, fault.drop_after = fault.drop_after, None
         self.rt.open.add(self.id)
@@ -255,12 +279,15 @@ class Session:
         if config.get("language", self.config["language"]) != self.config["language"]:
             raise SessionError("invalid_config", "the language cannot change in a session")
         _check_mid_session(config)
-        assert self.stream is not None
+        stream = self.stream
+        assert stream is not None
         if "enable_partials" in config:
-            self.stream.enable_partials = bool(config["enable_partials"])
+            stream.enable_partials = bool(config["enable_partials"])
+        if "max_delay" in config and isinstance(stream, WhisperStream):
+            stream.agreement.max_delay = float(config["max_delay"])
         trigger = (config.get("conversation_config") or {}).get("end_of_utterance_silence_trigger")
-        if trigger is not None:
-            self.stream.eou_trigger = float(trigger)
+        if trigger is not None and isinstance(stream, ReferenceStream):
+            stream.eou_trigger = float(trigger)
         self.config.update(config)
 
     async def add_audio(self, data: bytes) -> None:
@@ -329,7 +356,7 @@ async def realtime_session(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     token = request.headers.get("Authorization", "")
     authorised = not rt.api_key or token == f"Bearer {rt.api_key}"
-    session = Session(ws, rt, _reference_of(request.app), authorised)
+    session = Session(ws, rt, _engine_of(request.app), authorised)
     try:
         await session.run()
     except _Dropped:
