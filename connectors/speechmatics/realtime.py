@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
-from speechmatics.rt import TranscriptionConfig
+from speechmatics.rt import ConnectionConfig, TranscriptionConfig
 
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.sink import PRODUCER_DEFAULTS
@@ -85,6 +85,7 @@ class Bridge(Services):
         self.sessions = asyncio.Semaphore(settings.max_sessions)
         self.open = 0
         self.spacing = StartSpacing(settings.start_rate)
+        self.connection = ConnectionConfig()
         self.partitions: dict[int, PartitionProgress] = {}
         self.calls: dict[str, CallStream] = {}
         self.tasks: dict[str, asyncio.Task] = {}

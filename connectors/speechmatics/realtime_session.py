@@ -26,7 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from speechmatics.rt import AsyncClient, AudioEncoding, AudioFormat, ServerMessageType, TranscriptionConfig
+from speechmatics.rt import (
+    AsyncClient,
+    AudioEncoding,
+    AudioFormat,
+    ConnectionConfig,
+    ServerMessageType,
+    TranscriptionConfig,
+)
 
 from bytewax.speechmatics.connectors.speechmatics.realtime_progress import CallProgress
 from bytewax.speechmatics.connectors.speechmatics.realtime_settings import BridgeSettings
@@ -91,6 +98,8 @@ class Services:
 
     settings: BridgeSettings
     idle_seconds: float
+    #: One for all sessions: each new ConnectionConfig builds a TLS context (tens of ms of CPU on the event loop).
+    connection: ConnectionConfig
 
     def produce(self, call: CallStream, message: dict[str, Any], headers: list[tuple[str, bytes]]) -> None: ...
     def count(self, kind: str) -> None: ...
@@ -168,7 +177,7 @@ class Session:
     async def run(self) -> Outcome:
         s = self.services.settings
         rate, encoding, channels = self.call.audio_format or (16000, "pcm_s16le", 1)
-        client = AsyncClient(api_key=s.api_key, url=s.rt_url)
+        client = AsyncClient(api_key=s.api_key, url=s.rt_url, conn_config=self.services.connection)
         for kind in ServerMessageType:
             client.on(kind, self.on_message)
         try:

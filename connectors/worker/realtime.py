@@ -352,7 +352,8 @@ class _Dropped(Exception):
 
 async def realtime_session(request: web.Request) -> web.StreamResponse:
     rt = request.app[RT_STATE]
-    ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024, heartbeat=None)
+    # no permessage-deflate: audio does not compress, and deflating every frame was most of a client's CPU
+    ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024, heartbeat=None, compress=False)
     await ws.prepare(request)
     token = request.headers.get("Authorization", "")
     authorised = not rt.api_key or token == f"Bearer {rt.api_key}"

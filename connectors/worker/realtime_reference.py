@@ -4,7 +4,7 @@ The session's audio is located inside a registered call (exact samples, as for b
 starts mid-call (a bridge resuming after a crash) gets the truth from that point on, with times relative to the
 session's own start, as a real-time server reports them. Then, as audio arrives, the policy is deterministic:
 - every token not yet final whose start has been heard is shown in an `AddPartialTranscript` (when partials are
-  enabled and what is shown changed), end times cut at the audio heard so far;
+  enabled, each time a word begins), end times cut at the audio heard so far;
 - the longest run of tokens, in truth order, that have been heard to their end is final (`AddTranscript`), right
   after the partial that showed them: so a word is always shown as a partial before its final;
 - with `conversation_config.end_of_utterance_silence_trigger`, an `EndOfUtterance` once that much silence has
@@ -47,7 +47,7 @@ class ReferenceStream:
         self.origin = 0.0  # call time (s) of the session's first sample
         self.tokens: list[TruthWord] = []
         self.final = 0  # tokens[:final] have been sent as finals
-        self.shown: tuple[int, int, float] | None = None  # what the last partial showed
+        self.shown: tuple[int, int] | None = None  # what the last partial showed
         self.eou_sent_for = -1  # index of the last final word an EndOfUtterance followed
         self.labels: dict[str, str] = {}
 
@@ -86,7 +86,7 @@ class ReferenceStream:
             started += 1
         out: list[dict[str, Any]] = []
         if self.enable_partials and started > self.final:
-            showing = (self.final, started, min(now, self.tokens[started - 1].end_time))
+            showing = (self.final, started)  # a new partial when a word begins (not per frame)
             if showing != self.shown:
                 self.shown = showing
                 out.append(self._transcript("AddPartialTranscript", self.tokens[self.final:started], now))
