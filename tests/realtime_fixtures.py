@@ -50,6 +50,16 @@ class Recorded:
                 for m in self.of(kind) for r in m["results"]]
 
 
+def assert_partials_before_finals(messages: list[dict[str, Any]]) -> None:
+    """Every final word was shown in a partial before its final."""
+    shown: set[str] = set()
+    for m in messages:
+        if m["message"] == "AddPartialTranscript":
+            shown |= {r["alternatives"][0]["content"] for r in m["results"]}
+        elif m["message"] == "AddTranscript":
+            assert {r["alternatives"][0]["content"] for r in m["results"]} <= shown
+
+
 def record_all(client: AsyncClient) -> Recorded:
     rec = Recorded()
     for kind in ServerMessageType:

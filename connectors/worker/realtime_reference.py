@@ -133,14 +133,20 @@ class ReferenceStream:
             else:
                 result["is_eos"] = False
             results.append(result)
-        text = ""
-        for r in results:
-            content = r["alternatives"][0]["content"]
-            text += content if (r["type"] == PUNCTUATION or not text) else f" {content}"
-        start = results[0]["start_time"] if results else self._t(now)
-        finish = max((r["end_time"] for r in results), default=start)
-        return {"message": kind, "format": FORMAT,
-                "metadata": {"start_time": start, "end_time": finish, "transcript": text}, "results": results}
+        return transcript_message(kind, results, self._t(now))
+
+
+def transcript_message(kind: str, results: list[dict[str, Any]], at: float) -> dict[str, Any]:
+    """An AddTranscript / AddPartialTranscript of these results: metadata spans them (or `at` when empty) and
+    carries their display text (punctuation attached)."""
+    text = ""
+    for r in results:
+        content = r["alternatives"][0]["content"]
+        text += content if (r["type"] == PUNCTUATION or not text) else f" {content}"
+    start = results[0]["start_time"] if results else at
+    finish = max((r["end_time"] for r in results), default=start)
+    return {"message": kind, "format": FORMAT,
+            "metadata": {"start_time": start, "end_time": finish, "transcript": text}, "results": results}
 
 
 def _midpoint_of(token: TruthWord, truth: list[TruthWord]) -> float:

@@ -28,7 +28,7 @@ from bytewax.speechmatics.connectors.worker.engines.whisper import (
     split_word,
     word_confidence,
 )
-from bytewax.speechmatics.connectors.worker.realtime_reference import FORMAT
+from bytewax.speechmatics.connectors.worker.realtime_reference import transcript_message
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +93,6 @@ def _results(words: list[Word], language: str, final: bool) -> list[dict[str, An
                         "attaches_to": "previous", "is_eos": mark in ".?!",
                         "alternatives": [{**alt, "content": mark, "confidence": 1.0}]})
     return out
-
-
-def transcript_message(kind: str, words: list[Word], language: str, at: float) -> dict[str, Any]:
-    results = _results(words, language, kind == "AddTranscript")
-    text = ""
-    for r in results:
-        content = r["alternatives"][0]["content"]
-        text += content if (r["type"] == "punctuation" or not text) else f" {content}"
-    start = results[0]["start_time"] if results else round(at, 3)
-    end = max((r["end_time"] for r in results), default=start)
-    return {"message": kind, "format": FORMAT, "metadata": {"start_time": start, "end_time": end, "transcript": text},
-            "results": results}
 
 
 class SharedModel:
@@ -210,6 +198,7 @@ class WhisperStream:
         shown = tuple(w.text for w in partial)
         if self.enable_partials and (final or shown != self.shown) and (final or partial):
             self.shown = shown
-            await self.send(transcript_message("AddPartialTranscript", final + partial, self.language, heard))
+            await self.send(transcript_message("AddPartialTranscript", _results(final + partial, self.language, False),
+                                               round(heard, 3)))
         if final:
-            await self.send(transcript_message("AddTranscript", final, self.language, heard))
+            await self.send(transcript_message("AddTranscript", _results(final, self.language, True), round(heard, 3)))

@@ -46,6 +46,20 @@ def _publish(bootstrap: str, topic: str, calls: list[CallAudio], speed: float = 
     publish_calls(calls, topic, frame_ms=20, speed=speed, producer_config={"bootstrap.servers": bootstrap})
 
 
+def _one_call(bootstrap: str, make_topic, worker, tmp_path: Path, call: CallAudio, **env: str):
+    """Run a bridge over one published call until its real-time path ends: (its messages, the bridge's log)."""
+    audio_topic, rt_topic = make_topic("audio", 1), make_topic("rt", 1)
+    bridge = start_bridge(bridge_env(bootstrap, audio_topic, rt_topic, worker, **env), tmp_path / "bridge.log")
+    reader = RtReader(bootstrap, rt_topic)
+    try:
+        _publish(bootstrap, audio_topic, [call])
+        got = reader.poll_until(lambda c: ended(c.get(call.call_id, [])), 60)[call.call_id]
+    finally:
+        bridge.stop()
+        reader.close()
+    return got, bridge.log()
+
+
 def test_bridge_relays_every_call_in_order_with_its_settings(kafka_bootstrap, make_topic, rt_worker,
                                                             tmp_path: Path):
     audio_topic, rt_topic = make_topic("audio", 2), make_topic("rt", 2)
@@ -94,20 +108,12 @@ def test_bridge_relays_every_call_in_order_with_its_settings(kafka_bootstrap, ma
 ])
 def test_errors_are_retried_or_end_the_call(kafka_bootstrap, make_topic, rt_worker, tmp_path: Path, faults,
                                             sessions, outcome):
-    audio_topic, rt_topic = make_topic("audio", 1), make_topic("rt", 1)
     audio, words = synthetic_call(3.0, seed=50)
     rt_worker.admin.register_call("rt-err", audio, words)
     set_rt_faults(rt_worker, faults)
     before = rt_stats(rt_worker)["counts"]
-    bridge = start_bridge(bridge_env(kafka_bootstrap, audio_topic, rt_topic, rt_worker, BWSM_RT_MAX_ATTEMPTS="3"),
-                          tmp_path / "bridge.log")
-    reader = RtReader(kafka_bootstrap, rt_topic)
-    try:
-        _publish(kafka_bootstrap, audio_topic, [CallAudio("rt-err", audio, 16000, 1)])
-        got = reader.poll_until(lambda c: ended(c.get("rt-err", [])), 60)["rt-err"]
-    finally:
-        bridge.stop()
-        reader.close()
+    got, log = _one_call(kafka_bootstrap, make_topic, rt_worker, tmp_path, CallAudio("rt-err", audio, 16000, 1),
+                         BWSM_RT_MAX_ATTEMPTS="3")
     tried = sum(rt_stats(rt_worker)["counts"].get(k, 0) - before.get(k, 0) for k in ("sessions",)) + sum(
         rt_stats(rt_worker)["counts"].get(f"error.{t}", 0) - before.get(f"error.{t}", 0)
         for t in ("invalid_config", "not_authorised", "quota_exceeded"))
@@ -119,22 +125,14 @@ def test_errors_are_retried_or_end_the_call(kafka_bootstrap, make_topic, rt_work
     else:
         assert last.kind == "Error" and last.message["type"] == outcome
         assert [m.kind for m in got] == ["Error"]  # refused at the start: nothing else
-    assert f"type={outcome}" in bridge.log() or outcome == "EndOfTranscript"
+    assert f"type={outcome}" in log or outcome == "EndOfTranscript"
 
 
 def test_dropped_socket_resumes_in_a_new_session(kafka_bootstrap, make_topic, rt_worker, tmp_path: Path):
-    audio_topic, rt_topic = make_topic("audio", 1), make_topic("rt", 1)
     audio, words = synthetic_call(6.0, seed=60)
     rt_worker.admin.register_call("rt-drop", audio, words)
     set_rt_faults(rt_worker, {"drop_after": 120})
-    bridge = start_bridge(bridge_env(kafka_bootstrap, audio_topic, rt_topic, rt_worker), tmp_path / "bridge.log")
-    reader = RtReader(kafka_bootstrap, rt_topic)
-    try:
-        _publish(kafka_bootstrap, audio_topic, [CallAudio("rt-drop", audio, 16000, 1)])
-        got = reader.poll_until(lambda c: ended(c.get("rt-drop", [])), 60)["rt-drop"]
-    finally:
-        bridge.stop()
-        reader.close()
+    got, _ = _one_call(kafka_bootstrap, make_topic, rt_worker, tmp_path, CallAudio("rt-drop", audio, 16000, 1))
     _check_resumed(got, words, frames=300)
 
 

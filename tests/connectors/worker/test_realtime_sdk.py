@@ -13,7 +13,7 @@ import wave
 import numpy as np
 import pytest
 from aiohttp import ClientSession, WSMsgType
-from realtime_fixtures import record_all, rt_stats, rt_url, set_rt_faults, stream
+from realtime_fixtures import assert_partials_before_finals, record_all, rt_stats, rt_url, set_rt_faults, stream
 from speechmatics.rt import (
     AsyncClient,
     AudioEncoding,
@@ -57,13 +57,7 @@ def test_session_lifecycle_partials_then_exact_finals(rt_worker):
     dots = [r for m in finals for r in m["results"] if r["type"] == "punctuation"]
     assert dots and all(r["is_eos"] and r["attaches_to"] == "previous" for r in dots)
     assert all(r["alternatives"][0]["speaker"] == "UU" for m in finals for r in m["results"])
-    # every final word was shown in a partial before its final
-    shown: set[str] = set()
-    for m in rec.messages:
-        if m["message"] == "AddPartialTranscript":
-            shown |= {r["alternatives"][0]["content"] for r in m["results"]}
-        elif m["message"] == "AddTranscript":
-            assert {r["alternatives"][0]["content"] for r in m["results"]} <= shown
+    assert_partials_before_finals(rec.messages)
     assert rec.of("AddPartialTranscript")
 
 

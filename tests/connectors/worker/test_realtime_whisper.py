@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 import soundfile
-from realtime_fixtures import rt_url, stream
+from realtime_fixtures import assert_partials_before_finals, rt_url, stream
 from speechmatics.rt import TranscriptionConfig
 
 from bytewax.speechmatics.connectors.worker.realtime_whisper import Agreement, Word, to_float16k
@@ -63,9 +63,4 @@ def test_whisper_streams_partials_then_finals_through_the_sdk(local_worker):
     finals = rec.words()
     assert finals and rec.messages[-1]["message"] == "EndOfTranscript"
     assert [s for _, s, _ in finals] == sorted(s for _, s, _ in finals)
-    shown: set[str] = set()
-    for m in rec.messages:
-        if m["message"] == "AddPartialTranscript":
-            shown |= {r["alternatives"][0]["content"] for r in m["results"]}
-        elif m["message"] == "AddTranscript":
-            assert {r["alternatives"][0]["content"] for r in m["results"]} <= shown
+    assert_partials_before_finals(rec.messages)
