@@ -196,7 +196,7 @@ class Bridge(Services):
             self._begin(call)
 
     def _begin(self, call: CallStream) -> None:
-        if self.settings.overflow == "batch" and self.sessions.locked():
+        if self.settings.overflow == "batch" and len(self.tasks) >= self.settings.max_sessions:
             BATCH_ONLY.labels(reason="max_sessions").inc()
             log.warning("real-time bridge: call_id=%s beyond BWSM_RT_MAX_SESSIONS=%d: batch only", call.call_id,
                         self.settings.max_sessions)

@@ -213,3 +213,36 @@ def test_kill_9_resumes_from_unacknowledged_audio(kafka_bootstrap, make_topic, r
         bridge.stop()
         reader.close()
     _check_resumed(got, words, frames=400, resumed_from=101)
+
+
+@pytest.mark.parametrize("overflow", ["wait", "batch"])
+def test_calls_beyond_max_sessions_wait_or_go_batch_only(kafka_bootstrap, make_topic, rt_worker, tmp_path: Path,
+                                                         overflow):
+    audio_topic, rt_topic = make_topic("audio", 1), make_topic("rt", 1)
+    calls = []
+    for i in range(2):
+        audio, words = synthetic_call(3.0, seed=90 + i)
+        rt_worker.admin.register_call(f"rt-over-{i}", audio, words)
+        calls.append(CallAudio(f"rt-over-{i}", audio, 16000, 1))
+    bridge = start_bridge(bridge_env(kafka_bootstrap, audio_topic, rt_topic, rt_worker, BWSM_RT_MAX_SESSIONS="1",
+                                     BWSM_RT_OVERFLOW=overflow), tmp_path / "bridge.log")
+    reader = RtReader(kafka_bootstrap, rt_topic)
+    try:
+        bridge.wait_assigned()
+        _publish(kafka_bootstrap, audio_topic, calls)
+        want = 2 if overflow == "wait" else 1
+        got = reader.poll_until(lambda c: sum(ended(m) for m in c.values()) >= want, 60)
+        if overflow == "batch":
+            deadline = time.monotonic() + 10
+            while "batch only" not in bridge.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        bridge.stop()
+        reader.close()
+    if overflow == "wait":  # one after the other, both complete
+        assert all(m[-1].kind == "EndOfTranscript" for m in got.values()) and len(got) == 2
+        first, second = (got[c.call_id] for c in calls)
+        assert first[-1].timestamp <= second[0].timestamp or second[-1].timestamp <= first[0].timestamp
+    else:  # the second call is left to the batch path: nothing on the real-time topic, one log line
+        assert len(got) == 1 and next(iter(got.values()))[-1].kind == "EndOfTranscript"
+        assert "beyond BWSM_RT_MAX_SESSIONS=1: batch only" in bridge.log()
