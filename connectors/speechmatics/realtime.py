@@ -90,11 +90,15 @@ class Bridge(Services):
         self.calls: dict[str, CallStream] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self.failed: list[str] = []
+        self.revoked: set[int] = set()  # partitions revoked in the consumer's thread, dropped on the loop
+        self.assigned: set[int] = set()
         self.producer = Producer(kafka.client_config({**PRODUCER_DEFAULTS, "enable.idempotence": True,
                                                       "linger.ms": 5}))
         self.consumer = Consumer(kafka.client_config({
             "group.id": settings.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "enable.partition.eof": False}))
+            "enable.partition.eof": False,
+            # a rebalance moves only the partitions that change owner: the others' sessions go on undisturbed
+            "partition.assignment.strategy": "cooperative-sticky"}))
 
     # ---- Services (for realtime_session) ----
 
@@ -144,21 +148,30 @@ class Bridge(Services):
         committed = consumer.committed(partitions, timeout=10)
         for tp in committed:
             self.partitions[tp.partition] = PartitionProgress(decode_metadata(tp.metadata))
+        self.assigned.update(tp.partition for tp in partitions)
         log.info("real-time bridge assigned partitions=%s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        gone = {tp.partition for tp in partitions}
+        """Runs in the consumer's thread: the event loop drops the partitions' calls (`_drop_revoked`)."""
+        self.revoked.update(tp.partition for tp in partitions)
+        self.assigned.difference_update(tp.partition for tp in partitions)
+
+    def _drop_revoked(self) -> None:
+        """Cancel the sessions of partitions another bridge now owns (it resumes them from the committed progress)."""
+        gone, self.revoked = self.revoked, set()
         for call_id, call in list(self.calls.items()):
             if call.partition in gone:
                 task = self.tasks.pop(call_id, None)
                 if task is not None:
                     task.cancel()
                 del self.calls[call_id]
-        for p in gone:
+        for p in gone - self.assigned:  # one given back in the same rebalance keeps the progress it read anew
             self.partitions.pop(p, None)
 
     def handle(self, msg: Any) -> None:
         """One message of the audio topic: a start message or a frame of a call (anything else is the flow's DLQ)."""
+        if msg.partition() not in self.assigned:
+            return  # fetched before its partition went to another bridge
         progress = self.partitions.setdefault(msg.partition(), PartitionProgress())
         key = msg.key()
         try:
@@ -247,6 +260,8 @@ class Bridge(Services):
         try:
             while not stop.is_set():
                 messages = await asyncio.to_thread(self.consumer.consume, 500, 0.1)
+                if self.revoked:
+                    self._drop_revoked()
                 if ready is not None and self.partitions:
                     ready.set()
                 for msg in messages:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,44 @@ def test_calls_beyond_max_sessions_wait_or_go_batch_only(kafka_bootstrap, make_t
     else:  # the second call is left to the batch path: nothing on the real-time topic, one log line
         assert len(got) == 1 and next(iter(got.values()))[-1].kind == "EndOfTranscript"
         assert "beyond BWSM_RT_MAX_SESSIONS=1: batch only" in bridge.log()
+
+
+def test_two_bridges_share_the_calls_through_a_rebalance(kafka_bootstrap, make_topic, rt_worker, tmp_path: Path):
+    audio_topic, rt_topic = make_topic("audio", 2), make_topic("rt", 2)
+    calls, truths = [], {}
+    ids = [f"rt-reb-{i}" for i in range(40)]
+    # two calls on each partition (librdkafka's default partitioner: CRC32 of the key), so one of them changes owner
+    ids = [c for c in ids if zlib.crc32(c.encode()) % 2 == 0][:2] + [c for c in ids if zlib.crc32(c.encode()) % 2][:2]
+    for i, call_id in enumerate(ids):
+        audio, words = synthetic_call(6.0, seed=110 + i)
+        rt_worker.admin.register_call(call_id, audio, words)
+        calls.append(CallAudio(call_id, audio, 16000, 1))
+        truths[call_id] = words
+    env = bridge_env(kafka_bootstrap, audio_topic, rt_topic, rt_worker)
+    first = start_bridge(env, tmp_path / "bridge1.log")
+    second = None
+    reader = RtReader(kafka_bootstrap, rt_topic)
+    publisher = threading.Thread(target=_publish, args=(kafka_bootstrap, audio_topic, calls, 2.0))
+    try:
+        first.wait_assigned()
+        publisher.start()
+        reader.poll_until(lambda c: sum(m.kind == "AddTranscript" for ms in c.values() for m in ms) >= 4, 60)
+        second = start_bridge(env, tmp_path / "bridge2.log")  # joins the group: the partitions are shared out
+        publisher.join(60)
+        got = reader.poll_until(lambda c: len(c) == 4 and all(m[-1].kind == "EndOfTranscript" for m in c.values()),
+                                90)
+    finally:
+        for bridge in (first, second):
+            if bridge is not None:
+                bridge.stop()
+        reader.close()
+    assert "session starting" in second.log()  # the second bridge took calls over
+    for call_id, messages in got.items():
+        starts = [m.headers for m in messages if m.kind == "RecognitionStarted"]
+        numbers = [h["rt_session"] for h in starts]
+        assert len(numbers) == len(set(numbers)), (call_id, numbers)  # a moved call continues its numbering
+        assert [h["rt_first_seq"] for h in starts].count("0") == 1, (call_id, starts)  # and resumes, not restarts
+        said = {w[0] for w in final_words(messages)}
+        truth = _words(truths[call_id])
+        boundaries = [float(m.headers["rt_offset"]) for m in messages if m.kind == "RecognitionStarted"]
+        assert all(any(abs((w[1] + w[2]) / 2 - b) < 0.6 for b in boundaries) for w in truth if w[0] not in said)
