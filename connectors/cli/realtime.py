@@ -35,6 +35,10 @@ async def _run(settings: Settings, metrics_port: int | None) -> None:
 
 def _command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    if not settings.bridge.api_key and not settings.bridge.rt_url:
+        print("realtime: set SPEECHMATICS_API_KEY (the Speechmatics real-time API needs it) or SPEECHMATICS_RT_URL "
+              "(an on-prem or local endpoint, e.g. ws://127.0.0.1:18000/v2)", file=sys.stderr)
+        return 2
     try:
         probe_brokers(settings.kafka.client_config())
     except KafkaUnavailable as exc:

@@ -1,6 +1,11 @@
-"""`tail` marks each segment line: realtime partial, realtime final, or batch (with the span it replaces)."""
+"""The real-time command line: `tail` marks segment lines (realtime partial, realtime final, batch with the span it
+replaces); `realtime` refuses to start without a key or an endpoint."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 from bytewax.speechmatics.connectors.cli.tail import mark, render
 
@@ -17,3 +22,10 @@ def test_marks():
     batch = _segment("batch", True, {"start_time": 0.0, "end_time": 30.5})
     assert mark(batch) == "batch (replaces realtime 00:00.0-00:30.5)"
     assert render(_segment("realtime", False)).splitlines()[0].endswith("realtime partial")
+
+
+def test_realtime_without_key_or_url_is_one_line_and_exit_2():
+    env = {k: v for k, v in os.environ.items() if k not in ("SPEECHMATICS_API_KEY", "SPEECHMATICS_RT_URL")}
+    done = subprocess.run([sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "realtime"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "SPEECHMATICS_API_KEY" in done.stderr
