@@ -14,11 +14,8 @@ Any bearer token is accepted unless the worker was started with an API key (then
 side does. Transcripts come from the worker's engine, streaming: the reference engine's truth (realtime_reference.py)
 or whisper re-decoding a rolling window (realtime_whisper.py).
 
-Faults for tests (`/admin/realtime`, a JSON document; `GET` shows it, `PUT`/`POST` replaces it):
-`{"max_sessions": N}` (more concurrent sessions get `quota_exceeded`), `{"errors": ["job_error", ...]}` (the next
-sessions are refused at StartRecognition with these types, one each), `{"drop_after": N}` (the next session's
-socket is cut without a word after N audio frames), `{"ack_delay": S}` (AudioAdded held S seconds). Counters are in
-`/admin/stats` under `realtime`. Logs carry session ids, counts and error types only.
+Faults for tests: `/admin/realtime` (realtime_faults.py; `GET` shows the document, `PUT`/`POST` replaces it);
+counters at `/admin/realtime/stats`. Logs carry session ids, counts and error types only.
 """
 
 from __future__ import annotations
@@ -38,17 +35,12 @@ from aiohttp import WSMsgType, web
 
 from bytewax.speechmatics.connectors.worker.audio import AudioFormatError, parse_wav
 from bytewax.speechmatics.connectors.worker.engines.reference import ReferenceEngine
+from bytewax.speechmatics.connectors.worker.realtime_faults import RealtimeFaults
 from bytewax.speechmatics.connectors.worker.realtime_reference import ReferenceStream
 from bytewax.speechmatics.connectors.worker.realtime_whisper import SharedModel, WhisperStream
 
 log = logging.getLogger(__name__)
 
-#: The spec's ErrorTypeEnum.
-ERROR_TYPES = (
-    "invalid_message", "invalid_model", "invalid_language", "invalid_config", "invalid_audio_type",
-    "invalid_output_format", "not_authorised", "not_allowed", "job_error", "protocol_error", "quota_exceeded",
-    "timelimit_exceeded", "idle_timeout", "session_timeout", "unknown_error",
-)
 ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw")
 #: Fields SetRecognitionConfig may change (the spec's MidSessionTranscriptionConfig; language only unchanged).
 MID_SESSION = frozenset({"max_delay", "max_delay_mode", "enable_partials", "conversation_config",
@@ -68,33 +60,6 @@ class SessionError(Exception):
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
         self.kind, self.reason = kind, reason
-
-
-@dataclass
-class RealtimeFaults:
-    max_sessions: int | None = None
-    errors: list[str] = field(default_factory=list)
-    drop_after: int | None = None
-    ack_delay: float = 0.0
-
-    @classmethod
-    def parse(cls, doc: dict[str, Any] | None) -> RealtimeFaults:
-        doc = doc or {}
-        unknown = set(doc) - {"max_sessions", "errors", "drop_after", "ack_delay"}
-        if unknown:
-            raise ValueError(f"unknown fields {sorted(unknown)}")
-        errors = list(doc.get("errors") or [])
-        bad = [e for e in errors if e not in ERROR_TYPES]
-        if bad:
-            raise ValueError(f"error types must be among {list(ERROR_TYPES)}, got {bad}")
-        max_sessions = doc.get("max_sessions")
-        drop_after = doc.get("drop_after")
-        return cls(None if max_sessions is None else int(max_sessions), errors,
-                   None if drop_after is None else int(drop_after), float(doc.get("ack_delay") or 0.0))
-
-    def describe(self) -> dict[str, Any]:
-        return {"max_sessions": self.max_sessions, "errors": list(self.errors), "drop_after": self.drop_after,
-                "ack_delay": self.ack_delay}
 
 
 @dataclass

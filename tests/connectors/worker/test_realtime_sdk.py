@@ -24,7 +24,7 @@ from speechmatics.rt import (
 )
 from worker_fixtures import synthetic_call
 
-from bytewax.speechmatics.connectors.worker.realtime import ERROR_TYPES
+from bytewax.speechmatics.connectors.worker.realtime_faults import ERROR_TYPES
 
 pytestmark = pytest.mark.timeout(120)
 
