@@ -21,6 +21,8 @@ counters at `/admin/realtime/stats`. Logs carry session ids, counts and error ty
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import inspect
 import json
@@ -112,6 +114,8 @@ class Session:
         self.f32 = False
         self.config: dict[str, Any] = {}
         self.drop_after: int | None = None
+        self.channels: dict[str, ReferenceStream] = {}  # a multichannel session's streams by channel label
+        self.channel_seq: dict[str, int] = {}
 
     async def send(self, message: dict[str, Any]) -> None:
         self.rt.counts[f"sent.{message['message']}"] += 1
@@ -148,11 +152,24 @@ class Session:
             if not isinstance(message.get("last_seq_no"), int):
                 raise SessionError("invalid_message", "EndOfStream needs an integer last_seq_no")
             self.eos = True
+            for label in list(self.channels):
+                await self.end_channel(label)
             finished = self.stream.finish()
             for out in (await finished) if inspect.isawaitable(finished) else finished:
                 await self.send(out)
             await self.send({"message": "EndOfTranscript"})
             return True
+        elif kind == "AddChannelAudio":
+            await self.add_channel_audio(message)
+        elif kind == "EndOfChannel":
+            label = message.get("channel")
+            if label not in self.channels:
+                raise SessionError("protocol_error", "EndOfChannel for a channel that is not open")
+            await self.end_channel(label)
+            if not self.channels:
+                self.eos = True
+                await self.send({"message": "EndOfTranscript"})
+                return True
         elif kind == "SetRecognitionConfig":
             self.reconfigure(message)
         elif kind in ("ForceEndOfUtterance", "GetSpeakers"):
@@ -187,24 +204,38 @@ class Session:
         if isinstance(self.engine, SharedModel):
             if self.file is not None:
                 raise SessionError("invalid_audio_type", "the whisper engine streams raw audio only")
+            if self._channel_labels(config):
+                raise SessionError("invalid_config", "the whisper engine streams one channel (use the reference "
+                                                     "engine for multichannel sessions)")
             self.stream = WhisperStream(self.engine, rate, encoding, self.send, language=config["language"],
                                         enable_partials=bool(config.get("enable_partials")),
                                         max_delay=float(config.get("max_delay") or 4.0))
         else:
-            self.stream = ReferenceStream(
-                self.engine, rate, encoding, language=config["language"],
-                enable_partials=bool(config.get("enable_partials")),
-                diarization=str(config.get("diarization") or "none"),
-                eou_trigger=float(conversation.get("end_of_utterance_silence_trigger") or 0.0))
+            def stream(channel: int | None = None, label: str | None = None) -> ReferenceStream:
+                assert isinstance(self.engine, ReferenceEngine)
+                return ReferenceStream(
+                    self.engine, rate, encoding, language=config["language"],
+                    enable_partials=bool(config.get("enable_partials")),
+                    diarization=str(config.get("diarization") or "none"),
+                    eou_trigger=float(conversation.get("end_of_utterance_silence_trigger") or 0.0),
+                    channel=channel, label=label)
+
+            self.stream = stream()
+            for n, label in enumerate(self._channel_labels(config), 1):
+                self.channels[str(label)] = stream(n, str(label))
+                self.channel_seq[str(label)] = 0
         if fault.drop_after is not None:
             self.drop_after, fault.drop_after = fault.drop_after, None
         self.rt.open.add(self.id)
         self.rt.counts["sessions"] += 1
         log.info("realtime session started id=%s rate=%s", self.id, rate)
-        await self.send({"message": "RecognitionStarted", "id": self.id, "orchestrator_version": "bwsm-local",
-                         "language_pack_info": {"language_description": config["language"], "word_delimiter": " ",
-                                                "writing_direction": "left-to-right", "itn": True,
-                                                "adapted": False}})
+        started: dict[str, Any] = {
+            "message": "RecognitionStarted", "id": self.id, "orchestrator_version": "bwsm-local",
+            "language_pack_info": {"language_description": config["language"], "word_delimiter": " ",
+                                   "writing_direction": "left-to-right", "itn": True, "adapted": False}}
+        if self.channels:
+            started["channel_ids"] = list(self.channels)
+        await self.send(started)
         await self.send({"message": "Info", "type": "recognition_quality", "quality": "telephony"
                          if rate <= 8000 else "broadcast", "reason": "running the reference engine"})
 
@@ -255,9 +286,40 @@ class Session:
             stream.eou_trigger = float(trigger)
         self.config.update(config)
 
+    @staticmethod
+    def _channel_labels(config: dict[str, Any]) -> list[Any]:
+        """The channels of a multichannel session (channel diarization with two or more labels), else []."""
+        labels = config.get("channel_diarization_labels")
+        if config.get("diarization") not in ("channel", "channel_and_speaker") or not isinstance(labels, list):
+            return []
+        if len(labels) < 2 or len(set(map(str, labels))) != len(labels):
+            raise SessionError("invalid_config", "channel_diarization_labels must name two or more distinct channels")
+        return labels
+
+    async def add_channel_audio(self, message: dict[str, Any]) -> None:
+        label = message.get("channel")
+        if label not in self.channels:
+            raise SessionError("protocol_error", "AddChannelAudio for a channel that is not open")
+        try:
+            data = base64.b64decode(str(message.get("data") or ""), validate=True)
+        except (binascii.Error, ValueError):
+            raise SessionError("invalid_message", "AddChannelAudio data must be base64") from None
+        self.channel_seq[label] += 1
+        self.rt.counts["audio_frames"] += 1
+        out = self.channels[label].feed(data) if data else []
+        await self.send({"message": "ChannelAudioAdded", "channel": label, "seq_no": self.channel_seq[label]})
+        for item in out:
+            await self.send(item)
+
+    async def end_channel(self, label: str) -> None:
+        for item in self.channels.pop(label).finish():
+            await self.send(item)
+
     async def add_audio(self, data: bytes) -> None:
         if self.stream is None:
             raise SessionError("protocol_error", "audio before StartRecognition")
+        if self.channels:
+            raise SessionError("protocol_error", "a multichannel session takes AddChannelAudio, not binary audio")
         if self.eos:
             await self.send({"message": "Warning", "type": "add_audio_after_eos",
                              "reason": "audio after EndOfStream is ignored"})

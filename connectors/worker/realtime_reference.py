@@ -11,6 +11,9 @@ session's own start, as a real-time server reports them. Then, as audio arrives,
   been heard after the last final word;
 - at the end of the stream, whatever was heard of the remaining words is final.
 Words whose midpoint lies before the session's start belong to an earlier session and are not repeated.
+A multichannel session (channel diarization, `AddChannelAudio`) runs one stream per channel: its audio is located in
+that channel of a registered 2-channel call, it transcribes that channel's words, and its messages and results
+carry the channel's label.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from bytewax.speechmatics.connectors.worker.audio import RawAudio
+import numpy as np
+
+from bytewax.speechmatics.connectors.worker.audio import RawAudio, canonical_samples
 from bytewax.speechmatics.connectors.worker.engines.reference import (
     PUNCTUATION,
     ReferenceEngine,
     RegisteredCall,
     TruthWord,
+    find_offset,
 )
 
 _SENTENCE_END = frozenset(".?!")
@@ -34,7 +40,8 @@ class ReferenceStream:
     """One session's transcript from the reference engine; `feed` and `finish` return the messages to send."""
 
     def __init__(self, engine: ReferenceEngine, sample_rate: int, encoding: str, *, language: str = "en",
-                 enable_partials: bool = False, diarization: str = "none", eou_trigger: float = 0.0) -> None:
+                 enable_partials: bool = False, diarization: str = "none", eou_trigger: float = 0.0,
+                 channel: int | None = None, label: str | None = None) -> None:
         self.engine = engine
         self.sample_rate = sample_rate
         self.encoding = encoding
@@ -50,6 +57,7 @@ class ReferenceStream:
         self.shown: tuple[int, int] | None = None  # what the last partial showed
         self.eou_sent_for = -1  # index of the last final word an EndOfUtterance followed
         self.labels: dict[str, str] = {}
+        self.channel, self.label = channel, label  # 1-based channel of a multichannel session, and its label
 
     @property
     def heard(self) -> float:
@@ -71,13 +79,30 @@ class ReferenceStream:
         return self._advance(self.heard, end=True)
 
     def _locate(self) -> bool:
-        found = self.engine.locate(RawAudio(bytes(self.audio), self.sample_rate, 1, self.encoding))
+        audio = RawAudio(bytes(self.audio), self.sample_rate, 1, self.encoding)
+        found = self.engine.locate(audio) if self.channel is None else self._locate_channel(audio)
         if found is None:
             return False
         self.call, frame = found
         self.origin = frame / self.sample_rate
-        self.tokens = [w for w in self.call.truth if _midpoint_of(w, self.call.truth) >= self.origin]
+        self.tokens = [w for w in self.call.truth if _midpoint_of(w, self.call.truth) >= self.origin
+                       and (self.channel is None or w.channel == self.channel)]
         return True
+
+    def _locate_channel(self, audio: RawAudio) -> tuple[RegisteredCall, int] | None:
+        """This stream's channel found in one channel of a registered multi-channel call."""
+        needle = canonical_samples(audio)
+        for call in self.engine.registered():
+            a = call.audio
+            if (a.encoding, a.sample_rate) != (audio.encoding, audio.sample_rate) or a.channels < (self.channel or 1):
+                continue
+            width = audio.frame_bytes
+            frames = np.frombuffer(a.data, dtype=np.uint8).reshape(-1, a.channels, width)
+            haystack = frames[:, (self.channel or 1) - 1, :].tobytes()
+            offset = find_offset(haystack, needle, width)
+            if offset is not None:
+                return call, offset
+        return None
 
     def _advance(self, heard: float, end: bool) -> list[dict[str, Any]]:
         now = self.origin + heard  # call time
@@ -110,7 +135,10 @@ class ReferenceStream:
             return []
         self.eou_sent_for = last
         at = self._t(self.tokens[last].end_time)
-        return [{"message": "EndOfUtterance", "format": FORMAT, "metadata": {"start_time": at, "end_time": at}}]
+        message = {"message": "EndOfUtterance", "format": FORMAT, "metadata": {"start_time": at, "end_time": at}}
+        if self.label is not None:
+            message["channel"] = self.label
+        return [message]
 
     def _t(self, call_time: float) -> float:
         return round(max(0.0, call_time - self.origin), 6)
@@ -132,8 +160,13 @@ class ReferenceStream:
                 result["is_eos"] = w.text in _SENTENCE_END if w.is_eos is None else bool(w.is_eos)
             else:
                 result["is_eos"] = False
+            if self.label is not None:
+                result["channel"] = self.label
             results.append(result)
-        return transcript_message(kind, results, self._t(now))
+        message = transcript_message(kind, results, self._t(now))
+        if self.label is not None:
+            message["channel"] = self.label
+        return message
 
 
 def transcript_message(kind: str, results: list[dict[str, Any]], at: float) -> dict[str, Any]:

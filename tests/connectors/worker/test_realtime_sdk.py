@@ -16,9 +16,11 @@ from aiohttp import ClientSession, WSMsgType
 from realtime_fixtures import assert_partials_before_finals, record_all, rt_stats, rt_url, set_rt_faults, stream
 from speechmatics.rt import (
     AsyncClient,
+    AsyncMultiChannelClient,
     AudioEncoding,
     AudioFormat,
     ConversationConfig,
+    ServerMessageType,
     TranscriptionConfig,
     TranscriptionError,
 )
@@ -224,3 +226,35 @@ def test_dropped_socket(rt_worker):
     # an aborted socket may lose acknowledgements still in flight, never add one past the cut
     assert max((m["seq_no"] for m in messages if m["message"] == "AudioAdded"), default=0) <= 5
     assert rt_stats(rt_worker)["counts"]["dropped"] >= 1
+
+
+def test_multichannel_session_with_the_sdk_multichannel_client(rt_worker):
+    audio, words = synthetic_call(6.0, seed=11, channels=2)
+    rt_worker.admin.register_call("rt-stereo", audio, words, channels=2)
+    pair = np.frombuffer(audio, "<i2").reshape(-1, 2)
+    sources = {"left": io.BytesIO(pair[:, 0].tobytes()), "right": io.BytesIO(pair[:, 1].tobytes())}
+
+    async def run() -> list[dict]:
+        client = AsyncMultiChannelClient(api_key="k", url=rt_url(rt_worker))
+        rec = record_all(client)
+        config = TranscriptionConfig(language="en", enable_partials=True, diarization="channel",
+                                     channel_diarization_labels=["agent", "caller"])
+        done = asyncio.Event()
+        client.on(ServerMessageType.END_OF_TRANSCRIPT, lambda _m: done.set())
+        await asyncio.wait_for(client.transcribe(
+            sources, transcription_config=config,
+            audio_format=AudioFormat(encoding=AudioEncoding.PCM_S16LE, sample_rate=16000, chunk_size=1280)), 60)
+        await asyncio.wait_for(done.wait(), 30)  # transcribe returns once EndOfChannel is sent
+        await client.close()
+        return rec.messages
+
+    messages = asyncio.run(run())
+    assert messages[0]["message"] == "RecognitionStarted" and messages[0]["channel_ids"] == ["agent", "caller"]
+    assert messages[-1]["message"] == "EndOfTranscript"
+    for n, label in ((1, "agent"), (2, "caller")):
+        finals = [(r["alternatives"][0]["content"], r["start_time"], r["end_time"]) for m in messages
+                  if m["message"] == "AddTranscript" and m["channel"] == label for r in m["results"]
+                  if r["type"] == "word"]
+        assert finals == _truth_words([w for w in words if w.get("channel") == n])
+        acks = [m["seq_no"] for m in messages if m["message"] == "ChannelAudioAdded" and m["channel"] == label]
+        assert acks == list(range(1, len(acks) + 1)) and acks
