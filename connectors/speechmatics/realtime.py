@@ -128,7 +128,7 @@ class Bridge(Services):
     def transcription_config(self, call: CallStream) -> TranscriptionConfig:
         fields = self.submission.transcription_config(call=call.config).to_dict()
         channels = call.audio_format[2] if call.audio_format else 1
-        return rt_transcription_config(fields, self.settings, channels)
+        return rt_transcription_config(fields, self.settings, channels, self.submission.channel_labels)
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -197,12 +197,6 @@ class Bridge(Services):
                                  offset=msg.offset(), max_frame_seconds=self.max_frame_seconds)
         except (StartRefused, ContractError):
             return  # the flow dead-letters it; the call goes on with the defaults
-        if frame.channels != 1:
-            BATCH_ONLY.labels(reason="channels").inc()
-            log.info("real-time bridge: call_id=%s has %d channels: batch only", call_id, frame.channels)
-            state.done = True
-            self.calls.pop(call_id, None)
-            return
         _, ts = msg.timestamp()
         call.add(frame, ts / 1000.0 if ts and ts > 0 else time.time())
         if call_id not in self.tasks:

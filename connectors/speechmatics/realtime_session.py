@@ -18,6 +18,7 @@ to `calls.rt`, which the flow turns into a real-time `call_completed` with `erro
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 from speechmatics.rt import (
     AsyncClient,
     AudioEncoding,
@@ -109,14 +111,18 @@ class Services:
     def transcription_config(self, call: CallStream) -> TranscriptionConfig: ...
 
 
-def rt_transcription_config(batch_fields: dict[str, Any], settings: BridgeSettings, channels: int
-                            ) -> TranscriptionConfig:
+def rt_transcription_config(batch_fields: dict[str, Any], settings: BridgeSettings, channels: int,
+                            default_labels: tuple[str, ...] = ("agent", "caller")) -> TranscriptionConfig:
     """The real-time config from a batch job's fields (the call's merged settings): the fields the RT API knows,
-    channel diarization only for a multi-channel stream, plus max_delay and partials from the bridge's settings."""
+    plus max_delay and partials from the bridge's settings. A 2-channel call is a multichannel session, always with
+    channel diarization (its labels, else the flow's); a mono call never asks for it."""
     out = {k: v for k, v in batch_fields.items() if k in _RT_FIELDS and k != "speaker_diarization_config"}
     if channels == 1 and out.get("diarization") == "channel":
         out.pop("diarization")
         out.pop("channel_diarization_labels", None)
+    elif channels > 1:
+        labels = list(out.get("channel_diarization_labels") or default_labels)[:channels]
+        out.update(diarization="channel", channel_diarization_labels=labels)
     out["max_delay"] = settings.max_delay
     out["enable_partials"] = settings.partials
     return TranscriptionConfig(**out)
@@ -135,6 +141,8 @@ class Session:
         self.error: dict[str, Any] | None = None
         self.finished = False
         self.first_final = True
+        self.labels: list[str] = []  # a 2-channel call's channel labels (a multichannel session)
+        self.channel_acks: dict[str, int] = {}
         self.closed = asyncio.Event()
         self.headers = [("rt_session", str(number).encode()), ("rt_offset", f"{self.offset:.6f}".encode()),
                         ("rt_first_seq", str(self.first_seq).encode())]
@@ -148,6 +156,9 @@ class Session:
             return  # produced only if the bridge gives up (a retried session must not end the call's events)
         if kind == "AudioAdded":
             self._acknowledge(int(message.get("seq_no") or 0))
+        elif kind == "ChannelAudioAdded":  # a frame is acknowledged once every channel's part of it is
+            self.channel_acks[str(message.get("channel"))] = int(message.get("seq_no") or 0)
+            self._acknowledge(min(self.channel_acks.get(label, 0) for label in self.labels))
         elif kind == "EndOfTranscript":
             self.finished = True
             self.closed.set()
@@ -180,8 +191,11 @@ class Session:
         client = AsyncClient(api_key=s.api_key, url=s.rt_url, conn_config=self.services.connection)
         for kind in ServerMessageType:
             client.on(kind, self.on_message)
+        config = self.services.transcription_config(self.call)
+        if channels > 1:
+            self.labels = list(config.channel_diarization_labels or [])
         try:
-            await client.start_session(transcription_config=self.services.transcription_config(self.call),
+            await client.start_session(transcription_config=config,
                                        audio_format=AudioFormat(encoding=_ENCODINGS[encoding], sample_rate=rate))
             await self._stream(client)
         except asyncio.CancelledError:
@@ -203,7 +217,7 @@ class Session:
             index = len(self.sent) - self.acked
             if index < len(call.frames):
                 frame, published = call.frames[index]
-                await client.send_audio(frame.audio)
+                await self._send(client, frame)
                 seconds = frame.samples / frame.sample_rate
                 elapsed += seconds
                 self.sent.append(frame)
@@ -211,12 +225,32 @@ class Session:
                 self.services.streamed(seconds)
                 continue
             if call.ended or time.monotonic() - call.last_frame_at > self.services.idle_seconds:
-                await asyncio.wait_for(client.stop_session(),
-                                       self.services.settings.max_delay + STOP_GRACE_SECONDS)
+                await asyncio.wait_for(self._stop(client), self.services.settings.max_delay + STOP_GRACE_SECONDS)
                 return
             call.changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(call.changed.wait(), 1.0)
+
+
+    async def _send(self, client: AsyncClient, frame: AudioFrame) -> None:
+        """One frame: binary AddAudio, or for a 2-channel call one AddChannelAudio per channel."""
+        if not self.labels:
+            await client.send_audio(frame.audio)
+            return
+        width = len(frame.audio) // (frame.samples * frame.channels)
+        samples = np.frombuffer(frame.audio, dtype=np.uint8).reshape(-1, frame.channels, width)
+        for n, label in enumerate(self.labels):
+            await client.send_message({"message": "AddChannelAudio", "channel": label,
+                                       "data": base64.b64encode(samples[:, n, :].tobytes()).decode()})
+
+    async def _stop(self, client: AsyncClient) -> None:
+        """EndOfStream (mono) or EndOfChannel per channel, then wait for EndOfTranscript (or an error)."""
+        if not self.labels:
+            await client.stop_session()
+            return
+        for label in self.labels:
+            await client.send_message({"message": "EndOfChannel", "channel": label, "last_seq_no": len(self.sent)})
+        await self.closed.wait()
 
 
 async def run_call(call: CallStream, services: Services, slot: Callable[[], Any]) -> None:

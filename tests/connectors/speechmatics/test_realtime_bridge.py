@@ -288,3 +288,26 @@ def test_two_bridges_share_the_calls_through_a_rebalance(kafka_bootstrap, make_t
         truth = _words(truths[call_id])
         boundaries = [float(m.headers["rt_offset"]) for m in messages if m.kind == "RecognitionStarted"]
         assert all(any(abs((w[1] + w[2]) / 2 - b) < 0.6 for b in boundaries) for w in truth if w[0] not in said)
+
+
+def test_two_channel_call_is_a_multichannel_session_with_channel_labels(kafka_bootstrap, make_topic, rt_worker,
+                                                                        tmp_path: Path):
+    audio, words = synthetic_call(5.0, seed=120, channels=2)
+    rt_worker.admin.register_call("rt-stereo", audio, words, channels=2)
+    start = start_value({"diarization": "channel", "channel_labels": ["agent", "customer"]})
+    got, _ = _one_call(kafka_bootstrap, make_topic, rt_worker, tmp_path, CallAudio("rt-stereo", audio, 16000, 2, start))
+    assert got[0].kind == "RecognitionStarted" and got[0].message["channel_ids"] == ["agent", "customer"]
+    assert got[-1].kind == "EndOfTranscript"
+    for n, label in ((1, "agent"), (2, "customer")):
+        said = [w for m in got if m.kind == "AddTranscript" and m.message["channel"] == label
+                for w in final_words([m])]
+        assert said == _words([w for w in words if w["channel"] == n]), label
+        acks = [m.message["seq_no"] for m in got if m.kind == "ChannelAudioAdded" and m.message["channel"] == label]
+        assert acks == list(range(1, 251))
+    # the flow's normalization turns them into per-channel segments whose words carry the channel's label
+    from bytewax.speechmatics.flows.realtime import RealtimeState, normalize
+
+    state = RealtimeState()
+    events = [e for m in got for e in normalize("rt-stereo", m.message, state, float(m.headers["rt_offset"]))]
+    speakers = {w["speaker"] for e in events if e["type"] == "segment" and e["is_final"] for w in e["words"]}
+    assert speakers == {"agent", "customer"}
