@@ -37,32 +37,19 @@ from aiohttp import WSMsgType, web
 
 from bytewax.speechmatics.connectors.worker.audio import AudioFormatError, parse_wav
 from bytewax.speechmatics.connectors.worker.engines.reference import ReferenceEngine
+from bytewax.speechmatics.connectors.worker.realtime_config import (
+    ENCODINGS,
+    MID_SESSION,
+    SessionError,
+    channel_labels,
+    check_config,
+    check_mid_session,
+)
 from bytewax.speechmatics.connectors.worker.realtime_faults import RealtimeFaults
 from bytewax.speechmatics.connectors.worker.realtime_reference import ReferenceStream
 from bytewax.speechmatics.connectors.worker.realtime_whisper import SharedModel, WhisperStream
 
 log = logging.getLogger(__name__)
-
-ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw")
-#: Fields SetRecognitionConfig may change (the spec's MidSessionTranscriptionConfig; language only unchanged).
-MID_SESSION = frozenset({"max_delay", "max_delay_mode", "enable_partials", "conversation_config",
-                         "audio_filtering_config", "language"})
-TRANSCRIPTION_FIELDS = frozenset({
-    "language", "model", "operating_point", "output_locale", "additional_vocab", "punctuation_overrides", "domain",
-    "enable_entities", "audio_filtering_config", "transcript_filtering_config", "max_delay", "max_delay_mode",
-    "enable_partials", "speaker_diarization_config", "streaming_mode", "conversation_config", "ctrl",
-    "channel_diarization_labels", "diarization", "language_hints", "language_hints_strict",
-})
-DIARIZATION = ("none", "speaker", "channel", "channel_and_speaker")
-
-
-class SessionError(Exception):
-    """Ends a session with an `Error` message of the spec's `type`."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind, self.reason = kind, reason
-
 
 @dataclass
 class RealtimeState:
@@ -196,7 +183,7 @@ class Session:
         if not isinstance(config, dict):
             raise SessionError("invalid_config", "transcription_config must be an object")
         rate, encoding = self._audio_format(audio)
-        self._check_config(config)
+        check_config(config)
         if self.engine is None:
             raise SessionError("invalid_model", "this worker's engine cannot stream")
         self.config = dict(config)
@@ -204,7 +191,7 @@ class Session:
         if isinstance(self.engine, SharedModel):
             if self.file is not None:
                 raise SessionError("invalid_audio_type", "the whisper engine streams raw audio only")
-            if self._channel_labels(config):
+            if channel_labels(config):
                 raise SessionError("invalid_config", "the whisper engine streams one channel (use the reference "
                                                      "engine for multichannel sessions)")
             self.stream = WhisperStream(self.engine, rate, encoding, self.send, language=config["language"],
@@ -221,7 +208,7 @@ class Session:
                     channel=channel, label=label)
 
             self.stream = stream()
-            for n, label in enumerate(self._channel_labels(config), 1):
+            for n, label in enumerate(channel_labels(config), 1):
                 self.channels[str(label)] = stream(n, str(label))
                 self.channel_seq[str(label)] = 0
         if fault.drop_after is not None:
@@ -254,18 +241,6 @@ class Session:
         self.f32 = encoding == "pcm_f32le"
         return rate, "pcm_s16le" if self.f32 else encoding
 
-    @staticmethod
-    def _check_config(config: dict[str, Any]) -> None:
-        unknown = set(config) - TRANSCRIPTION_FIELDS
-        if unknown:
-            raise SessionError("invalid_config", f"unknown transcription_config fields {sorted(unknown)}")
-        language = config.get("language")
-        if not isinstance(language, str) or not language.replace("-", "").isalpha() or len(language) > 8:
-            raise SessionError("invalid_language", "language must be a language code such as 'en'")
-        _check_mid_session(config)
-        if config.get("diarization", "none") not in DIARIZATION:
-            raise SessionError("invalid_config", f"diarization must be one of {list(DIARIZATION)}")
-
     def reconfigure(self, message: dict[str, Any]) -> None:
         config = message.get("transcription_config")
         if not isinstance(config, dict):
@@ -274,7 +249,7 @@ class Session:
             raise SessionError("invalid_config", f"only {sorted(MID_SESSION)} may change in a session")
         if config.get("language", self.config["language"]) != self.config["language"]:
             raise SessionError("invalid_config", "the language cannot change in a session")
-        _check_mid_session(config)
+        check_mid_session(config)
         stream = self.stream
         assert stream is not None
         if "enable_partials" in config:
@@ -285,16 +260,6 @@ class Session:
         if trigger is not None and isinstance(stream, ReferenceStream):
             stream.eou_trigger = float(trigger)
         self.config.update(config)
-
-    @staticmethod
-    def _channel_labels(config: dict[str, Any]) -> list[Any]:
-        """The channels of a multichannel session (channel diarization with two or more labels), else []."""
-        labels = config.get("channel_diarization_labels")
-        if config.get("diarization") not in ("channel", "channel_and_speaker") or not isinstance(labels, list):
-            return []
-        if len(labels) < 2 or len(set(map(str, labels))) != len(labels):
-            raise SessionError("invalid_config", "channel_diarization_labels must name two or more distinct channels")
-        return labels
 
     async def add_channel_audio(self, message: dict[str, Any]) -> None:
         label = message.get("channel")
@@ -360,17 +325,6 @@ class Session:
             floats = np.frombuffer(data[:usable], dtype="<f4")
             return np.clip(np.round(floats * 32768.0), -32768, 32767).astype("<i2").tobytes()
         return data
-
-
-def _check_mid_session(config: dict[str, Any]) -> None:
-    delay = config.get("max_delay")
-    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int | float) or not 0.7 <= delay <= 4):
-        raise SessionError("invalid_config", "max_delay must be a number from 0.7 to 4")
-    if config.get("max_delay_mode", "flexible") not in ("flexible", "fixed"):
-        raise SessionError("invalid_config", "max_delay_mode must be flexible or fixed")
-    trigger = (config.get("conversation_config") or {}).get("end_of_utterance_silence_trigger")
-    if trigger is not None and (not isinstance(trigger, int | float) or not 0 <= trigger <= 2):
-        raise SessionError("invalid_config", "end_of_utterance_silence_trigger must be from 0 to 2")
 
 
 class _Dropped(Exception):
