@@ -44,7 +44,9 @@ FLOW = "bytewax.speechmatics.flows.microbatch:flow"
 SEAM_RADIUS = 2.0
 CHUNK_SECONDS = 30.0
 #: The issue's ceilings: stitched WER at most this many points above whole-file WER, and at most this many
-#: seam-attributable errors per seam.
+#: seam-attributable errors per seam. Reported (a "ceiling missed" row), never asserted by the test suite: whisper's
+#: words differ between CPUs (1 seam-attributable error at 24 seams on one machine, 5 on another, each repeatably),
+#: so a ceiling met on one machine can be missed on the next with the same code.
 MAX_WER_POINTS = 1.0
 MAX_ERRORS_PER_SEAM = 0.1
 QUICK_CALLS = ("mix-a",)

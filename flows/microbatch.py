@@ -78,8 +78,9 @@ def dead_letter_message(topic: str, max_record_bytes: int, letter: DeadLetter) -
 def build_flow(settings: Settings | None = None) -> Dataflow:
     """The whole micro-batch dataflow, Kafka in and out.
 
-    With no API key in `settings.submission` and `settings.worker.embedded` (the default), this process's local
-    worker is started here (it needs the `[worker]` extra for the whisper engine) and submission is pointed at it.
+    With neither an API key nor a batch URL in `settings.submission` and `settings.worker.embedded` (the default),
+    this process's local worker is started here (it needs the `[worker]` extra for the whisper engine) and
+    submission is pointed at it. A batch URL of a self-hosted worker needs no key.
 
     Args:
         settings: Every setting; the built-in defaults when omitted (`Settings.from_env()` reads the environment).
@@ -89,6 +90,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
 
     Raises:
         WorkerUnavailable: no API key, and the local worker cannot be started (its engine is not installed).
+        SettingsError: the Speechmatics SaaS would be called without a key.
 
     Example:
         >>> from bytewax.speechmatics.flows import Settings, build_flow
@@ -137,8 +139,8 @@ def tune_runtime(run: RunSettings) -> None:
 
 
 def _with_endpoint(settings: Settings) -> Settings:
-    """Point submission at the embedded local worker when no API key is set (and it is not turned off)."""
-    if settings.submission.api_key or not settings.worker.embedded:
+    """Point submission at the embedded local worker when neither an API key nor a URL is set (and it is not off)."""
+    if settings.submission.api_key or settings.submission.batch_url or not settings.worker.embedded:
         return settings
     from bytewax.speechmatics.connectors.worker.embedded import start_embedded_worker
 

@@ -25,7 +25,13 @@ is relabelled before it is emitted. With no or channel diarization, a call's chu
 Per-call settings: each chunk's job is shaped by the chunk's call settings merged over the flow's defaults
 (`SubmitSettings.transcription_config(call=...)`); each ChunkResult carries the *effective* settings (what the job
 asked for) and the call's metadata, for the stitcher. A `CallStarted` passes straight through, its config resolved
-the same way, so the call_started event states what the call's jobs ask for.
+the same way, so the call_started event states what the call's jobs ask for, and warns of each option they ask for
+that the engine cannot do (a local worker's engine: `SubmitSettings.capability_warnings`). Those warnings depend on
+the call's config, the flow's settings and the engine behind the endpoint (fixed for a deployment), never on a clock,
+so a replayed call_started is the same.
+
+The endpoint is settled when `transcribe_chunks` is called, while the flow is built (connectors/speechmatics/
+endpoint.py): a missing key is a SettingsError there, one line, instead of a failure inside the running dataflow.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
+from bytewax.speechmatics.connectors.speechmatics.endpoint import settle
 from bytewax.speechmatics.connectors.speechmatics.service import (
     ChunkDone,
     ChunkFailed,
@@ -136,7 +143,8 @@ class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState])
         self._check_fatal()
         if value.__class__ is CallStarted:  # passes through, with the config the call's jobs will ask for
             self.call_id = value.call_id
-            return [replace(value, call=self._effective(value.call))], self._finished()
+            warnings = (*value.warnings, *self.settings.capability_warnings(value.call.config))
+            return [replace(value, call=self._effective(value.call), warnings=warnings)], self._finished()
         index = value.span.index
         self.call_id = value.span.call_id
         if index in self.state.pending or index in self.state.done:
@@ -307,13 +315,15 @@ def transcribe_chunks(step_id: str, up: KeyedStream[Chunk | CallStarted], config
         replay them).
 
     Raises:
+        SettingsError: at once, while the flow is built, when the Speechmatics SaaS would be called without a key
+            (a self-hosted endpoint, such as `bytewax-speechmatics worker`, needs none).
         FatalSubmitError: from the running dataflow when the API refuses the key (401/403): the flow stops.
 
     Example:
         >>> from bytewax.speechmatics.flows import Settings, transcribe_chunks
         >>> results = transcribe_chunks("transcribe", chunks.oks, config=Settings.from_env().submission)
     """
-    settings = config or SubmitSettings()
+    settings = settle(config or SubmitSettings())
 
     def build(resume: SubmitState | None) -> SubmitLogic:
         return SubmitLogic(None, get_service(settings), resume)

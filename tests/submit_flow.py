@@ -73,7 +73,11 @@ def build_flow() -> Dataflow:
     return flow
 
 
-flow = build_flow()
+def __getattr__(name: str) -> Dataflow:
+    """`flow` is built when bytewax.run asks for it (importing this module for its helpers builds nothing)."""
+    if name == "flow":
+        return build_flow()
+    raise AttributeError(name)
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:

@@ -4,7 +4,8 @@ Steps: a Kafka broker (KAFKA_BOOTSTRAP_SERVERS if one answers there, else the lo
 whisper engine (or Speechmatics SaaS when SPEECHMATICS_API_KEY is set), fresh demo topics, the flow, then two real
 recorded calls: the pyannote two-speaker sample (30 s) and a longer call spliced from the same recording's
 utterances (about 3 minutes, so it crosses several chunk boundaries). Transcripts are printed per call as they
-arrive; everything the demo started is stopped at the end.
+arrive, after a line saying what their speakers mean (`speaker_legend`: the local engine labels none); everything
+the demo started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ def spliced_call(wav: Path, stm: Path, out: Path, seconds: float = 180.0, seed: 
     out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(out), np.concatenate(pieces), rate, subtype="PCM_16")
     return out
+
+
+def speaker_legend(local: bool, diarization: str | None) -> str:
+    """What the speaker before each transcript line means in this demo (`?` is a word without a speaker)."""
+    if local:
+        return ("speakers: `?` on every line: the local whisper engine has no speaker diarization, so words have no\n"
+                "    speaker (a call asking for it gets a warning in its call_started); with SPEECHMATICS_API_KEY and\n"
+                "    BWSM_DIARIZATION=speaker, lines show Speechmatics' S1, S2, ... labels, stable across its chunks")
+    if diarization == "speaker":
+        return "speakers: S1, S2, ...: Speechmatics' speaker labels, stable across a call's chunks"
+    if diarization == "channel":
+        return "speakers: the channel labels (BWSM_CHANNEL_LABELS) of 2-channel calls; `?` for these mono calls"
+    return "speakers: `?` on every line: diarization is off; BWSM_DIARIZATION=speaker labels them S1, S2, ..."
 
 
 def _ensure_kafka() -> tuple[str, LocalKafka | None]:
@@ -166,6 +180,7 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
             print(f"    call {call.call_id}: {call.seconds:.0f} s, {call.sample_rate} Hz ({what})", flush=True)
 
         step(6, f"Publishing both calls at {speed:g}x real time, 20 ms frames, while transcripts arrive")
+        print("    " + speaker_legend(worker is not None, Settings.from_env().submission.diarization), flush=True)
         publisher = subprocess.Popen(
             [sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "publish", str(sample.wav), str(long_wav),
              "--call-id", f"demo-{run_id}", "--speed", str(speed), "--topic", topics["BWSM_AUDIO_TOPIC"]],

@@ -608,7 +608,10 @@ class SubmitService:
         if self.settings.wait_mode != "webhook":
             await asyncio.sleep(interval * self._rng.uniform(0.8, 1.2))
             return
-        waker = self._wakers.setdefault(job_id, asyncio.Event())
+        waker = self._wakers.get(job_id)
+        if waker is None:  # the first pause: listen, then look once at once (a webhook sent before we listened,
+            self._wakers[job_id] = asyncio.Event()  # as a fast job's is, is otherwise lost until the fallback poll)
+            return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(waker.wait(), self.settings.webhook_fallback_poll)
         waker.clear()

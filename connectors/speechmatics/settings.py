@@ -17,11 +17,13 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from speechmatics.batch import TranscriptionConfig
 
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
+from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities, capability_warnings
 from bytewax.speechmatics.schemas.call_start import NO_CONFIG, CallConfig
 from bytewax.speechmatics.schemas.errors import SettingsError, in_words
 
@@ -197,6 +199,9 @@ class SubmitSettings:
     webhook_fallback_poll: float = 30.0
     #: The brokers of the lending reports (the flow's own Kafka; None: no lending, fixed shares).
     kafka: KafkaSettings | None = field(default=None, repr=False)
+    #: What the engine behind `batch_url` honours, when it is a local worker's (learnt when the flow is built,
+    #: connectors/speechmatics/endpoint.py); None: the real API's, which honours every option.
+    capabilities: EngineCapabilities | None = None
 
     def __post_init__(self) -> None:
         if self.diarization == "none":
@@ -210,6 +215,11 @@ class SubmitSettings:
             raise SettingsError(f"BWSM_WAIT_MODE must be {in_words(WAIT_MODES)}, got {self.wait_mode!r}")
         if self.wait_mode == "webhook" and not self.webhook_url:
             raise SettingsError("BWSM_WAIT_MODE=webhook needs BWSM_WEBHOOK_URL (the URL the API calls back)")
+        if self.batch_url is not None:
+            parts = urlsplit(self.batch_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError(f"SPEECHMATICS_BATCH_URL must be an http(s) URL such as "
+                                    f"http://127.0.0.1:18000/v2, got {self.batch_url[:80]!r}")
         if self.diarization not in (None, *DIARIZATIONS):
             raise SettingsError(f"BWSM_DIARIZATION must be {in_words(DIARIZATIONS)}, got {self.diarization!r}")
         try:
@@ -279,6 +289,13 @@ class SubmitSettings:
         if call is not None and call != NO_CONFIG:
             fields = apply_call_config(fields, call, self.channel_labels)
         return fields
+
+    def capability_warnings(self, call: CallConfig | None = None) -> tuple[str, ...]:
+        """What this call's jobs ask for that the engine cannot do, one warning each (none against the real API).
+        A function of the settings and the call's config alone, so a replayed call_started says the same."""
+        if self.capabilities is None:
+            return ()
+        return capability_warnings(self.capabilities, self.transcription_config(call=call).to_dict())
 
     def job_fingerprint(self, call: CallConfig | None = None) -> str:
         """A stable digest of what shapes a job's transcript besides its audio (the transcription config, the call's

@@ -13,6 +13,10 @@ Job API (behind `Authorization: Bearer <key>` when started with an API key; 401 
   GET    /v2/jobs/{id}/log             text/plain.
   DELETE /v2/jobs/{id}                 {"job": {...}}; 423 for a running job unless ?force=true.
 Health (no auth): GET /jobs (engine accounting), GET /live, GET /ready (503 while loading or all busy).
+Feature discovery (no auth, as on the real API): GET /v1/discovery/features, the real document's shape plus
+`local_engine`: what the engine honours (connectors/speechmatics/capabilities.py). A job asking for a language the
+engine lacks is refused as the real API refuses it (400 "Job rejected"); one asking for another option the engine
+lacks runs without it, and its transcript lists what was not done under `metadata.warnings` (and so does its log).
 Admin (no auth, for tests and demos):
   POST   /admin/calls                  register a reference call: multipart `meta` JSON {call_id, sample_rate,
                                        encoding pcm_s16le|mulaw|wav, channels, words: [...], edge_rule} + `audio`.
@@ -42,9 +46,10 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from bytewax.speechmatics.connectors.speechmatics.capabilities import DISCOVERY_PATH, EngineCapabilities, unsupported
 from bytewax.speechmatics.connectors.worker import faults as faults_mod
 from bytewax.speechmatics.connectors.worker.audio import AudioFormatError, RawAudio, parse_wav, read_audio
-from bytewax.speechmatics.connectors.worker.engines.reference import ReferenceEngine, TruthError
+from bytewax.speechmatics.connectors.worker.engines.reference import CAPABILITIES, ReferenceEngine, TruthError
 from bytewax.speechmatics.connectors.worker.faults import FaultConfigError, FaultPlan
 from bytewax.speechmatics.connectors.worker.formats import json_v2, to_srt, to_txt
 from bytewax.speechmatics.connectors.worker.jobs import (
@@ -73,6 +78,7 @@ class Engine(Protocol):
 
     name: str
     ready: bool
+    capabilities: EngineCapabilities  # what it honours, served at /v1/discovery/features
 
     async def start(self) -> None: ...
 
@@ -88,6 +94,7 @@ class ReferenceBackend:
 
     name = "reference"
     ready = True
+    capabilities = CAPABILITIES
 
     def __init__(self) -> None:
         self.engine = ReferenceEngine()
@@ -314,6 +321,10 @@ async def post_job(request: web.Request) -> web.StreamResponse:
     if fmt not in FORMATS:
         raise _bad(f"format must be one of {list(FORMATS)}")
     config, audio, name = await _read_submission(request)
+    refused = [u for u in unsupported(state.engine.capabilities, config.get("transcription_config") or {}) if u.rejects]
+    if refused:
+        return web.json_response({"code": 400, "error": "Job rejected",
+                                  "detail": f"Job config JSON is invalid. Error: {refused[0].message}"}, status=400)
     job_id = new_job_id()
     busy = state.capacity.try_acquire(job_id, engines)
     if busy:
@@ -351,7 +362,14 @@ async def _run_job(state: WorkerState, job: Job, audio: bytes, reject: bool) -> 
         if out.get("engine_run") is not None:
             state.stats.engine_runs[job.id] = out["engine_run"]
         job.note(f"engine finished results={len(out['results'])} seconds={time.monotonic() - started:.3f}")
-        job.finish(DONE, transcript=json_v2(job, out["results"], out.get("speakers")))
+        transcript = json_v2(job, out["results"], out.get("speakers"))
+        lacking = unsupported(state.engine.capabilities, job.config.get("transcription_config") or {})
+        if lacking:  # done without them, said in the transcript as the real API lists a feature it could not run
+            transcript["metadata"]["warnings"] = [{"type": "unsupported_feature", "feature": u.feature,
+                                                   "message": u.message} for u in lacking]
+            for u in lacking:
+                job.note(f"not done: {u.feature} (unsupported by the {state.engine.name} engine)")
+        job.finish(DONE, transcript=transcript)
     except AudioFormatError as exc:
         job.finish(REJECTED, error=f"unsupported audio: {exc}")
     except Exception as exc:  # noqa: BLE001 - a failed job must end rejected, never hang
@@ -453,6 +471,10 @@ async def delete_job(request: web.Request) -> web.Response:
 
 async def engines(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].capacity.snapshot())
+
+
+async def discovery(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].engine.capabilities.to_discovery())
 
 
 async def live(request: web.Request) -> web.Response:
@@ -578,6 +600,7 @@ def create_app(state: WorkerState) -> web.Application:
             web.delete("/v2/jobs/{job_id}", delete_job),
             web.get("/jobs", engines),
             web.get("/live", live),
+            web.get(DISCOVERY_PATH, discovery),
             web.get("/ready", ready),
             web.post("/admin/calls", register_call),
             web.get("/admin/calls", list_calls),

@@ -3,15 +3,13 @@ a start message's settings shape the jobs of its call only, and its metadata rea
 
 from __future__ import annotations
 
-import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, TestingSource, run_main
+from stage_flow import run_stages
 from worker_fixtures import synthetic_call
 
 from bytewax.speechmatics.connectors.cli.publish import CallAudio, frames_of
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
-from bytewax.speechmatics.flows import ChunkConfig, chunk_calls, decode_frames, stitch_calls, transcribe_chunks
+from bytewax.speechmatics.flows import ChunkConfig
 from bytewax.speechmatics.schemas.call_start import encode_start
 from bytewax.speechmatics.schemas.frames import encode_frame
 
@@ -31,14 +29,7 @@ def test_start_messages_shape_their_calls_jobs_and_events(reference_worker, tmp_
             messages.append(KafkaSourceMessage(key, value, headers=headers, topic="a", offset=len(messages)))
     settings = SubmitSettings(api_key=reference_worker.api_key or "k", batch_url=reference_worker.url,
                               journal_dir=str(tmp_path / "journal"))
-    flow = Dataflow("per_call_stages")
-    decoded = decode_frames("decode", op.input("in", flow, TestingSource(messages)))
-    chunks = chunk_calls("chunk", decoded.oks, ChunkConfig(policy="fixed", chunk_seconds=5.0, overlap_seconds=0.3))
-    results = transcribe_chunks("transcribe", chunks.oks, settings)
-    events = stitch_calls("stitch", results.oks)
-    out: list[dict] = []
-    op.output("events", op.map("event", events.oks, lambda kv: kv[1].event), TestingSink(out))
-    run_main(flow)
+    out, _ = run_stages(messages, settings, ChunkConfig(policy="fixed", chunk_seconds=5.0, overlap_seconds=0.3))
 
     for call_id, (_, words) in calls.items():
         mine = [e for e in out if e["call_id"] == call_id]

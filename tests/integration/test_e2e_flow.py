@@ -1,8 +1,9 @@
 """The whole micro-batch flow with a real broker and the local worker (reference engine): correctness end to end,
 through SIGKILL + recovery, and on a 2-process cluster.
 
-20 calls of 2-4 minutes with known truth are published at full speed. A baseline run (1 process, no crash) is the
-reference the other runs are compared with, event for event (minus the job id, which the server assigns per run).
+12 calls of 2-3 minutes with known truth (4-6 chunks each, over 4 partitions) are published at full speed. A
+baseline run (1 process, no crash) is the reference the other runs are compared with, event for event (minus the job
+id, which the server assigns per run).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bytewax.speechmatics.schemas import CallTranscript
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-CALLS = 20
+CALLS = 12  # enough to spread over the 4 partitions and both processes of the cluster run, and to be killed mid-way
 DEADLINE_S = 420
 
 
@@ -40,7 +41,7 @@ def make_calls(prefix: str) -> list[TruthCall]:
     rng = random.Random(8)
     calls = []
     for i in range(CALLS):
-        seconds = rng.uniform(120, 240)
+        seconds = rng.uniform(120, 180)
         audio, words = synthetic_call(seconds, seed=100 + i)
         calls.append(TruthCall(f"{prefix}-{i:02d}", audio, words))
     return calls
@@ -120,7 +121,7 @@ def test_every_call_comes_out_exactly_as_its_truth(baseline: dict, calls: list[T
         assert events[-1]["type"] == "call_completed"
         indexes = [e["job"]["chunk_index"] for e in events if e["type"] == "segment"]
         assert indexes == list(range(len(indexes))), f"{call.call_id}: segments out of order {indexes}"
-        assert len(indexes) >= 4  # 2-4 minutes in 30 s chunks
+        assert len(indexes) >= 4  # 2-3 minutes in chunks of at most 35 s
         completed = events[-1]
         assert completed["counts"]["chunks"] == len(indexes) and completed["counts"]["failed_chunks"] == 0
     assert all(count == 1 for count in jobs_by_reference(baseline["stats"]).values())

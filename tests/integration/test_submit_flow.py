@@ -126,6 +126,7 @@ def test_wrong_api_key_stops_the_flow_naming_the_cause(api, tmp_path, monkeypatc
     assert sum(posts.values()) <= 3, f"retry storm after 401: {posts}"
 
 
+@pytest.mark.timeout(50)  # a deadline, not a timing: without the callbacks each job waits the 60 s fallback poll
 def test_webhooks_wake_waiting_chunks_and_unauthenticated_callbacks_are_refused(api, tmp_path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -134,6 +135,7 @@ def test_webhooks_wake_waiting_chunks_and_unauthenticated_callbacks_are_refused(
                              webhook_host="127.0.0.1", webhook_port=port, webhook_secret="s3cret-hook",
                              webhook_fallback_poll=60.0)
     chunks = bench.bench_chunks(3, 3, 0.25, prefix="hooks")
+    api.admin.set_faults({"job_duration": {"dist": "fixed", "value": 0.5}})  # still running at the first look
     results, letters = run_submit(chunks, settings)  # would take 60 s per chunk without the callbacks
     assert not letters
     assert_one_job_per_chunk(api, chunks, results)

@@ -8,6 +8,9 @@ inside, `keep` keeps every overlapping word; kept words are clipped to the chunk
 word it attaches to. Speakers are S1, S2, ... per job in order of appearance; `get_speakers` returns
 opaque per-job identifiers that this engine resolves back to the voice when a later job enrols them.
 Audio it does not know yields an empty transcript.
+
+It stands in for the real API in tests, so it declares every option (CAPABILITIES): its transcript is the truth
+whatever the language, vocabulary or locale asked for, and it labels speakers and channels as the truth says.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities
 from bytewax.speechmatics.connectors.worker.audio import RawAudio, canonical_samples
 
 EDGE_RULES = ("midpoint", "drop", "keep")
@@ -27,6 +31,7 @@ WORD, PUNCTUATION = "word", "punctuation"
 #: Frames in the anchor searched for first; long enough to be unique, short enough to find fast.
 ANCHOR_FRAMES = 4096
 _SENTENCE_END = frozenset(".?!")
+CAPABILITIES = EngineCapabilities("reference", version="reference")
 
 
 class TruthError(ValueError):

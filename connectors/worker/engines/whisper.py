@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities
 from bytewax.speechmatics.connectors.worker.audio import AudioFormatError
 from bytewax.speechmatics.connectors.worker.jobs import Job
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
@@ -48,6 +49,25 @@ MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 MARKER = ".bwsm-verified"
 _PUNCTUATION = ",.?!;:"
+#: The languages of Whisper's multilingual models up to large-v2 (base among them); `auto` lets Whisper detect it.
+LANGUAGES = (
+    "af", "am", "ar", "as", "az", "ba", "be", "bg", "bn", "bo", "br", "bs", "ca", "cs", "cy", "da", "de", "el",
+    "en", "es", "et", "eu", "fa", "fi", "fo", "fr", "gl", "gu", "ha", "haw", "he", "hi", "hr", "ht", "hu", "hy",
+    "id", "is", "it", "ja", "jw", "ka", "kk", "km", "kn", "ko", "la", "lb", "ln", "lo", "lt", "lv", "mg", "mi",
+    "mk", "ml", "mn", "mr", "ms", "mt", "my", "ne", "nl", "nn", "no", "oc", "pa", "pl", "ps", "pt", "ro", "ru",
+    "sa", "sd", "si", "sk", "sl", "sn", "so", "sq", "sr", "su", "sv", "sw", "ta", "te", "tg", "th", "tk", "tl",
+    "tr", "tt", "uk", "ur", "uz", "vi", "yi", "yo", "zh", "auto",
+)
+
+
+def capabilities(model_name: str = "base") -> EngineCapabilities:
+    """What this engine honours: the language (English only for the `.en` models) and channel diarization (each
+    channel recognised alone). No speaker diarization, entities, vocabulary, locale, domain or punctuation overrides:
+    those jobs run without them and say so (connectors/speechmatics/capabilities.py). One model, any operating point.
+    """
+    languages = ("en",) if model_name.endswith(".en") else LANGUAGES
+    return EngineCapabilities("whisper", languages=languages, diarization=("none", "channel"), features=(),
+                              version=f"whisper-{model_name}")
 _SENTENCE_END = ".?!"
 
 
@@ -249,6 +269,7 @@ class WhisperBackend:
     def __init__(self, parallel: int, config: WhisperConfig) -> None:
         self.parallel = parallel
         self.config = config
+        self.capabilities = capabilities(Path(config.model_dir).name if config.model_dir else config.model_name)
         self.ready = False
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
