@@ -1,8 +1,9 @@
 """`make bench`: every benchmark in one run, then ONE table with all the figures that run measured.
 
 Each bench is also runnable alone (`python -m bench.ingest`, `bench.baseline`, `bench.latency`, `bench.scaling`,
-`bench.cluster_rate`, `bench.accuracy`, `bench.cost`, `bench.profile_ingest`). The broker is KAFKA_BOOTSTRAP_SERVERS, else the
-project's local broker (started if needed). Publishers always run in their own processes. Options narrow the run:
+`bench.cluster_rate`, `bench.accuracy`, `bench.cost`, `bench.profile_ingest`). The broker is
+KAFKA_BOOTSTRAP_SERVERS, else the project's local broker (started if needed). Publishers always run in their own
+processes. Options narrow the run:
 `python -m bench --only ingest,latency --latency-calls 100`; `--quick` is a short check of every figure (about
 two minutes plus the accuracy bench's first download) with smaller sizes, not the figures to quote.
 

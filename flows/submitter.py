@@ -15,6 +15,14 @@ How it fits Bytewax 0.21.1 without ever blocking the dataflow:
 - A 401/403 is raised from the operator (FatalSubmitError), which aborts the Bytewax run with that message.
 - One submission service per process and per distinct settings (connectors/speechmatics/service.get_service).
 
+Silence compaction (`skip_silence`, BWSM_SKIP_SILENCE): when a chunk arrives, a fresh webrtcvad (speech on either
+channel is speech) plans the pieces worth sending (flows/compaction.py: speech kept whole, every non-speech stretch
+shortened to `silence_keep_seconds`); the plan is kept in the chunk's pending state, the service is handed the chunk
+with only those pieces as its audio (so the job's audio fingerprint and WAV are of what is really sent), and the
+transcript's times are mapped back onto the chunk before the result leaves. A chunk without speech is not sent: its
+result has an empty transcript and `billed_seconds` 0. Every result carries `billed_seconds`: the audio its job
+was sent (the whole chunk with compaction off; 0 for a failed chunk that never got a job).
+
 Outputs per call: one ChunkResult per chunk (error set when it failed, so the stitcher never waits) and one
 DeadLetter per failed chunk; `transcribe_chunks` returns them as one StageOut.
 
