@@ -156,6 +156,18 @@ def _matched(haystack: bytes, needle: bytes, start: int, frame_bytes: int) -> in
     return int(differ[0]) if differ.size else n
 
 
+def find_start(haystack: bytes, needle: bytes, frame_bytes: int) -> int | None:
+    """find_offset, and when the needle is not one stretch of the haystack (a chunk sent in pieces), the place of
+    its first piece by ever shorter anchors."""
+    found = find_offset(haystack, needle, frame_bytes)
+    change = _first_change(needle, frame_bytes) if found is None and len(needle) >= frame_bytes else None
+    for size in PIECE_ANCHORS if change is not None else ():
+        found = find_offset(haystack, needle[: (change + size) * frame_bytes], frame_bytes)
+        if found is not None:
+            break
+    return found
+
+
 def locate_pieces(haystack: bytes, needle: bytes, first: int, frame_bytes: int) -> list[tuple[int, int, int]]:
     """Where each stretch of `needle` lies in `haystack`, from frame `first` (find_offset's answer) on:
     (needle frame, haystack frame, frames), contiguous stretches merged.
@@ -179,12 +191,9 @@ def locate_pieces(haystack: bytes, needle: bytes, first: int, frame_bytes: int) 
         else:
             pieces.append((pos, at, m))
         pos, at = pos + m, at + m
-        change = _first_change(needle[pos * frame_bytes :], frame_bytes) if pos < n else None
-        for size in PIECE_ANCHORS if change is not None else ():
-            found = find_offset(haystack, needle[pos * frame_bytes : (pos + change + size) * frame_bytes], frame_bytes)
-            if found is not None:
-                at = found
-                break
+        found = find_start(haystack, needle[pos * frame_bytes :], frame_bytes) if pos < n else None
+        if found is not None:
+            at = found
     return pieces
 
 
@@ -271,7 +280,7 @@ class ReferenceEngine:
             a = call.audio
             if (a.encoding, a.sample_rate, a.channels) != (chunk.encoding, chunk.sample_rate, chunk.channels):
                 continue
-            offset = find_offset(a.data, needle, chunk.frame_bytes)
+            offset = find_start(a.data, needle, chunk.frame_bytes)
             if offset is not None:
                 return call, offset
         return None
