@@ -30,6 +30,7 @@ CHUNKS_SUBMITTED = Counter("bwsm_chunks_submitted", "Chunks handed to the Speech
 JOBS_POSTED = Counter("bwsm_jobs_posted", "Jobs the API accepted (POST answered with a job id)")
 JOBS_RECOVERED = Counter("bwsm_jobs_recovered", "Jobs found again instead of posting", ["via"])
 CHUNKS_DONE = Counter("bwsm_chunks_done", "Chunks transcribed")
+CHUNKS_SILENT = Counter("bwsm_chunks_silent", "Chunks without speech: not sent (BWSM_SKIP_SILENCE)")
 CHUNKS_FAILED = Counter("bwsm_chunks_failed", "Chunks dead-lettered", ["reason"])
 HTTP_429 = Counter("bwsm_http_429", "Requests answered 429 (rate limited)", ["route"])
 RETRIES = Counter("bwsm_retries", "Requests retried", ["route", "kind"])

@@ -55,6 +55,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
+from bytewax.speechmatics.connectors.metrics import CHUNKS_SILENT
 from bytewax.speechmatics.connectors.speechmatics.endpoint import settle
 from bytewax.speechmatics.connectors.speechmatics.service import (
     ChunkDone,
@@ -167,6 +168,7 @@ class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState])
         if self.settings.skip_silence:
             sent = compaction_plan(value, self.settings.silence_keep_seconds)
             if sent is None:  # no speech in the chunk: not sent, not billed
+                CHUNKS_SILENT.inc()
                 self.state.done.add(index)
                 quiet = ChunkResult(span=value.span, transcript={"results": []}, attempts=0, source=value.source,
                                     call=self._effective(value.call), warnings=value.warnings)

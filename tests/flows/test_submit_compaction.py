@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+from prometheus_client import REGISTRY
 from test_submit_logic import RecordingService
 
 from bytewax.speechmatics.connectors.speechmatics.service import ChunkDone, JobKnown
@@ -32,8 +33,10 @@ def chunk(samples: np.ndarray, index: int = 0, channels: int = 1) -> Chunk:
 
 def test_a_chunk_without_speech_is_not_sent_and_bills_nothing() -> None:
     service = RecordingService(skip_silence=True)
+    before = REGISTRY.get_sample_value("bwsm_chunks_silent_total") or 0.0
     out, _ = SubmitLogic(None, service, None).on_item(chunk(quiet(10.0)))
     assert service.submitted == []
+    assert REGISTRY.get_sample_value("bwsm_chunks_silent_total") == before + 1
     [result] = out
     assert isinstance(result, ChunkResult) and result.transcript == {"results": []} and result.billed_seconds == 0
 
