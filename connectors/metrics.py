@@ -38,7 +38,8 @@ JOBS_IN_FLIGHT = Gauge("bwsm_jobs_in_flight", "Chunks between their first POST a
 RATE_LIMIT = Gauge("bwsm_rate_limit_per_second", "Current (AIMD) request rate of this process", ["route"])
 #: Counted once per chunk when its segment is emitted: what the API bills against what the calls lasted.
 BILLED_SECONDS = Counter("bwsm_billed_seconds_total", "Seconds of audio sent to the API (silence compaction applied)")
-AUDIO_SECONDS = Counter("bwsm_audio_seconds_total", "Seconds of call audio transcribed (overlaps counted once)")
+CALL_AUDIO_SECONDS = Counter("bwsm_audio_seconds_total",
+                             "Seconds of call audio whose segments were emitted (overlaps counted once)")
 CHUNK_LATENCY = Histogram("bwsm_chunk_latency_seconds", "From first POST attempt to transcript",
                           buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
 
