@@ -15,7 +15,6 @@ on channel 2, labelled for channel diarization; a single track makes a 1-channel
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import time
@@ -127,7 +126,7 @@ class TwilioSession(Session):
         if not isinstance(payload, str):
             raise SessionRefused("bad_base64", "media payload is not a string")
         try:
-            audio = base64.b64decode(payload, validate=True)
+            audio = binascii.a2b_base64(payload, strict_mode=True)  # base64.b64decode(validate=True), less overhead
         except (binascii.Error, ValueError):
             raise SessionRefused("bad_base64", "media payload is not base64") from None
         if "timestamp" in media:

@@ -209,9 +209,9 @@ def test_an_unreachable_broker_stops_the_reads_instead_of_growing_memory(tmp_pat
     and the client's sends stall far short of the session, with the bytes in flight at the cap."""
     from e2e_harness import free_port
 
-    cap = 16000  # 1 s of two-track mu-law
+    cap = 16000  # 1 s of two-track mu-law: ten 0.1 s frames (the figures below count in those)
     run = start_ingress(f"127.0.0.1:{free_port()}", "nowhere", tmp_path / "stalled.log",
-                        _ARGS=f"--max-in-flight-bytes {cap}")
+                        _ARGS=f"--max-in-flight-bytes {cap} --frame-seconds 0.1")
     lines = twilio_session("CA-stalled", mulaw_noise(600.0, 8), mulaw_noise(600.0, 9))  # 10 minutes, ~18 MB
     sent = 0
 
