@@ -32,6 +32,7 @@ TRACK_ORDER = ("inbound", "outbound")
 MULAW_NAMES = ("audio/x-mulaw", "pcmu", "mulaw", "audio/pcmu")
 #: Close code for input the ingress cannot use (RFC 6455 1008, "policy violation"); the reason says which.
 CLOSE_REFUSED = 1008
+_ABSENT = object()
 
 
 def _track(name: Any) -> str:
@@ -59,6 +60,7 @@ class TwilioSession(Session):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mixer: TrackMixer | None = None
+        self._tracks: dict[str, str] = {}  # the tracks announced, by the name media messages use
         self._held_since: float | None = None  # when the oldest audio the mixer holds was read
 
     async def on_text(self, doc: dict[str, Any]) -> bool:
@@ -111,6 +113,7 @@ class TwilioSession(Session):
         if len(tracks) == 2:
             base = {"diarization": "channel", "channel_labels": list(self.settings.channel_labels)}
         window = int(self.settings.reorder_window * RATE)
+        self._tracks = {name: name for name in tracks}
         self.mixer = TrackMixer(tracks, window=window, max_gap=int(self.settings.max_gap * RATE),
                                 min_release=int(self.settings.publisher.frame_seconds * RATE))
         await self.start_call(call_id, config, metadata, len(tracks), base)
@@ -119,9 +122,11 @@ class TwilioSession(Session):
         assert self.mixer is not None and self.call is not None
         if not isinstance(media, dict):
             raise SessionRefused("bad_media", "media has no `media` object")
-        track = _track(media.get("track", "inbound"))
-        if track not in self.mixer.tracks:
-            raise SessionRefused("unknown_track", f"track {track[:20]!r} was not announced in start")
+        track = media.get("track", "inbound")
+        if track not in self._tracks:  # the usual names take one dict look-up
+            track = _track(track)
+            if track not in self.mixer.tracks:
+                raise SessionRefused("unknown_track", f"track {track[:20]!r} was not announced in start")
         payload = media.get("payload")
         if not isinstance(payload, str):
             raise SessionRefused("bad_base64", "media payload is not a string")
@@ -129,8 +134,11 @@ class TwilioSession(Session):
             audio = binascii.a2b_base64(payload, strict_mode=True)  # base64.b64decode(validate=True), less overhead
         except (binascii.Error, ValueError):
             raise SessionRefused("bad_base64", "media payload is not base64") from None
-        if "timestamp" in media:
-            position = _int(media["timestamp"], "media.timestamp") * RATE // 1000
+        stamp = media.get("timestamp", _ABSENT)
+        if stamp.__class__ is str and stamp.isdigit() and stamp.isascii():  # as Twilio sends it: "1234"
+            position = int(stamp) * (RATE // 1000)
+        elif stamp is not _ABSENT:
+            position = _int(stamp, "media.timestamp") * RATE // 1000
         else:
             position = (max(1, _int(media.get("chunk", 1), "media.chunk")) - 1) * 160
         late = self.mixer.late_samples
