@@ -40,7 +40,7 @@ from pathlib import Path
 
 from bench.common import Table, create_topic, delete_topics, kafka_bootstrap
 
-FLOW = "bytewax.speechmatics.flows.microbatch:flow"
+FLOW = "bytewax.speechmatics.flows.microbatch:flow(tune=True)"  # as `run` tunes its flow process
 SEAM_RADIUS = 2.0
 CHUNK_SECONDS = 30.0
 #: The issue's ceilings: stitched WER at most this many points above whole-file WER, and at most this many

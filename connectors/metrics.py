@@ -73,3 +73,26 @@ INGRESS_ACK = Histogram("bwsm_ingress_ack_seconds",
                         "From the oldest audio of a frame being read off a websocket to Kafka acknowledging the frame",
                         buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30))
 INGRESS_IN_FLIGHT = Gauge("bwsm_ingress_in_flight_bytes", "Audio bytes produced and not yet acknowledged by Kafka")
+
+# -- operations (health thread, status board) --
+AUDIO_SECONDS = Counter("bwsm_chunker_audio_seconds", "Seconds of call audio accepted by the chunker (gaps included)")
+SOURCE_LAG_SECONDS = Gauge("bwsm_source_lag_seconds",
+                           "Age of the oldest unread message per partition, an upper bound (0: nothing unread)",
+                           ["topic", "partition"])
+SOURCE_READ_TIMESTAMP = Gauge("bwsm_source_read_timestamp_seconds",
+                              "Kafka timestamp of the last message read per partition", ["topic", "partition"])
+OPEN_CALLS = Gauge("bwsm_open_calls", "Calls this process holds: audio not yet cut or chunks not yet transcribed")
+CHUNKS_PENDING = Gauge("bwsm_chunks_pending", "Chunks cut and not yet transcribed (waiting for a POST or in flight)")
+SUBMIT_FATAL = Gauge("bwsm_submit_fatal", "1 once the submission API refused the key (401/403); the flow then stops")
+JOURNAL_BYTES = Gauge("bwsm_journal_bytes", "Bytes of the job journal (all processes' files in its directory)")
+
+# -- the real-time bridge (`bytewax-speechmatics realtime --metrics-port`) --
+RT_SESSIONS_OPEN = Gauge("bwsm_rt_sessions_open", "Real-time sessions open in this bridge process")
+RT_AUDIO_SECONDS = Counter("bwsm_rt_audio_seconds", "Seconds of audio streamed to real-time sessions")
+RT_MESSAGES = Counter("bwsm_rt_messages", "Server messages received by the bridge, by type", ["type"])
+RT_FIRST_WORD = Histogram("bwsm_rt_first_word_seconds",
+                          "A session's first final word: from its audio's publish time",
+                          buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30))
+RT_ERRORS = Counter("bwsm_rt_errors", "Sessions ended by an error, by type and whether the call gave up",
+                    ["type", "final"])
+RT_BATCH_ONLY = Counter("bwsm_rt_batch_only_calls", "Calls left to the batch path only, by reason", ["reason"])

@@ -47,6 +47,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
+from bytewax.speechmatics.connectors.health import HEALTH
 from bytewax.speechmatics.connectors.speechmatics.endpoint import settle
 from bytewax.speechmatics.connectors.speechmatics.service import (
     ChunkDone,
@@ -59,6 +60,7 @@ from bytewax.speechmatics.connectors.speechmatics.service import (
     get_service,
 )
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
+from bytewax.speechmatics.connectors.status import BOARD
 from bytewax.speechmatics.flows.speakers import SpeakerBook, speaker_config
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.schemas.call_start import CallSettings
@@ -131,11 +133,13 @@ class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState])
             self.state.held.append(index)
             self.state.held.sort()
         self._hand_ready()
+        self._report()
         return [], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[SubmitOutput], bool]:
         self._check_fatal()
         out = self._apply(self.service.take(self.call_id)) if self.call_id else []
+        self._report()
         return out, self._finished()
 
     def on_eof(self) -> tuple[Iterable[SubmitOutput], bool]:
@@ -160,8 +164,16 @@ class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState])
 
     # -- the work --
 
+    def _report(self) -> None:
+        """Show the call's chunks in flight on the status board."""
+        if self.call_id:
+            pending = self.state.pending
+            oldest = min((p.chunk.span.closed_at for p in pending.values()), default=None)
+            BOARD.submitter(self.call_id, len(pending), oldest)
+
     def _check_fatal(self) -> None:
         if self.service.fatal is not None:
+            HEALTH.submit_failed(self.service.fatal)
             raise FatalSubmitError(f"stopping the flow: {self.service.fatal}")
 
     def _finished(self) -> bool:

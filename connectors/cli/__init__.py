@@ -21,6 +21,8 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.cli.run",
     "bytewax.speechmatics.connectors.cli.demo",
     "bytewax.speechmatics.connectors.cli.ingress",
+    "bytewax.speechmatics.connectors.cli.status",
+    "bytewax.speechmatics.connectors.cli.realtime",
 ]
 
 

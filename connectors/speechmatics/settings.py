@@ -172,6 +172,7 @@ class SubmitSettings:
     limiter_topic: str = "bwsm.limiter"
     limiter_slot_seconds: float = 0.5
     clock_guard: float = 0.1  # seconds the processes' wall clocks may differ by (added to the lending hold)
+    cluster_id: str | None = None  # names the cluster in its lending reports; others' are ignored (BWSM_CLUSTER_ID)
     aimd_decrease: float = 0.7
     aimd_floor: float = 0.25
     aimd_recovery: float = 0.05

@@ -9,6 +9,7 @@ id, which the server assigns per run).
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,8 @@ def explain_duplicates(duplicates: dict[str, int], tmp_path: Path) -> str:
         text = path.read_text(errors="replace") if path.exists() else ""
         return [line for line in text.splitlines() if any(marker.format(r) in line for r in duplicates)]
 
-    journal = [line for f in sorted((tmp_path / "journal").glob("*.jsonl")) for line in about(f, '"{}"')]
+    journal = [str(row) for f in sorted((tmp_path / "journal").glob("journal-p*.sqlite3"))
+               for row in sqlite3.connect(f).execute("SELECT * FROM jobs") if row[0] in duplicates]
     return "\n".join([f"duplicate jobs: {duplicates}", "flow log:", *about(tmp_path / "flow.log", "reference={}"),
                       "journal:", *journal])
 

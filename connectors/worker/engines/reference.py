@@ -216,6 +216,11 @@ class ReferenceEngine:
                 for c in self._calls.values()
             ]
 
+    def registered(self) -> list[RegisteredCall]:
+        """The registered calls (the real-time endpoint locates one channel of a call itself)."""
+        with self._lock:
+            return list(self._calls.values())
+
     def locate(self, chunk: RawAudio) -> tuple[RegisteredCall, int] | None:
         """The registered call holding this chunk and the chunk's first frame in it."""
         with self._lock:
