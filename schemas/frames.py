@@ -131,7 +131,7 @@ def frame_samples(frame_ms: float, sample_rate: int, max_seconds: float = DEFAUL
     if not frame_ms > 0:
         raise ContractError(f"a frame must last more than 0 ms, got {frame_ms:g} ms")
     # whole milliseconds give exactly rate * ms // 1000; the 1e-6 absorbs float noise of a length given in seconds
-    # (0.29 s is 289.99999999999994 ms, still 2320 samples at 8 kHz)
+    # (1.001 s is 1000.9999999999999 ms, still 8008 samples at 8 kHz)
     samples = max(1, int(sample_rate * frame_ms / 1000 + 1e-6))
     if samples > int(max_seconds * sample_rate):
         raise ContractError(f"frames of {frame_ms:g} ms are longer than the flow accepts: at most "
