@@ -65,6 +65,13 @@ class TwilioSession(Session):
 
     async def on_text(self, doc: dict[str, Any]) -> bool:
         event = doc.get("event")
+        if event == "media" and self.call is not None:  # 100 a second per stream: the short way
+            self.count(event)
+            ready = self._media(doc.get("media"))
+            if ready:
+                since, self._held_since = self._held_since, (time.monotonic() if self.mixer.buffered else None)
+                await self.call.send(ready, received_at=since)
+            return False
         if not isinstance(event, str) or event not in self.known_types:
             raise SessionRefused("unknown_event", f"event {str(event)[:40]!r} is not a Media Streams event")
         self.count(event)
@@ -74,8 +81,6 @@ class TwilioSession(Session):
             await self._start(doc.get("start"), doc.get("streamSid") or doc.get("stream_id"))
         elif event in ("media", "stop") and not self.started:
             raise SessionRefused("media_before_start", f"{event} before start")
-        elif event == "media":
-            await self._media(doc.get("media"))
         elif event == "stop":
             return True
         return False  # connected, dtmf, mark: nothing to transcribe
@@ -118,8 +123,10 @@ class TwilioSession(Session):
                                 min_release=int(self.settings.publisher.frame_seconds * RATE))
         await self.start_call(call_id, config, metadata, len(tracks), base)
 
-    async def _media(self, media: Any) -> None:
-        assert self.mixer is not None and self.call is not None
+    def _media(self, media: Any) -> bytes:
+        """Place one media message's audio; the interleaved audio it releases (often none: the mixer holds audio
+        for a whole frame)."""
+        assert self.mixer is not None
         if not isinstance(media, dict):
             raise SessionRefused("bad_media", "media has no `media` object")
         track = media.get("track", "inbound")
@@ -150,9 +157,7 @@ class TwilioSession(Session):
             raise SessionRefused("timestamp_jump", str(exc)) from None
         if self.mixer.late_samples != late:
             INGRESS_LATE_SECONDS.labels(self.protocol).inc((self.mixer.late_samples - late) / RATE)
-        if ready:
-            since, self._held_since = self._held_since, (time.monotonic() if self.mixer.buffered else None)
-            await self.call.send(ready, received_at=since)
+        return ready
 
     async def flush(self) -> None:
         if self.mixer is not None and self.call is not None:
