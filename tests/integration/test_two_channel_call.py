@@ -151,7 +151,8 @@ def test_a_stereo_agent_caller_call_keeps_each_channel_apart(kafka_bootstrap: st
     cues = srt_cues(srt)
     overlapping = [(a, b) for n, a in enumerate(cues) for b in cues[n + 1:]
                    if min(a[1], b[1]) - max(a[0], b[0]) > 0.0015]
-    print(f"{len(cues)} cues, {len(overlapping)} pairs of cues overlap")
+    overlap_s = sum(min(a[1], b[1]) - max(a[0], b[0]) for a, b in overlapping)
+    print(f"{len(cues)} cues, {len(overlapping)} pairs of cues overlap, {overlap_s:.2f} s in all")
     for a, b in overlapping:
         assert a[2] != b[2], ("one party's captions overlap", a, b)
         assert talk_at_once(words, max(a[0], b[0]), min(a[1], b[1])), (a, b)
