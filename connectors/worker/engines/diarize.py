@@ -161,7 +161,14 @@ def diarize(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tuple[floa
     sensitivity = float(sdc.get("speaker_sensitivity", 0.5))
     centres = window_centres(spans)
     raw = embed_windows(encoder, audio, centres)
-    voice = _voices(raw, max(1, max_speakers), min(1.0, max(0.0, sensitivity)))
+    enrolled = enrolled_voices(sdc)
+    closest: dict[int, str] | None = None
+    if len(enrolled) >= max(2, max_speakers):  # every voice the job may hold is known: each window to the closest
+        nearest = np.argmax(raw @ np.stack([v for _, v in enrolled]).T, axis=1)
+        known, voice = np.unique(nearest, return_inverse=True)  # voices numbered 0.. as they occur in the job
+        closest = {k: enrolled[int(j)][0] for k, j in enumerate(known)}
+    else:
+        voice = _voices(raw, max(1, max_speakers), min(1.0, max(0.0, sensitivity)))
     count = int(voice.max()) + 1
     centred = _unit(raw - raw.mean(axis=0)) if count > 1 else raw
     centroids = _unit(np.stack([centred[voice == k].mean(axis=0) for k in range(count)]))
@@ -176,8 +183,7 @@ def diarize(encoder: VoiceEncoder, audio: np.ndarray, spans: Sequence[tuple[floa
             near = distance == distance.min()
         word_voice.append(int(np.argmax(centroids @ centred[near].mean(axis=0))) if count > 1 else 0)
 
-    enrolled = enrolled_voices(sdc)
-    given = _match(raw_means, enrolled)  # voice -> enrolled label
+    given = closest if closest is not None else _match(raw_means, enrolled)  # voice -> enrolled label
     names: dict[int, str] = {}
     used_labels = {label for label, _ in enrolled}
     next_number = 1

@@ -200,7 +200,20 @@ class VoiceEncoder:
         return cls({k: np.asarray(v, dtype=np.float32) for k, v in checkpoint["model_state"].items()})
 
     def embed_partials(self, mels: np.ndarray) -> np.ndarray:
-        """(batch, frames, N_MELS) -> (batch, 256) unit vectors (zero vectors stay zero)."""
+        """(batch, frames, N_MELS) -> (batch, 256) unit vectors (zero vectors stay zero).
+
+        The LSTM's matrix products are small (batch x 256 by 256 x 1024, once per step): OpenBLAS's threads cost more
+        than they give there (6.6 s against 1.1 s for one window batch on a busy 2-core machine), so they run on one
+        BLAS thread (threadpoolctl, in the `[worker]` extra; without it, as numpy is set up).
+        """
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return self._embed(mels)
+        with threadpool_limits(1, user_api="blas"):
+            return self._embed(mels)
+
+    def _embed(self, mels: np.ndarray) -> np.ndarray:
         x = np.asarray(mels, dtype=np.float32)
         batch, steps, _ = x.shape
         for w_ih, w_hh, bias in self.layers:

@@ -40,6 +40,7 @@ from typing import Any
 
 from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities
 from bytewax.speechmatics.connectors.worker.audio import AudioFormatError
+from bytewax.speechmatics.connectors.worker.engines.coverage import fill_gaps
 from bytewax.speechmatics.connectors.worker.engines.diarize import diarize
 from bytewax.speechmatics.connectors.worker.engines.voice_encoder import EncoderError, VoiceEncoder, fetch_encoder
 from bytewax.speechmatics.connectors.worker.engines.voiced import clamp_words
@@ -255,10 +256,13 @@ def transcribe_audio(blob: bytes, transcription_config: dict[str, Any]) -> dict[
     speakers = None
     for n, audio in enumerate(tracks, 1):
         channel = (labels[n - 1] if n <= len(labels) else f"channel_{n}") if by_channel else None
-        segments, _ = _MODEL.transcribe(
-            audio, language=None if language == "auto" else language, beam_size=1, word_timestamps=True,
-        )
-        words = [(w.word, w.start, w.end, w.probability) for seg in segments for w in (seg.words or [])]
+        def recognise(clip: Any) -> list[tuple[str, float, float, float]]:
+            segments, _ = _MODEL.transcribe(
+                clip, language=None if language == "auto" else language, beam_size=1, word_timestamps=True,
+            )
+            return [(w.word, w.start, w.end, w.probability) for seg in segments for w in (seg.words or [])]
+
+        words = fill_gaps(recognise, audio, recognise(audio))  # coverage.py: whisper's early stops, recovered
         if by_channel:  # each party's words inside its own voice (voiced.py): captions overlap only on real overlap
             words = clamp_words(words, audio)
         labels_of_words = None
