@@ -7,10 +7,10 @@ process, and prints:
 - pyannote: the pyannote.audio sample (30 s, two speakers, RTTM reference), one job with `diarization: speaker`;
   word-level speaker accuracy under the best label mapping (a word's reference speaker is the RTTM turn holding its
   midpoint, either speaker where both talk, the nearest turn where none does).
-- two-speaker call: a call of real recordings of two people taking turns (the Montreal Forced Aligner corpus's
-  speaker, their three long recordings cut at pauses into turns of about TURN_S, and the LibriVox reader of
-  pocketsphinx-testdata, whose five utterances are each used three times, in other orders), cut into chunks of
-  --chunk-seconds
+- two-speaker call: a call of real recordings of two people taking turns (`recordings.two_voice_call`: the
+  Montreal Forced Aligner corpus's speaker, their three long recordings cut at pauses into turns of about 8 s, and
+  the LibriVox reader of pocketsphinx-testdata, whose five utterances are each used three times, in other orders,
+  for a longer call), cut into chunks of --chunk-seconds
   with 1 s overlap, transcribed one after another with speaker identification chained by the flow's own
   SpeakerBook (flows/speakers.py), exactly as the flow's submitter chains a call's jobs. Each word is counted once
   (in the chunk where it starts after the overlap). Reported: the share of each person's words under that person's
@@ -32,20 +32,14 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from bytewax.speechmatics.connectors.cli.recordings import cache_dir, pieces
+from bytewax.speechmatics.connectors.cli.recordings import cache_dir, two_voice_call
 from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample
 from bytewax.speechmatics.connectors.worker.engines import whisper
 from bytewax.speechmatics.connectors.worker.engines.voice_encoder import fetch_encoder
-from bytewax.speechmatics.connectors.worker.engines.voiced import voiced_spans
 from bytewax.speechmatics.flows.speakers import SpeakerBook, speaker_config
 from bytewax.speechmatics.schemas.chunks import ChunkSpan
 
 RATE = 16000
-TURN_S = 8.0
-GAP_S = 0.5
-#: The MFA corpus's long recordings of its one speaker (the short `mfa_*` clips sound like another voice or room to
-#: the encoder: left out, so that the call has two voices).
-SPEAKER_A = ("acoustic_corpus", "cold_corpus", "cold_corpus3")
 
 
 def load_engine(cache_dir: Path, threads: int) -> None:
@@ -116,43 +110,6 @@ def pyannote_accuracy() -> tuple[float, int, float, float]:
     return best_mapping_accuracy(labels, truths), len(words), seconds, plain
 
 
-def _turns_of(audio: np.ndarray) -> list[np.ndarray]:
-    """A long recording cut at its pauses into turns of about TURN_S."""
-    spans = voiced_spans(audio.astype(np.float32) / 32768, RATE)
-    cuts, last = [0], 0.0
-    for (_, end), (start, _) in itertools.pairwise(spans):
-        if end - last >= TURN_S:
-            cut = (end + start) / 2
-            cuts.append(int(cut * RATE))
-            last = cut
-    cuts.append(len(audio))
-    return [audio[a:b] for a, b in itertools.pairwise(cuts) if b - a > RATE // 2]
-
-
-def two_speaker_call() -> tuple[np.ndarray, list[tuple[float, float, str]]]:
-    """(16 kHz int16 audio, [(start, end, person)]) of the two-speaker call described in the module docstring."""
-    by_name = {p.name: p for p in pieces()}
-    a_turns = [t for name in SPEAKER_A for t in _turns_of(by_name[f"mfa/{name}"].audio)]
-    b_pieces = [p.audio for name, p in sorted(by_name.items()) if name.startswith("librivox/")]
-    b_turns = b_pieces + b_pieces[::-1] + b_pieces[1::2] + b_pieces[::2]  # each utterance thrice, in other orders
-    noise = np.random.default_rng(0)
-    audio: list[np.ndarray] = []
-    spans: list[tuple[float, float, str]] = []
-    at = 0
-    order = [x for pair in itertools.zip_longest(a_turns, b_turns) for x in pair]
-    for n, turn in enumerate(order):
-        if turn is None:
-            continue
-        who = "A" if any(turn is t for t in a_turns) else "B"
-        del n
-        audio.append((noise.standard_normal(int(GAP_S * RATE)) * 20).astype(np.int16))
-        at += int(GAP_S * RATE)
-        spans.append((at / RATE, (at + len(turn)) / RATE, who))
-        audio.append(turn)
-        at += len(turn)
-    return np.concatenate(audio), spans
-
-
 def chained_call(audio: np.ndarray, chunk_s: float, overlap_s: float = 1.0) -> tuple[list[tuple[float, str]], float]:
     """([(call time of a word's midpoint, call label)], engine seconds) of a call cut into chained jobs."""
     book = SpeakerBook()
@@ -177,7 +134,7 @@ def chained_call(audio: np.ndarray, chunk_s: float, overlap_s: float = 1.0) -> t
 
 
 def call_stability(chunk_s: float) -> dict[str, Any]:
-    audio, spans = two_speaker_call()
+    audio, spans = two_voice_call(reader_passes=3)
     words, seconds = chained_call(audio, chunk_s)
     turns = [(s, e, who) for s, e, who in spans]
     truths = [reference_speakers(turns, t) for t, _ in words]
