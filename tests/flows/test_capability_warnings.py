@@ -74,6 +74,9 @@ def test_the_whisper_engine_says_what_it_cannot_do_in_call_started(local_worker)
     spk_job = next(e["job"]["id"] for e in by_call["spk"] if e["type"] == "segment")
     transcript = json.load(urllib.request.urlopen(f"{worker.url}/jobs/{spk_job}/transcript", timeout=10))
     assert not transcript["metadata"].get("warnings")
+    # speaker identification, as the flow asks for it (get_speakers): an identifier per voice for the next job
+    assert transcript["speakers"] and all(s["speaker_identifiers"][0].startswith("bwsm-voice-v1:")
+                                          for s in transcript["speakers"])
 
     assert started["plain"]["warnings"] == []
 
