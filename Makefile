@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/bytewax-speechmatics
 
-.PHONY: install kafka-up kafka-down test test-fast demo bench lint clean
+.PHONY: install kafka-up kafka-down tools test test-fast demo bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need Python 3.10-3.12 (bytewax 0.21.1 has no 3.13 wheels)"; exit 1; }
@@ -26,11 +26,16 @@ kafka-up: install
 kafka-down: install
 	$(CLI) kafka down
 
-test: install kafka-up
+# helm, promtool, prometheus and the manifest validator, built once from the Go module proxy into
+# BWSM_CACHE_DIR/tools (deploy/tools/build.sh); later runs find them there.
+tools:
+	bash deploy/tools/build.sh helm promtool prometheus kubecheck >/dev/null
+
+test: install kafka-up tools
 	$(BIN)/pytest -q
 
 test-fast: install
-	$(BIN)/pytest -q -m "not kafka and not slow"
+	$(BIN)/pytest -q -m "not kafka and not slow and not tools"
 
 demo: install
 	$(CLI) demo

@@ -1,8 +1,9 @@
 """`make bench`: every benchmark in one run, then ONE table with all the figures that run measured.
 
 Each bench is also runnable alone (`python -m bench.ingest`, `bench.baseline`, `bench.latency`, `bench.scaling`,
-`bench.cluster_rate`, `bench.accuracy`, `bench.profile_ingest`). The broker is KAFKA_BOOTSTRAP_SERVERS, else the
-project's local broker (started if needed). Publishers always run in their own processes. Options narrow the run:
+`bench.cluster_rate`, `bench.accuracy`, `bench.cost`, `bench.profile_ingest`). The broker is
+KAFKA_BOOTSTRAP_SERVERS, else the project's local broker (started if needed). Publishers always run in their own
+processes. Options narrow the run:
 `python -m bench --only ingest,latency --latency-calls 100`; `--quick` is a short check of every figure (about
 two minutes plus the accuracy bench's first download) with smaller sizes, not the figures to quote.
 
@@ -23,7 +24,7 @@ import time
 from bench import cluster_rate, ingest, latency, scaling
 from bench.common import Table, kafka_bootstrap
 
-BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "accuracy")
+BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "accuracy", "cost")
 #: (full, quick) sizes of each bench
 SIZES = {
     "ingest_calls": (60, 60), "ingest_seconds": (60.0, 30.0), "ingest_repeat": (2, 1),
@@ -75,6 +76,13 @@ def main() -> None:
             from bench import accuracy
 
             accuracy.run(table, bootstrap, quick=args.quick)
+    if "cost" in only:
+        if importlib.util.find_spec("faster_whisper") is None:
+            table.add("cost", "-", "skipped", "-", "needs the [worker] extra (faster-whisper)")
+        else:
+            from bench import cost
+
+            cost.run(table, bootstrap, quick=args.quick)
     minutes = (time.monotonic() - started) / 60
     print()
     print(f"bytewax-speechmatics benchmarks: one run, {minutes:.1f} min{', quick sizes' if args.quick else ''}; "

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from bench.common import Table, create_topic, delete_topics, kafka_bootstrap
 
-FLOW = "bytewax.speechmatics.flows.microbatch:flow"
+FLOW = "bytewax.speechmatics.flows.microbatch:flow(tune=True)"  # as `run` tunes its flow process
 SEAM_RADIUS = 2.0
 CHUNK_SECONDS = 30.0
 #: The issue's ceilings: stitched WER at most this many points above whole-file WER, and at most this many
@@ -255,7 +255,8 @@ def run_flow(bootstrap: str, worker_url: str, recordings: Sequence, settings: di
     events: dict[str, list[dict]] = {cid: [] for cid in ids}
     done: set[str] = set()
     try:
-        publish_calls([CallAudio(cid, rec.pcm, 16000, 1) for cid, rec in zip(ids, recordings, strict=True)],
+        publish_calls([CallAudio(cid, rec.pcm, 16000, getattr(rec, "channels", 1))
+                       for cid, rec in zip(ids, recordings, strict=True)],
                       topics["BWSM_AUDIO_TOPIC"], speed=0.0, producer_config={"bootstrap.servers": bootstrap})
         deadline = time.monotonic() + deadline_s
         while done != set(ids):

@@ -50,7 +50,7 @@ from bench.common import (
 )
 from bytewax.speechmatics.connectors.worker.control import WorkerProcess
 
-FLOW = "bytewax.speechmatics.flows.microbatch:flow"
+FLOW = "bytewax.speechmatics.flows.microbatch:flow(tune=True)"  # as `run` tunes its flow process
 FRAME_MS = 20
 CHUNK_SECONDS = 10.0
 FLOW_SETTINGS = {"BWSM_CHUNK_POLICY": "fixed", "BWSM_CHUNK_SECONDS": str(CHUNK_SECONDS), "BWSM_POST_RATE": "1000",

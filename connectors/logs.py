@@ -68,7 +68,7 @@ class StructuredFormatter(logging.Formatter):
 
 def configure_logging(settings: LoggingSettings | None = None) -> None:
     """Install the formatter on the `bytewax.speechmatics` loggers once; called by the flow's entry point (the
-    `flow` attribute, the command line), not by the library: a user's own dataflow keeps its own logging."""
+    `flow` factory, the command line), not by the library: a user's own dataflow keeps its own logging."""
     global _CONFIGURED
     if _CONFIGURED:
         return

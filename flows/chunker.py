@@ -37,7 +37,8 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from bytewax.speechmatics.connectors.metrics import CHUNKS, DEAD_LETTERS, DUPLICATES, FRAMES, GAPS
+from bytewax.speechmatics.connectors.metrics import AUDIO_SECONDS, CHUNKS, DEAD_LETTERS, DUPLICATES, FRAMES, GAPS
+from bytewax.speechmatics.connectors.status import BOARD
 from bytewax.speechmatics.flows.chunking import STAGE, CallChunker, CallSnapshot, ChunkConfig, Output, Tally
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.schemas.call_start import CallStart
@@ -63,6 +64,15 @@ def publish(tally: Tally) -> None:
             CHUNKS.labels(reason=reason).inc(n)
         tally.cuts.clear()
     tally.frames = tally.duplicates = tally.gaps = tally.dead = 0
+
+
+def report(core: CallChunker, before: float) -> None:
+    """Count the audio received since `before` (seconds) and show the call on the status board."""
+    seconds, chunks = core.progress()
+    if seconds > before:
+        AUDIO_SECONDS.inc(seconds - before)
+    if core.call_id:
+        BOARD.chunker(core.call_id, seconds, chunks, core.open)
 
 
 class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarted | DeadLetter, CallSnapshot]):
@@ -96,6 +106,7 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarte
 
     def on_batch(self, values: list[AudioFrame | CallStart | list[AudioFrame | CallStart]]) -> tuple[Output, bool]:
         out: Output = []
+        before = self.core.progress()[0]
         push = self.core.push
         for value in values:
             if value.__class__ is list:  # a call's frames of one consumed batch (audio_input)
@@ -111,6 +122,7 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarte
         else:
             self.touched_at = now
         publish(self.tally)
+        report(self.core, before)
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Output, bool]:
@@ -127,6 +139,7 @@ class ChunkerLogic(StatefulBatchLogic[AudioFrame | CallStart, Chunk | CallStarte
         self.core.flush_idle(out)
         self._arm(now)
         publish(self.tally)
+        report(self.core, self.core.progress()[0])
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

@@ -455,6 +455,13 @@ class CallChunker:
     def ended(self) -> bool:
         return self.end_seq >= 0
 
+    def progress(self) -> tuple[float, int]:
+        """Seconds of audio received so far (gaps filled included) and chunks cut, for the status board."""
+        c = self.cutter
+        if c is None:
+            return 0.0, 0
+        return (c.start + c.nbytes // c.width) / c.rate, c.index
+
     def push(self, frame: AudioFrame | CallStart, out: Output) -> None:
         """Take one frame (or start message); append the chunks, CallStarted and dead letters it causes to `out`."""
         if frame.__class__ is CallStart:

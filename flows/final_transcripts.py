@@ -9,9 +9,9 @@ topic (stage `collect`).
     python -m bytewax.run bytewax.speechmatics.flows.final_transcripts:flow -r /var/lib/bwsm/final -s 5 -b 0
 
 Run it with recovery like the main flow: without it, a restarted flow reads the transcript topic from its beginning
-and emits every call's document again. The `flow` attribute reads its settings from the environment
-(`Settings.from_env`); importing this module reads nothing. With BWSM_CREATE_TOPICS on, a missing output topic is
-created at start (BWSM_TOPIC_PARTITIONS partitions).
+and emits every call's document again. `flow` is a factory that reads its settings from the environment
+(`Settings.from_env`); importing this module or reading the attribute reads nothing. With BWSM_CREATE_TOPICS on,
+a missing output topic is created at start (BWSM_TOPIC_PARTITIONS partitions).
 """
 
 from __future__ import annotations
@@ -97,19 +97,22 @@ def build_final_flow(settings: Settings | None = None) -> Dataflow:
     return flow
 
 
-def __getattr__(name: str) -> Dataflow:
-    """`flow` (for `python -m bytewax.run ...final_transcripts:flow`) is built on first access from the environment,
-    so importing this module reads nothing and starts nothing."""
-    if name == "flow":
-        try:
-            settings = Settings.from_env()
-            configure_logging(settings.logging)
-            if settings.topics.create:
-                from bytewax.speechmatics.connectors.kafka.topics import ensure_topics
+def flow() -> Dataflow:
+    """The dataflow for `python -m bytewax.run ...final_transcripts:flow` (Bytewax calls this factory): settings
+    from the environment, logging configured, the output topic created when asked. Importing this module or
+    reading the attribute builds nothing.
 
-                ensure_topics([settings.topics.final_transcripts], settings.topics.partitions, create=True,
-                              config=settings.kafka.client_config())
-            return build_final_flow(settings)
-        except BytewaxSpeechmaticsError as exc:  # bad settings, unreachable brokers: one line, not a traceback
-            raise SystemExit(f"bytewax-speechmatics final_transcripts: {exc}") from None
-    raise AttributeError(name)
+    Returns:
+        The dataflow, built by `build_final_flow`.
+    """
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.logging)
+        if settings.topics.create:
+            from bytewax.speechmatics.connectors.kafka.topics import ensure_topics
+
+            ensure_topics([settings.topics.final_transcripts], settings.topics.partitions, create=True,
+                          config=settings.kafka.client_config())
+        return build_final_flow(settings)
+    except BytewaxSpeechmaticsError as exc:  # bad settings, unreachable brokers: one line, not a traceback
+        raise SystemExit(f"bytewax-speechmatics final_transcripts: {exc}") from None

@@ -1,7 +1,8 @@
 """The micro-batch dataflow: call audio on Kafka -> chunks -> Speechmatics jobs -> stitched transcripts on Kafka.
 
 Run it with `python -m bytewax.run bytewax.speechmatics.flows.microbatch:flow` (every Bytewax option applies) or
-`bytewax-speechmatics run`; the `flow` attribute reads its settings from the environment (`Settings.from_env`).
+`bytewax-speechmatics run`; `flow` is a factory (Bytewax calls it) that reads its settings from the environment
+(`Settings.from_env`). Importing this module, or looking at its attributes, builds and starts nothing.
 Composing your own dataflow: call the stages (`decode_frames`, `chunk_calls`, `transcribe_chunks`,
 `stitch_calls`, `normalize_realtime`) yourself, or `build_flow(settings)` for this whole one.
 
@@ -28,6 +29,7 @@ from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.sink import OutMessage, ProducingSink
 from bytewax.speechmatics.connectors.logs import configure_logging
 from bytewax.speechmatics.connectors.metrics import SOURCE_ERRORS
+from bytewax.speechmatics.connectors.speechmatics.journal import shared_journal
 from bytewax.speechmatics.flows.chunker import chunk_calls
 from bytewax.speechmatics.flows.dead_letter_log import DeadLetterLog
 from bytewax.speechmatics.flows.decode import audio_input
@@ -148,15 +150,26 @@ def _with_endpoint(settings: Settings) -> Settings:
     return settings.with_endpoint(endpoint.url, endpoint.api_key)
 
 
-def __getattr__(name: str) -> Dataflow:
-    """`flow` (for `python -m bytewax.run ...microbatch:flow`) is built on first access from the environment, so
-    importing this module reads nothing and starts nothing."""
-    if name == "flow":
-        try:
-            settings = Settings.from_env()
-            configure_logging(settings.logging)
+def flow(tune: bool = False) -> Dataflow:
+    """The dataflow for `python -m bytewax.run bytewax.speechmatics.flows.microbatch:flow` (Bytewax calls this
+    factory): settings from the environment, logging configured, and this process's index claimed (its job
+    journal opened: a second live process with the same index stops here, naming it).
+
+    Args:
+        tune: Also tune the process for the flow (`tune_runtime`: GC threshold, GIL switch interval). Process-wide,
+            so only for a process that is the flow's: `bytewax-speechmatics run` does it, and with `python -m
+            bytewax.run` ask for it as `"bytewax.speechmatics.flows.microbatch:flow(tune=True)"`.
+
+    Returns:
+        The dataflow, built by `build_flow`.
+    """
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.logging)
+        sub = settings.submission
+        shared_journal(sub.journal_dir, sub.process_index, sub.journal_retention)  # claims the index, or stops
+        if tune:
             tune_runtime(settings.run)
-            return build_flow(settings)
-        except BytewaxSpeechmaticsError as exc:  # bad settings, no engine: one line, not a traceback
-            raise SystemExit(f"bytewax-speechmatics: {exc}") from None
-    raise AttributeError(name)
+        return build_flow(settings)
+    except BytewaxSpeechmaticsError as exc:  # bad settings, no engine: one line, not a traceback
+        raise SystemExit(f"bytewax-speechmatics: {exc}") from None

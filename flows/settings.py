@@ -1,8 +1,9 @@
 """The flow's one configuration: frozen dataclasses by concern, read from the environment in one place.
 
 `Settings()` is the built-in defaults; `Settings.from_env(env)` is the only function of the library that reads
-environment variables (the command line and the `flow` attribute of `flows.microbatch` call it). Operators take
-their group as an argument (`chunk_calls(..., config=settings.chunking)`) and never read the environment.
+environment variables (the command line and the `flow` factories of `flows.microbatch` and
+`flows.final_transcripts` call it). Operators take their group as an argument
+(`chunk_calls(..., config=settings.chunking)`) and never read the environment.
 
 Each field that a variable sets names it in its metadata (`env(...)`), so the README's table is checked against
 these dataclasses by a test, and a bad value raises one SettingsError naming the variable and what it allows.
@@ -11,9 +12,9 @@ these dataclasses by a test, and a bad value raises one SettingsError naming the
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +22,8 @@ import orjson
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings, properties_from
 from bytewax.speechmatics.connectors.kafka.source_rules import OFFSET_RESETS
 from bytewax.speechmatics.connectors.logs import LoggingSettings
-from bytewax.speechmatics.connectors.speechmatics.journal import default_journal_dir
+from bytewax.speechmatics.connectors.speechmatics.journal import cache_journal_dir
+from bytewax.speechmatics.connectors.speechmatics.realtime_settings import OVERFLOW, BridgeSettings
 from bytewax.speechmatics.connectors.speechmatics.settings import (
     DIARIZATIONS,
     WAIT_MODES,
@@ -30,11 +32,11 @@ from bytewax.speechmatics.connectors.speechmatics.settings import (
     parse_additional_vocab,
     parse_channel_labels,
 )
-from bytewax.speechmatics.connectors.speechmatics.throttle import cluster_place
 from bytewax.speechmatics.flows.chunking import POLICIES, ChunkConfig
 from bytewax.speechmatics.flows.collector import CollectSettings
 from bytewax.speechmatics.flows.decode import DecodeSettings
 from bytewax.speechmatics.flows.realtime import RealtimeSettings
+from bytewax.speechmatics.flows.run_args import RunArgs, parse_run_args, process_argv
 from bytewax.speechmatics.flows.stitching import StitchSettings
 from bytewax.speechmatics.flows.vad import AGGRESSIVENESS, VAD_FRAME_MS
 from bytewax.speechmatics.schemas.errors import SettingsError, in_words
@@ -80,14 +82,16 @@ class RunSettings:
     backup_seconds: int = 0
     #: Allocations between two young-generation garbage collections in the flow's process (BWSM_GC_THRESHOLD;
     #: 0 keeps Python's 700). A frame's headers are a dozen short-lived objects, so at Python's default the
-    #: collector runs every few dozen frames and cost a quarter of the ingest CPU. Set by the `microbatch:flow`
-    #: entry point (the process is ours there); a flow you build yourself keeps your process's setting.
+    #: collector runs every few dozen frames and cost a quarter of the ingest CPU. Set by the entry points
+    #: (`run`'s flow process, `microbatch:flow(tune=True)`); a flow you build yourself keeps your process's setting.
     gc_threshold: int = 100_000
     #: Seconds a thread may hold the GIL while another waits (BWSM_GIL_SWITCH_SECONDS; 0 keeps Python's 0.005).
     #: The submission loop thread does a system call per request step and must win the GIL back from the
     #: dataflow's worker thread after each; at Python's 5 ms it waits that long every time, and past a few hundred
     #: requests a second the loop falls behind while the CPU is half idle. Set by the entry point, like gc_threshold.
     switch_interval: float = 0.001
+    #: Port of the flow process's admin endpoint (/live, /ready, /status, /metrics; BWSM_ADMIN_PORT); 0 = none.
+    admin_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     stitching: StitchSettings = field(default_factory=StitchSettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)  # `bytewax-speechmatics realtime`
     collect: CollectSettings = field(default_factory=CollectSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     run: RunSettings = field(default_factory=RunSettings)
@@ -110,17 +115,23 @@ class Settings:
         # The cluster's POST-limit lending reports go through the flow's own Kafka unless told otherwise.
         if self.submission.kafka is None:
             object.__setattr__(self, "submission", replace(self.submission, kafka=self.kafka))
+        # Lending reports name their cluster (BWSM_CLUSTER_ID): by default its topics, which no other deployment uses.
+        if self.submission.cluster_id is None:
+            object.__setattr__(self, "submission", replace(
+                self.submission, cluster_id=f"{self.topics.audio}>{self.topics.transcripts}"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None) -> Settings:
-        """Settings from environment variables (unset or empty = default); `argv` is the process's command line
-        (Bytewax's `-i/-a/-r` place the process in its cluster and its journal beside the recovery store).
+        """Settings from environment variables (unset or empty = default); `argv` is the `python -m bytewax.run`
+        command line after the program (read by Bytewax's own parser: flows/run_args.py; by default this
+        process's own when it was started that way), which places the process in its cluster and its journal
+        beside the recovery store.
 
         Raises:
             SettingsError: a variable has a value that cannot be used; the message names it and what it allows.
         """
         env = os.environ if env is None else env
-        argv = sys.argv if argv is None else argv
+        run_args = parse_run_args(process_argv() if argv is None else argv, env)
         groups: dict[str, dict[str, Any]] = {f.name: {} for f in fields(cls)}
         for var in VARIABLES:
             raw = env.get(var.name, "").strip()
@@ -130,10 +141,15 @@ class Settings:
         sub = groups["submission"]
         sub["api_key"] = env.get("SPEECHMATICS_API_KEY") or None  # the SDK's own variables
         sub["batch_url"] = env.get("SPEECHMATICS_BATCH_URL") or None
-        place = cluster_place(argv, env)
-        sub.setdefault("cluster_processes", place.processes)
-        sub["process_index"] = min(place.index, sub["cluster_processes"] - 1)
-        sub.setdefault("journal_dir", str(default_journal_dir(argv, env)))
+        groups["bridge"].update(api_key=sub["api_key"], rt_url=env.get("SPEECHMATICS_RT_URL") or None)
+        sub.setdefault("cluster_processes", run_args.processes)
+        if run_args.process_id >= sub["cluster_processes"]:
+            raise SettingsError(f"BWSM_CLUSTER_PROCESSES={sub['cluster_processes']} but this is process "
+                                f"{run_args.process_id} (-i): the index must be below the process count")
+        sub["process_index"] = run_args.process_id
+        sub.setdefault("journal_dir", str(default_journal_dir(run_args, env)))
+        sub.setdefault("journal_retention", replay_horizon(
+            run_args, sub.get("max_chunk_seconds", SubmitSettings.max_chunk_seconds)))
         built = {}
         for f in fields(cls):
             try:
@@ -147,6 +163,35 @@ class Settings:
     def with_endpoint(self, url: str, api_key: str) -> Settings:
         """These settings with submission going to another API endpoint (the embedded local worker)."""
         return replace(self, submission=replace(self.submission, batch_url=url, api_key=api_key))
+
+
+#: Running seconds a journal entry outlives the longest replay Bytewax's recovery allows (see replay_horizon).
+REPLAY_MARGIN_SECONDS = 3600.0
+
+
+def replay_horizon(run_args: RunArgs, max_chunk_seconds: float) -> float:
+    """How long (in the journal's running time: downtime does not count) a job journal entry can still be needed.
+
+    Bytewax resumes from the last epoch every worker snapshotted, and keeps older snapshots for the backup interval
+    (`-b`) so that a restored backup of the recovery store still resumes; older ones are deleted. An entry is
+    written at the intent and the job id, and again at the done mark; its chunk's job ends within
+    `max_chunk_seconds` of the write, its outcome is in a snapshot within one snapshot interval (`-s`) after that,
+    and no snapshot a resume may start from is older than the backup interval behind it. Past that sum, no
+    replay can bring the chunk back without its job id in state. The margin covers a resumed flow catching up on
+    the replayed input. Defaults: 900 + 10 + 0 + 3600 = 4510 s.
+    """
+    snapshot = run_args.snapshot_seconds if run_args.snapshot_seconds is not None else 10.0
+    return max_chunk_seconds + snapshot + (run_args.backup_seconds or 0.0) + REPLAY_MARGIN_SECONDS
+
+
+def default_journal_dir(run_args: RunArgs, env: Mapping[str, str]) -> Path:
+    """BWSM_JOURNAL_DIR, else next to the recovery directory, else the user's cache directory."""
+    if env.get("BWSM_JOURNAL_DIR"):
+        return Path(env["BWSM_JOURNAL_DIR"])
+    if run_args.recovery_directory is not None:
+        path = Path(run_args.recovery_directory).resolve()
+        return path.with_name(path.name + "-bwsm-journal")
+    return cache_journal_dir(Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else None)
 
 
 # ---- the variables -----------------------------------------------------------------------------------------------
@@ -283,6 +328,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_LIMITER_TOPIC", "submission", "limiter_topic", _text),
     _v("BWSM_LIMITER_SLOT_SECONDS", "submission", "limiter_slot_seconds", _number(float, low=0.05)),
     _v("BWSM_CLOCK_GUARD_SECONDS", "submission", "clock_guard", _NONNEG),
+    _v("BWSM_CLUSTER_ID", "submission", "cluster_id", _text),
     _v("BWSM_AIMD_DECREASE", "submission", "aimd_decrease", _POSITIVE),
     _v("BWSM_AIMD_FLOOR", "submission", "aimd_floor", _POSITIVE),
     _v("BWSM_AIMD_RECOVERY", "submission", "aimd_recovery", _NONNEG),
@@ -291,8 +337,10 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_POLL_MIN", "submission", "poll_min", _number(float, low=0.01)),
     _v("BWSM_POLL_MAX", "submission", "poll_max", _number(float, low=0.01)),
     _v("BWSM_COLLECT_INTERVAL", "submission", "collect_interval", _number(float, low=0.001)),
+    _v("BWSM_SKIP_SILENCE", "submission", "skip_silence", _flag),
+    _v("BWSM_SILENCE_KEEP_SECONDS", "submission", "silence_keep_seconds", _NONNEG),
     _v("BWSM_JOURNAL_DIR", "submission", "journal_dir", _text),
-    _v("BWSM_JOURNAL_RETENTION", "submission", "journal_retention", _NONNEG),
+    _v("BWSM_JOURNAL_RETENTION_SECONDS", "submission", "journal_retention", _NONNEG),
     _v("BWSM_LANGUAGE", "submission", "language", _text),
     _v("BWSM_OPERATING_POINT", "submission", "operating_point", _text),
     _v("BWSM_DIARIZATION", "submission", "diarization", _choice(*DIARIZATIONS)),
@@ -315,6 +363,14 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_STITCH_LINGER_SECONDS", "stitching", "linger_seconds", _NONNEG),
     _v("BWSM_REALTIME", "realtime", "enabled", _flag),
     _v("BWSM_RT_IDLE_SECONDS", "realtime", "idle_seconds", _POSITIVE),
+    _v("BWSM_RT_GROUP", "bridge", "group", _text),
+    _v("BWSM_RT_MAX_SESSIONS", "bridge", "max_sessions", _COUNT),
+    _v("BWSM_RT_OVERFLOW", "bridge", "overflow", _choice(*OVERFLOW)),
+    _v("BWSM_RT_START_RATE", "bridge", "start_rate", _POSITIVE),
+    _v("BWSM_RT_MAX_DELAY", "bridge", "max_delay", _POSITIVE),
+    _v("BWSM_RT_PARTIALS", "bridge", "partials", _flag),
+    _v("BWSM_RT_MAX_ATTEMPTS", "bridge", "max_attempts", _COUNT),
+    _v("BWSM_RT_COMMIT_SECONDS", "bridge", "commit_seconds", _POSITIVE),
     _v("BWSM_FINAL_TOPIC", "topics", "final_transcripts", _text),
     _v("BWSM_COLLECT_IDLE_SECONDS", "collect", "idle_seconds", _POSITIVE),
     _v("BWSM_COLLECT_FORGET_SECONDS", "collect", "forget_seconds", _POSITIVE),
@@ -327,4 +383,5 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_BACKUP_SECONDS", "run", "backup_seconds", _INT),
     _v("BWSM_GC_THRESHOLD", "run", "gc_threshold", _INT),
     _v("BWSM_GIL_SWITCH_SECONDS", "run", "switch_interval", _NONNEG),
+    _v("BWSM_ADMIN_PORT", "run", "admin_port", _INT),
 )

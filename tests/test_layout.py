@@ -13,7 +13,7 @@ import tomllib
 
 ROOT = Path(__file__).parents[1]
 TOPS = {"flows": "bytewax.speechmatics.flows", "connectors": "bytewax.speechmatics.connectors",
-        "schemas": "bytewax.speechmatics.schemas"}
+        "schemas": "bytewax.speechmatics.schemas", "producer": "bytewax.speechmatics.producer"}
 #: The modules allowed to read the environment: the one Settings.from_env, and the command line.
 ENV_READERS = ("flows/settings.py", "connectors/cli/")
 

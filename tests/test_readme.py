@@ -120,3 +120,17 @@ def test_every_variable_the_code_names_is_documented() -> None:
     named = {m for path in SOURCES for m in re.findall(r"\bBWSM_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())}
     missing = named - NOT_SETTINGS - set(table_variables())
     assert not missing, f"variables the code names that the README table does not list: {sorted(missing)}"
+
+
+def test_the_producer_example_streams_a_call_as_written(kafka_bootstrap: str, make_topic) -> None:  # noqa: ANN001
+    from ingress_harness import ended, read_calls
+
+    topic = make_topic("readme")
+    code = re.search(r"```python\n(.*?)```", section("Streaming from your own code"), re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    code = code.replace('"localhost:9092"', repr(kafka_bootstrap)).replace('"calls.audio"', repr(topic))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    start, *frames = read_calls(kafka_bootstrap, topic, ended(["call-42"]))["call-42"]
+    assert start.settings.metadata == {"tenant": "acme"} and start.settings.config.language == "en"
+    assert sum(len(f.audio) for f in frames) == 50 * 640 and frames[-1].end

@@ -20,6 +20,9 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.cli.worker",
     "bytewax.speechmatics.connectors.cli.run",
     "bytewax.speechmatics.connectors.cli.demo",
+    "bytewax.speechmatics.connectors.cli.ingress",
+    "bytewax.speechmatics.connectors.cli.status",
+    "bytewax.speechmatics.connectors.cli.realtime",
 ]
 
 

@@ -31,8 +31,11 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
+
+from bytewax.speechmatics.schemas.errors import SettingsError
 
 STOPPED_EXIT = 130  # the shell's code for "ended by SIGINT"
 PEER_LOST_EXIT = 75  # EX_TEMPFAIL: the cluster lost a process; restart all of them (see the module doc)
@@ -115,30 +118,31 @@ def _join_supervisor() -> None:
         sys.exit(STOPPED_EXIT)
 
 
-def cli_kwargs(argv: list[str]) -> dict[str, Any]:
-    """`cli_main`'s arguments for a `python -m bytewax.run` command line, read by Bytewax's own parser (so its
-    options and BYTEWAX_* variables mean exactly the same) and converted as bytewax.run's `__main__` does, but
-    always as a cluster (see the module docstring)."""
+def cli_kwargs(argv: list[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`cli_main`'s arguments for a `python -m bytewax.run` command line, read by Bytewax's own parser
+    (flows/run_args.py: its options and BYTEWAX_* variables mean exactly the same) and converted as bytewax.run's
+    `__main__` does, but always as a cluster (see the module docstring)."""
     from bytewax import run as bytewax_run
     from bytewax.recovery import RecoveryConfig
 
-    saved = sys.argv
-    sys.argv = ["python -m bytewax.run", *argv]
-    try:
-        args = bytewax_run._parse_args()  # noqa: SLF001 - the parser of `python -m bytewax.run`
-    finally:
-        sys.argv = saved
+    from bytewax.speechmatics.flows.run_args import parse_run_args
+
+    args = parse_run_args(argv, os.environ if env is None else env)
     recovery = None
-    epoch_interval = args.snapshot_interval or timedelta(seconds=10)
+    epoch_interval = timedelta(seconds=args.snapshot_seconds or 10)
     if args.recovery_directory is not None:
-        epoch_interval = args.snapshot_interval
-        recovery = RecoveryConfig(args.recovery_directory, args.backup_interval)
+        if args.snapshot_seconds is None or args.backup_seconds is None:
+            raise SettingsError("bytewax.run command line: with -r/--recovery-directory, -s/--snapshot-interval "
+                                "and -b/--backup-interval must be set")
+        epoch_interval = timedelta(seconds=args.snapshot_seconds)
+        recovery = RecoveryConfig(str(args.recovery_directory), timedelta(seconds=args.backup_seconds))
+    assert args.import_str is not None
     module, attribute = bytewax_run._prepare_import(args.import_str)  # noqa: SLF001
     return {
         "flow": bytewax_run._locate_dataflow(module, attribute),  # noqa: SLF001
-        "workers_per_process": args.workers_per_process or 1,
-        "process_id": args.process_id or 0,
-        "addresses": args.addresses.split(";") if args.addresses else [],
+        "workers_per_process": args.workers_per_process,
+        "process_id": args.process_id,
+        "addresses": list(args.addresses),
         "epoch_interval": epoch_interval,
         "recovery_config": recovery,
     }
@@ -154,9 +158,24 @@ def main(argv: list[str]) -> int:
         kwargs = cli_kwargs(argv)
         from bytewax.run import cli_main
 
+        from bytewax.speechmatics.connectors.cli.operations import start as start_operations
+        from bytewax.speechmatics.flows.microbatch import tune_runtime
+        from bytewax.speechmatics.flows.settings import Settings
+
+        settings = Settings.from_env(argv=argv)
+        tune_runtime(settings.run)  # this process is the flow's: the entry point tunes it
+        try:
+            start_operations(settings)  # health thread; /live, /ready, /status with BWSM_ADMIN_PORT
+        except OSError as exc:
+            print(f"flow: cannot serve the admin endpoint (BWSM_ADMIN_PORT): {exc}", file=sys.stderr, flush=True)
+            return 2
+
         global _flow_running  # noqa: PLW0603 - read by the signal handler
         _flow_running = True
         cli_main(kwargs.pop("flow"), **kwargs)
+    except SettingsError as exc:  # a command line Bytewax would refuse: one line
+        print(f"bytewax-speechmatics: {exc}", file=sys.stderr, flush=True)
+        return 2
     except BaseException as exc:
         # A whole cluster asked to stop: a peer that stops first looks lost to the others, and that is the stop too.
         if _interrupted(exc) or (_stop_requested and _peer_lost(exc)):

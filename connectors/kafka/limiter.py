@@ -1,13 +1,16 @@
 """The lending reports of the cluster's POST limit on a small Kafka topic (the rule is `speechmatics/lending.py`).
 
 One thread per process: before each slot it decides and records this process's report (the commitment binds from
-then on, delivered or not) and produces it; in between it consumes the peers' reports. The submission service asks
-`rate()` before each POST grant. Nothing here can raise the rate beyond what `Lending` allows: a broker that is
-down, a topic that cannot be created or a report that arrives late only means fewer loans, and without any reports
-every process stays on its reserved share.
+then on, delivered or not) and produces it; in between it consumes the peers' reports. The submission service's
+POST limiter asks `rate()` at each grant and again at each send gate. Nothing here can raise the rate beyond what
+`Lending` allows: a broker that is down, a topic that cannot be created or a report that arrives late only means
+fewer loans, and without any reports every process stays on its reserved share. Until the limiter says its sends
+are gated (`sends_tracked`) this process neither lends nor borrows: its reports keep the reserved share.
 
 The topic (BWSM_LIMITER_TOPIC, default `bwsm.limiter`) has one partition and keeps a minute of reports; it is
-created here when missing (it is internal to the cluster, like a consumer group's offsets). One topic per cluster.
+created here when missing (it is internal to the cluster, like a consumer group's offsets). Reports carry the
+cluster's name (BWSM_CLUSTER_ID, by default derived from the flow's topics): reports of another deployment on the
+same topic are ignored and counted (`ignored`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.speechmatics.lending import Lending, Report, decide
+
+if TYPE_CHECKING:
+    from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
+    from bytewax.speechmatics.connectors.speechmatics.throttle import ClusterPlace
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +58,35 @@ class LimiterLink:
         self.clock = clock
         self.published = 0
         self.received = 0
+        self.ignored = 0  # reports of another cluster (or rule): never counted as loans
         self.connected = threading.Event()  # set once the topic is there and both clients are up
+        self._tracked = threading.Event()  # set while the POST limiter gates sends: only then lend and borrow
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._arrivals: deque[tuple[float, int]] = deque(maxlen=64)
 
-    # -- the service's side --
+    @classmethod
+    def from_settings(cls, settings: SubmitSettings, place: ClusterPlace, demand: Demand,
+                      clock: Callable[[], float] = time.time) -> LimiterLink:
+        """The link of the submission service of process `place.index` (not started)."""
+        assert settings.kafka is not None
+        lending = Lending(int(settings.post_rate), place.processes, place.index, settings.limiter_slot_seconds,
+                          1.0 + settings.rate_margin + settings.clock_guard, clock(), settings.cluster_id or "")
+        return cls(settings.kafka, settings.limiter_topic, lending, demand, clock)
+
+    # -- the service's side (`throttle.Plan`) --
 
     def rate(self) -> float:
         with self._lock:
             return float(self.lending.rate(self.clock()))
+
+    def sends_tracked(self, tracked: bool) -> None:
+        """The POST limiter gates sends (or no longer does): lending is sound only then (throttle.py)."""
+        if tracked:
+            self._tracked.set()
+        else:
+            self._tracked.clear()
 
     def start(self) -> LimiterLink:
         self._thread = threading.Thread(target=self._run, name="bwsm-limiter", daemon=True)
@@ -140,6 +165,18 @@ class LimiterLink:
             producer.poll(0)
 
     def _publish(self, producer: Any, slot: int, now: float) -> None:
+        report = self.decide(slot, now)
+        if report is None:
+            return
+        try:
+            producer.produce(self.topic, orjson.dumps(report.to_json()), str(report.index).encode())
+            self.published += 1
+        except Exception as exc:  # noqa: BLE001 - a lost report only means no loan; the commitment stands
+            log.debug("limiter report not produced: %s", exc)
+
+    def decide(self, slot: int, now: float) -> Report | None:
+        """Decide and record this process's report for `slot` from its demand now; None when already decided or
+        too late. Without gated sends it keeps its reserved share and wants nothing more (fixed share)."""
         waiting, handed_in = self.demand()
         self._arrivals.append((now, handed_in))
         lending = self.lending
@@ -149,17 +186,11 @@ class LimiterLink:
         arrivals = (handed_in - past[1]) / span if span > 0 else 0.0
         with self._lock:
             if lending.recorded(slot):  # decided already
-                return
-            commit, want = decide(lending.share, waiting, arrivals, lending.start_of(slot) - now,
-                                  lending.rate(now), lending.slot)
-            report = lending.record(slot, commit, want, self.clock())
-        if report is None:
-            return
-        try:
-            producer.produce(self.topic, orjson.dumps(report.to_json()), str(report.index).encode())
-            self.published += 1
-        except Exception as exc:  # noqa: BLE001 - a lost report only means no loan; the commitment stands
-            log.debug("limiter report not produced: %s", exc)
+                return None
+            commit, want = lending.share, 0
+            if self._tracked.is_set():
+                commit, want = decide(lending.share, waiting, arrivals, lending.slot)
+            return lending.record(slot, commit, want, self.clock())
 
     def _consume(self, consumer: Any, timeout: float) -> None:
         message = consumer.poll(timeout)
@@ -170,7 +201,18 @@ class LimiterLink:
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     log.debug("ignored a malformed limiter report")
                 else:
-                    with self._lock:
-                        self.lending.observe(report)
-                    self.received += 1
+                    self.observe(report)
             message = consumer.poll(0)
+
+    def observe(self, report: Report) -> None:
+        """A report read from the topic (a peer's, our own, or another cluster's)."""
+        lending = self.lending
+        with self._lock:
+            lending.observe(report)
+        self.received += 1
+        if (report.cluster, report.limit, report.processes) != (lending.cluster, lending.limit, lending.processes):
+            self.ignored += 1
+            if self.ignored == 1:
+                log.warning("limiter topic %s carries reports of another cluster or cluster rule (not %r, limit %d, "
+                            "%d processes): ignored; give each deployment its own BWSM_CLUSTER_ID or topic",
+                            self.topic, lending.cluster, lending.limit, lending.processes)

@@ -10,7 +10,8 @@ Semantics are those of KafkaSource: one Bytewax partition per Kafka partition, o
 recovery state (no consumer group, no commits), resume from the snapshot's offset, EOF only when `tail` is off.
 Consumer lag is published about once a second in Bytewax's own gauge (`bytewax_kafka_consumer_lag{step_id, topic,
 partition}`), from the high watermark of the last fetch, whether or not the read returned messages (a partition
-that has caught up shows 0, not the lag of its last busy read).
+that has caught up shows 0, not the lag of its last busy read); each partition's position also goes to
+connectors/kafka/lag.py for the lag in seconds.
 
 Offsets that no longer exist (the policy `offset_reset`, BWSM_SOURCE_OFFSET_RESET, `earliest` by default): after
 downtime or lag longer than the topic's retention, the offset to read next has been deleted. librdkafka would then
@@ -51,6 +52,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bytewax.speechmatics.connectors.health import HEALTH
+from bytewax.speechmatics.connectors.kafka.lag import POSITIONS
 from bytewax.speechmatics.connectors.kafka.source_rules import (
     DEFAULT_OFFSET_RESET,
     GONE,
@@ -171,6 +174,7 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
         self._partition = partition
         self._where = f"topic {topic!r} partition {partition}"
         self._offset = offset
+        self._read_ts = 0.0  # Kafka timestamp (s) of the last message read, for the lag in seconds
         self._reading = reading
         self._watch = watch
         self._errors_log = LogLimit(reading.log_every)
@@ -210,6 +214,7 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
             self._on_error(error)
         if good:
             self._offset = good[-1].offset() + 1
+            self._read_ts = max(0, good[-1].timestamp()[1]) / 1000
         if reset_from is not None:
             self._reset(reset_from)
         self._watch.check(self._consumer)
@@ -280,6 +285,7 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
         _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
         if high >= 0:
             self._lag.set(max(0, high - self._offset))
+        POSITIONS.read(self._topic, self._partition, self._offset, high, self._read_ts, time.time())
 
     def snapshot(self) -> int:
         return self._offset
@@ -377,4 +383,5 @@ class BatchKafkaSource(FixedPartitionedSource[X, int], Generic[X]):
             **self._add_config,
         }
         offset = self._starting_offset if resume_state is None else resume_state
+        HEALTH.partitions_built()
         return _BatchPartition(step_id, config, topic, int(index), offset, self._reading, self._watch)

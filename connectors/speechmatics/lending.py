@@ -13,12 +13,19 @@ do not need, on wall-clock slots of `slot` seconds, through reports they publish
   borrower of unlimited demand, so what it has not seen can only shrink its extra: for every view,
   extra(view) <= extra(all recorded reports), and those add up to at most the capacity lent. So the targets
   commit_i + extra_i of one slot add up to at most N, whatever reports were lost or late.
-- Decreases apply at the slot's start, increases only `hold` seconds (a full window: 1 s + margin + clock guard)
-  after it: a slot's target keeps binding until `hold` after the slot's end (`Lending.rate`: the minimum over
-  the slots that bind at t). Any window of length <= hold starting in slot k lies where slot k binds, so each
-  process's rate in it is at most its target for k, and the cluster's sum at most N. With the spacing of
-  `throttle.RateLimiter` (an integer rate r gives at most r requests per window) that is the "any 1 s window"
-  bound for the cluster, for arrival jitter up to margin - send slack and clocks within the guard of each other.
+- Decreases apply at the slot's start at the latest, increases only `hold` seconds (a full window: 1 s + margin +
+  clock guard) after it: a slot's target keeps binding until `hold` after the slot's end (`Lending.rate`: the
+  minimum over the slots that bind at t). A lender's own lowered commitment applies from the moment it is
+  recorded (about 0.3 s before its slot), so it grants nothing in the last moments before the slot that would
+  have to wait at the send gate. Any window of length <= hold starting in slot k lies where slot k binds, so each
+  process's rate in it is at most its target for k, and the cluster's sum at most N. The send gate of
+  `throttle.RateLimiter` counts a request against the rate in force when it *leaves*, however late after its
+  grant (an integer rate r in force over a window lets at most r requests leave in it), so that is the
+  "any 1 s window" bound for the cluster, for arrival jitter up to the margin and clocks within the guard of each
+  other.
+- Reports name their cluster (`cluster`, BWSM_CLUSTER_ID or derived from the flow's topics): two deployments
+  sharing a broker and the topic never take each other's loans, since a report of another cluster is ignored
+  (counted as missing).
 - A (re)started process cannot know what an earlier incarnation of it committed for the current and the next slot,
   so it uses nothing in those (rate 0 until they stop binding: at most 2 slots + hold after the start), and
   publishes from the slot after.
@@ -36,8 +43,8 @@ UNBOUNDED = 1 << 62
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """What process `index` binds itself to for `slot` (see module doc). `limit`/`processes` identify the cluster's
-    rule: a report made under another rule is ignored (counted as missing)."""
+    """What process `index` binds itself to for `slot` (see module doc). `cluster` names the deployment and
+    `limit`/`processes` the cluster's rule: a report of another cluster or rule is ignored (counted as missing)."""
 
     index: int
     slot: int
@@ -45,17 +52,21 @@ class Report:
     want: int
     limit: int
     processes: int
+    cluster: str = ""
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, int | str]:
         return {"i": self.index, "k": self.slot, "c": self.commit, "w": self.want, "n": self.limit,
-                "p": self.processes}
+                "p": self.processes, "x": self.cluster}
 
     @classmethod
     def from_json(cls, doc: dict) -> Report:
         values = [doc[name] for name in ("i", "k", "c", "w", "n", "p")]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
             raise ValueError("report fields must be non-negative integers")
-        return cls(*values)
+        cluster = doc.get("x", "")  # a report without one (an older version) matches only an unnamed cluster
+        if not isinstance(cluster, str):
+            raise ValueError("a report's cluster must be a string")
+        return cls(*values, cluster)
 
 
 def reserved_shares(limit: int, processes: int) -> list[int]:
@@ -95,18 +106,17 @@ def extras(slot: int, shares: list[int], seen: dict[int, Report]) -> list[int]:
     return got
 
 
-def decide(share: int, waiting: int, arrivals_per_second: float, ahead: float, rate_now: float,
-           slot: float) -> tuple[int, int]:
+def decide(share: int, waiting: int, arrivals_per_second: float, slot: float) -> tuple[int, int]:
     """(commit, want) for the next slot from this process's demand.
 
-    `waiting`: requests ready now; `ahead`: seconds until the slot starts, during which about `rate_now` per second
-    of them still leave. Needed rate D = what is left at the slot's start over one slot + the arrival rate.
-    D >= share: keep it all and ask for the rest. Else lend, keeping headroom ceil(1.5 D) + 1 so a lender's own
-    requests are not delayed by noise; an idle process (D = 0) lends everything, and takes it back within about
-    one slot + hold once work arrives.
+    `waiting`: requests that have not left yet (granted ones included: a request can leave a second after its
+    grant, so none is assumed gone before the slot starts). Needed rate D = waiting over one slot + the arrival
+    rate. D >= share: keep it all and ask for the rest. Else lend, keeping headroom ceil(1.5 D) + 1 so a lender's
+    own requests are not delayed by noise; an idle process (D = 0) lends everything, and takes it back within about
+    one slot + hold once work arrives. (Counting waiting requests as gone when the rate now would send them before
+    the slot lent out the rate a late request then needed: it waited at the send gate, and its process lent again.)
     """
-    left = max(0, waiting - math.floor(rate_now * ahead))
-    need = left / slot + max(0.0, arrivals_per_second)
+    need = waiting / slot + max(0.0, arrivals_per_second)
     if need >= share:
         return share, math.ceil(need) - share
     if need <= 0:
@@ -117,12 +127,13 @@ def decide(share: int, waiting: int, arrivals_per_second: float, ahead: float, r
 class Lending:
     """One process's side: its own recorded reports, the peers' it has seen, and the rate it may use at time t.
 
-    Times are wall-clock seconds (slots are shared by the cluster); `hold` = 1 + margin + clock guard.
-    Not thread-safe: the transport holds a lock around it.
+    Times are wall-clock seconds (slots are shared by the cluster); `hold` = 1 + margin + clock guard; `cluster`
+    names the deployment whose reports count. Not thread-safe: the transport holds a lock around it.
     """
 
-    def __init__(self, limit: int, processes: int, index: int, slot: float, hold: float, started_at: float) -> None:
-        self.limit, self.processes, self.index = limit, processes, index
+    def __init__(self, limit: int, processes: int, index: int, slot: float, hold: float, started_at: float,
+                 cluster: str = "") -> None:
+        self.limit, self.processes, self.index, self.cluster = limit, processes, index, cluster
         self.slot, self.hold = slot, hold
         self.shares = reserved_shares(limit, processes)
         self.share = self.shares[index]
@@ -144,26 +155,29 @@ class Lending:
         if slot < self.first_slot or slot in self._own or now >= self.start_of(slot):
             return None
         commit = max(0, min(self.share, commit))
-        report = Report(self.index, slot, commit, want if commit >= self.share else 0, self.limit, self.processes)
+        report = Report(self.index, slot, commit, want if commit >= self.share else 0, self.limit, self.processes,
+                        self.cluster)
         self._own[slot] = report
         return report
 
     def recorded(self, slot: int) -> bool:
         return slot in self._own
 
-    def observe(self, report: Report) -> None:
-        """A peer's report (from the topic). Another cluster rule, our own index or an unknown index: ignored. Two
-        reports of one peer for one slot (a misconfigured cluster) keep the smaller loan and the larger demand."""
-        if (report.limit, report.processes) != (self.limit, self.processes) or report.index == self.index \
-                or not 0 <= report.index < self.processes:
-            return
+    def observe(self, report: Report) -> bool:
+        """A peer's report (from the topic); False when ignored: another cluster or cluster rule, our own index or
+        an unknown index. Two reports of one peer for one slot (a misconfigured cluster) keep the smaller loan and
+        the larger demand."""
+        if (report.cluster, report.limit, report.processes) != (self.cluster, self.limit, self.processes) \
+                or report.index == self.index or not 0 <= report.index < self.processes:
+            return False
         views = self._seen.setdefault(report.slot, {})
         old = views.get(report.index)
         if old is not None:
             report = Report(report.index, report.slot, max(old.commit, report.commit), max(old.want, report.want),
-                            report.limit, report.processes)
+                            report.limit, report.processes, report.cluster)
         views[report.index] = report
         self._cache.pop(report.slot, None)
+        return True
 
     def target(self, slot: int) -> int:
         """This process's rate for `slot` from what it knows now (never more than with every report known)."""
@@ -182,10 +196,13 @@ class Lending:
         return own.commit + cached[1]
 
     def rate(self, t: float) -> int:
-        """The rate this process may use at `t`: the least target of the slots that bind at t (module doc)."""
+        """The rate this process may use at `t`: the least target of the slots that bind at t, and no more than a
+        lowered commitment already recorded for a later slot (module doc)."""
         last = self.slot_of(t)
         first = self.slot_of(t - self.hold)
-        return min(self.target(k) for k in range(first, last + 1))
+        bound = min(self.target(k) for k in range(first, last + 1))
+        lowered = [r.commit for k, r in self._own.items() if k > last and r.commit < self.share]
+        return min(bound, *lowered) if lowered else bound
 
     def forget_before(self, t: float) -> None:
         """Drop what no longer binds (slots that ended more than `hold` before t)."""

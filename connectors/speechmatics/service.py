@@ -20,20 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import io
 import logging
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-import aiohttp
 from speechmatics.batch import (
     AsyncClient,
     JobConfig,
@@ -42,14 +38,22 @@ from speechmatics.batch import (
     JobType,
     NotificationConfig,
 )
-from speechmatics.batch._models import TrackingConfig
 
 from bytewax.speechmatics.connectors import metrics
 from bytewax.speechmatics.connectors.logs import fields
 from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, shared_journal
-from bytewax.speechmatics.connectors.speechmatics.lending import Lending
+from bytewax.speechmatics.connectors.speechmatics.lookup import HASH_TAG_PREFIX, find_by_reference
 from bytewax.speechmatics.connectors.speechmatics.retry import Backoff, Classified, ErrorClass, RetryBudget, classify
+from bytewax.speechmatics.connectors.speechmatics.sdk import TrackingConfig, instrument, raw_get
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
+from bytewax.speechmatics.connectors.speechmatics.submit_events import (
+    ChunkDone,
+    ChunkFailed,
+    FatalSubmitError,
+    JobKnown,
+    SubmitEvent,
+    SubmitRequest,
+)
 from bytewax.speechmatics.connectors.speechmatics.throttle import (
     AimdRate,
     ClusterPlace,
@@ -57,67 +61,24 @@ from bytewax.speechmatics.connectors.speechmatics.throttle import (
     Rate,
     RateLimiter,
     cluster_share,
-    request_sent,
+    send_trace_config,
 )
 from bytewax.speechmatics.connectors.speechmatics.wav import audio_hash, chunk_wav
 from bytewax.speechmatics.connectors.speechmatics.webhooks import WebhookReceiver, auth_header_line
 from bytewax.speechmatics.schemas.call_start import NO_CONFIG
 from bytewax.speechmatics.schemas.chunks import Chunk
-from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
+
+__all__ = ["ChunkDone", "ChunkFailed", "ChunkFailure", "FatalSubmitError", "JobKnown", "SubmitEvent", "SubmitRequest",
+           "SubmitService", "get_service", "redact"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: list_jobs pages to walk back (100 jobs each) when looking for a job by reference.
-MAX_LIST_PAGES = 20
-#: How far before our first POST attempt a job may have been created (clock skew with the API).
-LOOKUP_SKEW_SECONDS = 60.0
 #: Seconds between the two lookups that precede a re-POST (see SubmitService._find_settled).
 LOOKUP_SETTLE_SECONDS = 2.0
-HASH_TAG_PREFIX = "audio-sha256:"
 
 
-# ---- what goes in and what comes out -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitRequest:
-    """One chunk to transcribe; `job_id` when a job is already known (resume: wait for it, never re-post)."""
-
-    chunk: Chunk
-    job_id: str | None = None
-    speaker_config: dict[str, Any] | None = None
-    attempts: int = 0  # POST attempts already spent on `job_id` (from the state or the journal)
-
-
-@dataclass(frozen=True, slots=True)
-class JobKnown:
-    index: int
-    job_id: str
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkDone:
-    index: int
-    job_id: str
-    transcript: dict[str, Any]
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkFailed:
-    index: int
-    reason: str
-    job_id: str | None
-    attempts: int
-
-
-SubmitEvent = JobKnown | ChunkDone | ChunkFailed
-
-
-class FatalSubmitError(BytewaxSpeechmaticsError, RuntimeError):
-    """Submission cannot work at all (bad API key): the flow must stop."""
+# ---- errors inside the service ---------------------------------------------------------------------------------
 
 
 class ChunkFailure(Exception):
@@ -143,13 +104,6 @@ def redact(text: str, key: str | None) -> str:
     return text.replace(key, "***") if key and len(key) >= 4 else text
 
 
-def _parse_created(value: str) -> float | None:
-    try:
-        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
-    except (ValueError, AttributeError):
-        return None
-
-
 @dataclass(slots=True)
 class _Progress:
     """Per chunk: POST attempts so far, and the first POST attempt's wall time (for lookups)."""
@@ -162,15 +116,6 @@ class _Progress:
 
 
 # ---- the service -----------------------------------------------------------------------------------------------
-
-
-def _cache_sdk_version() -> None:
-    """The SDK puts its own version in every request's User-Agent, read from the package metadata each time (a scan
-    of sys.path: about 6 % of a busy flow's CPU at a hundred requests a second). It cannot change while we run."""
-    sdk_transport = sys.modules.get("speechmatics.batch._transport")
-    version = getattr(sdk_transport, "get_version", None)
-    if callable(version) and not hasattr(version, "cache_info"):
-        sdk_transport.get_version = functools.lru_cache(maxsize=1)(version)
 
 
 class SubmitService:
@@ -226,11 +171,7 @@ class SubmitService:
         if self.lends:
             from bytewax.speechmatics.connectors.kafka.limiter import LimiterLink
 
-            s = self.settings
-            lending = Lending(int(s.post_rate), self.place.processes, self.place.index, s.limiter_slot_seconds,
-                              1.0 + s.rate_margin + s.clock_guard, time.time())
-            assert s.kafka is not None
-            self._limiter_link = LimiterLink(s.kafka, s.limiter_topic, lending, self._demand).start()
+            self._limiter_link = LimiterLink.from_settings(self.settings, self.place, self._demand).start()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="bwsm-submit", daemon=True)
         self._thread.start()
@@ -251,15 +192,14 @@ class SubmitService:
         post_rate: Rate = AimdRate(self.post_limit, decrease=s.aimd_decrease, floor=s.aimd_floor,
                                    recovery=s.aimd_recovery)
         if self._limiter_link is not None:
-            post_rate = PlannedRate(self._limiter_link.rate, AimdRate(1.0, decrease=s.aimd_decrease,
+            post_rate = PlannedRate(self._limiter_link, AimdRate(1.0, decrease=s.aimd_decrease,
                                                                       floor=s.aimd_floor, recovery=s.aimd_recovery))
         self._post_limiter = RateLimiter("post", post_rate, s.rate_margin)
         self._get_limiter = RateLimiter("get", AimdRate(self.get_limit, decrease=s.aimd_decrease,
                                                         floor=s.aimd_floor, recovery=s.aimd_recovery), s.rate_margin)
         self._in_flight = asyncio.Semaphore(s.max_in_flight)
         try:
-            _cache_sdk_version()
-            loop.run_until_complete(self._install_send_clock())
+            loop.run_until_complete(self._instrument_client())
             if s.wait_mode == "webhook":
                 self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, self.webhook_port)
                 loop.run_until_complete(self._receiver.start())
@@ -270,26 +210,14 @@ class SubmitService:
         ready.set()
         loop.run_forever()
 
-    async def _install_send_clock(self) -> None:
-        """Give the SDK's transport a session whose trace hook tells the limiters when a request really left.
+    async def _instrument_client(self) -> None:
+        """Let the limiters space requests from their real send (sdk.instrument), with a connection pool sized to
+        the jobs in flight; inside the loop, as aiohttp wants its session created there."""
+        assert self._client is not None
 
-        The SDK creates its aiohttp session lazily with only timeouts; we create the same session first, plus
-        the trace config. If a future SDK changes its internals we just keep grant-time spacing.
-        """
-        transport = getattr(self._client, "_transport", None)
-        conn = getattr(transport, "_conn_config", None)
-        if transport is None or conn is None or getattr(transport, "_session", "missing") is not None:
-            log.info("SDK transport not instrumentable: POSTs are spaced from grant time only")
-            return
-
-        async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
-            request_sent()  # the limiter whose grant this task holds (see _request)
-
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(on_headers_sent)
-        timeout = aiohttp.ClientTimeout(total=conn.operation_timeout, connect=conn.connect_timeout)
-        transport._session = aiohttp.ClientSession(timeout=timeout, trace_configs=[trace])  # noqa: SLF001
-        self._post_limiter.tracks_sends = self._get_limiter.tracks_sends = True
+        trace = send_trace_config()  # the send gate of the limiter whose grant the request holds (see _request)
+        if instrument(self._client, trace, self.settings.max_in_flight):
+            self._post_limiter.tracks_sends = self._get_limiter.tracks_sends = True
 
     def _demand(self) -> tuple[int, int]:
         """(chunks waiting for their POST, chunks handed in so far): what a lending report is decided from."""
@@ -425,7 +353,7 @@ class SubmitService:
         budget = RetryBudget(self.settings.max_attempts, time.monotonic() + self.settings.max_chunk_seconds)
         job_id = request.job_id
         if job_id is None:
-            entry = self._journal.lookup(ref)
+            entry = await self._journal.lookup_async(ref)
             if entry is not None and entry.audio_hash == digest and entry.job_id is not None:
                 job_id = progress.job_id = entry.job_id
                 progress.posts = entry.attempts
@@ -447,7 +375,7 @@ class SubmitService:
                 return job_id, await self._await_job(job_id, budget)
             except _Gone:
                 log.warning("job gone at the server: posting again", extra=fields(reference=ref, job_id=job_id))
-                entry = self._journal.lookup(ref)
+                entry = await self._journal.lookup_async(ref)
                 if entry is not None and entry.job_id in (job_id, None):  # never a newer id than the one gone
                     self._journal.forget(ref)
                 job_id = progress.job_id = None
@@ -569,39 +497,18 @@ class SubmitService:
         return found
 
     async def _find_by_reference(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:
-        """The newest job carrying this reference and audio hash, walking list_jobs back to `since`."""
-        tag = HASH_TAG_PREFIX + digest
-        created_before: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_LIST_PAGES):
-            async def page(before: str | None = created_before) -> list[JobDetails]:
+        """The newest job carrying this reference and audio hash (lookup.find_by_reference), through the GET limiter."""
+        async def page(before: str | None) -> list[JobDetails]:
+            async def call() -> list[JobDetails]:
                 return await self._client.list_jobs(limit=100, created_before=before)
 
             try:
-                jobs = await self._request("get", page, budget)
+                return await self._request("get", call, budget)
             except _RequestFailed as exc:
                 raise ChunkFailure("lookup_failed",
                                    f"could not look for an existing job: {exc.classified.description}") from None
-            for job in jobs:
-                if job.id in seen:
-                    continue
-                seen.add(job.id)
-                tracking = job.config.tracking if job.config else None
-                if tracking is None or tracking.reference != ref or job.status == JobStatus.DELETED:
-                    continue
-                if not tracking.tags or tag in tracking.tags:
-                    return job.id
-            if len(jobs) < 100:
-                return None
-            oldest = jobs[-1].created_at
-            oldest_t = _parse_created(oldest)
-            if oldest_t is None or oldest_t < since - LOOKUP_SKEW_SECONDS:
-                return None
-            # created_before is exclusive and timestamps are in milliseconds: ask from just after the page's oldest
-            # job, so jobs created in that same millisecond are not skipped (the ones already seen are ignored)
-            created_before = datetime.fromtimestamp(oldest_t + 0.001, tz=timezone.utc).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z")
-        return None
+
+        return await find_by_reference(page, ref, digest, since)
 
     async def _pause(self, job_id: str, interval: float) -> None:
         """Between status checks: a jittered poll interval, or until the job's webhook arrives."""
@@ -652,10 +559,11 @@ class SubmitService:
 
     async def _fetch(self, job_id: str, budget: RetryBudget) -> dict[str, Any]:
         """The json-v2 transcript as the API sent it (the SDK's Transcript object cannot give the dict back)."""
-        transport = self._client._transport  # noqa: SLF001 - raw json-v2, through the SDK's own transport
+        client = self._client
+        assert client is not None
 
         async def get() -> dict[str, Any]:
-            return await transport.get(f"/jobs/{job_id}/transcript", params={"format": "json-v2"})
+            return await raw_get(client, f"/jobs/{job_id}/transcript", {"format": "json-v2"})
 
         for attempt in range(budget.max_attempts):
             try:

@@ -172,6 +172,7 @@ class SubmitSettings:
     limiter_topic: str = "bwsm.limiter"
     limiter_slot_seconds: float = 0.5
     clock_guard: float = 0.1  # seconds the processes' wall clocks may differ by (added to the lending hold)
+    cluster_id: str | None = None  # names the cluster in its lending reports; others' are ignored (BWSM_CLUSTER_ID)
     aimd_decrease: float = 0.7
     aimd_floor: float = 0.25
     aimd_recovery: float = 0.05
@@ -180,6 +181,8 @@ class SubmitSettings:
     poll_min: float = 0.25
     poll_max: float = 5.0
     collect_interval: float = 0.1
+    skip_silence: bool = True  # send each chunk's speech with its silences shortened (flows/compaction.py)
+    silence_keep_seconds: float = 0.5  # the longest stretch of non-speech sent, half after and half before speech
     journal_dir: str | None = None
     journal_retention: float = 86400.0
     language: str = "en"

@@ -1,18 +1,24 @@
 """Holding the API's request limits exactly: cluster share, AIMD on 429, strict spacing, in-flight cap.
 
 Why spacing and not a bursty token bucket: the limit is "N requests in any 1 s window" at the server.
-A bucket with capacity > 1 lets N + capacity through in one window. We grant requests at least
-(1 + margin) / rate seconds apart, so any N + 1 consecutive grants span more than 1 + margin seconds:
-arrival jitter up to `margin` seconds cannot push N + 1 requests into one window at the server. Delays
-between grant and send on our side (a cold connection, a busy interpreter, the journal's fsync) must not bunch
-requests at the server either, so grants are spaced by real send times: one granted request at a time may be waiting
-to leave, and the next grant waits until it has left and comes at least the spacing after that (`RateLimiter`).
-A limiter starts as if it had just sent, so a process that (re)starts into a backlog does not burst.
+A bucket with capacity > 1 lets N + capacity through in one window. Requests *leave* at least (1 + margin) / rate
+seconds apart, so any N + 1 consecutive requests leave over more than 1 + margin seconds: arrival jitter up to
+`margin` seconds cannot push N + 1 of them into one window at the server.
 
-The bound this gives, per process with an integer share r: consecutive sends are at least (1 + margin) / r - slack
-apart, and since every grant is spaced from the one before it, r + 1 consecutive sends span at least
-1 + margin - slack (the slack, `send_slack`, ignores the usual millisecond between grant and send); arrival jitter
-up to margin - slack cannot put r + 1 of them into one window at the server.
+Why the send and not the grant: a request can leave long after its grant (an expired keep-alive connection, TLS, a
+pool wait, a busy interpreter: 0.2-1 s and more), and the rate may have dropped meanwhile (a lender's commitment
+for the slot it now leaves in, a 429). So the spacing is checked at the *send gate* (`RateLimiter.leaving`), which
+the HTTP client's trace hooks await right before a request's first bytes go out (`send_trace_config`): a request
+leaves only when the spacing at the rate in force at that moment has passed since the previous one left, and only
+then counts as sent. One granted request at a time may be on its way to the gate (the next grant waits until it
+has left or failed); a request that fails before leaving counts as sent when it fails. A limiter starts as if it
+had just sent, so a process that (re)starts into a backlog does not burst.
+
+The bound this gives, per process: consecutive sends are at least (1 + margin) / r apart, with r the rate in force
+when the later one leaves. If the rate stays <= r over a stretch of 1 + margin seconds, at most r requests leave in
+it (the second to the (r+1)-th would each pass the gate inside the stretch at rate <= r, so span >= 1 + margin).
+What the gate cannot see: the time from passing the gate to the server counting the request (the synchronous write
+after the hook, a GIL switch of the interpreter, the network). Its *variation* must stay within `margin`.
 
 Cluster share rule (processes do not talk to each other, so each must stay within a fixed share):
 the cluster has P processes (the number of `-a` addresses Bytewax was started with, BYTEWAX_ADDRESSES,
@@ -26,21 +32,24 @@ processes lend what they do not need per wall-clock slot through a Kafka topic, 
 `PlannedRate` = the plan of `lending.Lending` (its reserved share, less what it lent, plus what it borrowed, each
 slot's rate binding until a full window after the slot, so increases come a window after the decreases they rely
 on) times the AIMD factor. The plan's rates are integers and add up to at most N in any window (lending.py), and
-the spacing below turns an integer rate into "at most that many in any 1 s window", so the cluster bound stands.
-A limiter whose rate is 0 (lent out) or changes while it waits reads the rate again every RECHECK_SECONDS.
+the gate turns a rate in force at send time into "at most that many sends in the window", so the cluster bound
+stands for sends however late. Lending is only used when sends are gated (`PlannedRate.sends_tracked`): without
+the gate a late send would count against the rate of its grant. A limiter whose rate is 0 (lent out) or changes
+while it waits reads the rate again every RECHECK_SECONDS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import aiohttp
 
 Clock = Callable[[], float]
 
@@ -51,36 +60,6 @@ class ClusterPlace:
 
     processes: int
     index: int
-
-
-def _argv_value(argv: Sequence[str], short: str, long: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg in (short, long) and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(long + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _count_addresses(value: str) -> int:
-    return len([a for a in value.split(";") if a.strip()])
-
-
-def cluster_place(argv: Sequence[str], env: Mapping[str, str]) -> ClusterPlace:
-    """Learn the cluster size and this process's index from how `bytewax.run` was started (see module doc); called
-    by `Settings.from_env` with the process's command line and environment."""
-    index_raw = _argv_value(argv, "-i", "--process-id") or env.get("BYTEWAX_PROCESS_ID")
-    if index_raw is None and "BYTEWAX_POD_NAME" in env and "BYTEWAX_STATEFULSET_NAME" in env:
-        index_raw = env["BYTEWAX_POD_NAME"].replace(env["BYTEWAX_STATEFULSET_NAME"] + "-", "")
-    index = int(index_raw) if index_raw and index_raw.strip().isdigit() else 0
-    processes = 1
-    addresses = _argv_value(argv, "-a", "--addresses") or env.get("BYTEWAX_ADDRESSES")
-    if addresses:
-        processes = _count_addresses(addresses)
-    elif env.get("BYTEWAX_HOSTFILE_PATH") and os.path.exists(env["BYTEWAX_HOSTFILE_PATH"]):
-        with open(env["BYTEWAX_HOSTFILE_PATH"]) as hostfile:
-            processes = len([line for line in hostfile if line.strip()])
-    return ClusterPlace(processes=max(1, processes), index=index)
 
 
 def cluster_share(limit: float, place: ClusterPlace) -> float:
@@ -147,83 +126,135 @@ class AimdRate:
 
 
 class SpacedSchedule:
-    """Pure grant arithmetic: the earliest time the next request may start, given the current rate."""
+    """Pure spacing arithmetic: when the next request may leave, given when the last one did and the current rate."""
 
     def __init__(self, margin: float, start: float | None = None) -> None:
         self.margin = margin
-        self.last: float | None = start  # a start time: as if a request had left then
+        self.last: float | None = start  # when the last request left (as if one had left then)
 
     def next_slot(self, now: float, rate: float) -> float:
-        """When the next grant may happen (>= now); call `take` with it once granted."""
+        """When the next request may leave (>= now); call `take` with the time it does."""
         if self.last is None:
             return now
         return max(now, self.last + (1.0 + self.margin) / rate)
 
     def take(self, slot: float) -> None:
-        self.last = slot
-
-    def observe(self, sent_at: float, slack: float = 0.0) -> None:
-        """The granted request really left at `sent_at`: space the next one from then if that was later.
-
-        Delays up to `slack` are ignored (they are within the margin), so the usual millisecond between grant and
-        send does not slow every request down.
-        """
-        moved = sent_at - slack
-        self.last = moved if self.last is None else max(self.last, moved)
+        self.last = slot if self.last is None else max(self.last, slot)
 
 
-#: The grant of the request the current asyncio task is making (see `RateLimiter.granted` and `request_sent`).
+#: The grant of the request the current asyncio task is making (see `RateLimiter.granted` and `request_leaving`).
 _CURRENT_GRANT: ContextVar[tuple[RateLimiter, int] | None] = ContextVar("bwsm_current_grant", default=None)
 
 
-def request_sent() -> None:
-    """Called from the HTTP client's trace hook when a request's headers go on the wire: tells the limiter whose
-    grant the current task holds (a request made outside a grant is ignored)."""
+async def request_leaving() -> None:
+    """The send gate: await it just before the current task's granted request puts its first byte on the wire.
+
+    It returns when sending now keeps the route's spacing at the rate in force now (see `RateLimiter.leaving`); a
+    request made outside a grant passes at once. Called by the HTTP client's trace hooks (`send_trace_config`)."""
     current = _CURRENT_GRANT.get()
     if current is not None:
-        current[0].sent(current[1])
+        await current[0].leaving(current[1])
+
+
+def send_trace_config() -> aiohttp.TraceConfig:
+    """An aiohttp trace config that gates every request at the moment its first bytes go out (`request_leaving`).
+
+    aiohttp buffers a request's headers and writes them with the first body chunk, in a task of its own: a request
+    with a body leaves at its first `on_request_chunk_sent` (awaited right before that write), one without at
+    `on_request_headers_sent` (its headers are written right after). Both hooks run in a copy of the requesting
+    task's context, so they find its grant.
+    """
+
+    async def on_headers(_session: Any, context: Any, params: aiohttp.TraceRequestHeadersSentParams) -> None:
+        headers = params.headers
+        context.bwsm_body_pending = headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
+        if not context.bwsm_body_pending:
+            await request_leaving()
+
+    async def on_chunk(_session: Any, context: Any, _params: Any) -> None:
+        if getattr(context, "bwsm_body_pending", False):
+            context.bwsm_body_pending = False
+            await request_leaving()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_headers)
+    trace.on_request_chunk_sent.append(on_chunk)
+    return trace
+
+
+class Plan(Protocol):
+    """The cluster's lending plan as a rate limiter sees it (`connectors/kafka/limiter.LimiterLink`)."""
+
+    def rate(self) -> float: ...
+
+    def sends_tracked(self, tracked: bool) -> None: ...
 
 
 class PlannedRate:
     """A rate whose ceiling changes over time (the cluster's lending plan, `lending.Lending.rate`), times an AIMD
-    factor in [floor, 1] for 429s: AimdRate(c) is c times AimdRate(1), so with a constant plan this is AimdRate."""
+    factor in [floor, 1] for 429s: AimdRate(c) is c times AimdRate(1), so with a constant plan this is AimdRate.
 
-    def __init__(self, plan: Callable[[], float], factor: AimdRate) -> None:
+    The plan is told whether the limiter gates sends (`sends_tracked`): lending is sound only then, so a plan whose
+    requests are not gated keeps its reserved share (lends and borrows nothing)."""
+
+    def __init__(self, plan: Plan, factor: AimdRate) -> None:
         self.plan = plan
         self.factor = factor
 
     def current(self) -> float:
-        return self.plan() * self.factor.current()
+        return self.plan.rate() * self.factor.current()
 
     def on_throttled(self) -> bool:
         return self.factor.on_throttled()
 
+    def sends_tracked(self, tracked: bool) -> None:
+        self.plan.sends_tracked(tracked)
+
 
 class RateLimiter:
-    """An asyncio limiter for one route (POST or GET): FIFO waiters, strict spacing from real send times, AIMD rate.
+    """An asyncio limiter for one route (POST or GET): FIFO grants, strict spacing of real send times, AIMD rate.
 
-    Use: `grant = await limiter.acquire()`, then make the request inside `with limiter.granted(grant):` so that the
-    trace hook (`request_sent`) and the end of the request reach the limiter. With `tracks_sends` off (the HTTP
-    client cannot report sends), grants are spaced from grant times only.
+    Use: `grant = await limiter.acquire()`, then make the request inside `with limiter.granted(grant):`, with the
+    HTTP client's trace hooks awaiting `request_leaving()` right before the request's first bytes go out (the send
+    gate, `leaving`). With `tracks_sends` off (the HTTP client cannot gate sends) grants are spaced instead, and a
+    request that leaves late can bunch with the next one.
     """
 
     def __init__(self, name: str, rate: Rate, margin: float, clock: Clock = time.monotonic,
-                 send_slack: float = 0.01) -> None:
+                 lead: float = 0.01) -> None:
         self.name = name
-        self.send_slack = send_slack
+        self.lead = lead
         self.rate = rate
-        self.tracks_sends = False  # set once sends are reported (SubmitService._install_send_clock)
+        self.sends = 0  # requests that passed the send gate
+        self._tracks_sends = False
         self._clock = clock
         # As if a request had just left: a process restarted into a backlog waits one spacing before its first
-        # grant, so its first requests cannot meet the last ones of the process it replaces.
+        # request, so its first requests cannot meet the last ones of the process it replaces.
         self._schedule = SpacedSchedule(margin, start=clock())
         self._fifo: asyncio.Lock | None = None
         self._left: asyncio.Event | None = None  # set while no granted request is waiting to leave
         self._granted = 0  # serial number of the last grant
-        self._unsent: int | None = None  # the grant whose request has not been seen leaving yet
+        self._unsent: int | None = None  # the grant whose request has not passed the send gate yet
+
+    @property
+    def tracks_sends(self) -> bool:
+        """Whether sends pass the gate (set once the HTTP client's trace hooks are installed)."""
+        return self._tracks_sends
+
+    @tracks_sends.setter
+    def tracks_sends(self, tracked: bool) -> None:
+        self._tracks_sends = tracked
+        tell = getattr(self.rate, "sends_tracked", None)
+        if tell is not None:
+            tell(tracked)
 
     async def acquire(self) -> int:
-        """Wait for this request's slot; waiters are served in arrival order. Returns the grant's number."""
+        """Wait for this request's turn; waiters are served in arrival order. Returns the grant's number.
+
+        With tracked sends a grant waits for the previous request to leave and comes up to `lead` seconds before
+        the spacing allows the next send (the usual millisecond between grant and send then costs no rate); the
+        send gate holds the request until the spacing is really due.
+        """
         if self._fifo is None or self._left is None:
             self._fifo, self._left = asyncio.Lock(), asyncio.Event()
             self._left.set()
@@ -238,21 +269,23 @@ class RateLimiter:
                 if rate <= 0:  # a process lending all of its share (or just started): ask again shortly
                     await asyncio.sleep(RECHECK_SECONDS)
                     continue
-                slot = self._schedule.next_slot(now, rate)
-                if slot <= now:
-                    self._schedule.take(now)
+                ahead = self.lead if self._tracks_sends else 0.0
+                due = self._schedule.next_slot(now + ahead, rate) - ahead
+                if due <= now:
                     self._granted += 1
-                    if self.tracks_sends:
+                    if self._tracks_sends:
                         self._unsent = self._granted
                         self._left.clear()
+                    else:
+                        self._schedule.take(now)
                     return self._granted
                 # Re-check after sleeping: a 429 may have lowered the rate, a loan raised it.
-                await asyncio.sleep(min(slot - now, RECHECK_SECONDS))
+                await asyncio.sleep(min(due - now, RECHECK_SECONDS))
 
     @contextlib.contextmanager
     def granted(self, grant: int) -> Iterator[None]:
-        """Make the granted request inside this block: its send is reported by `request_sent` (same task), and
-        leaving the block releases the grant (see `release`)."""
+        """Make the granted request inside this block: its send gate is `request_leaving` (same task or a task it
+        starts), and leaving the block releases the grant (see `release`)."""
         token = _CURRENT_GRANT.set((self, grant))
         try:
             yield
@@ -260,21 +293,38 @@ class RateLimiter:
             _CURRENT_GRANT.reset(token)
             self.release(grant)
 
-    def sent(self, grant: int) -> None:
-        """The granted request's headers are on the wire now: the next grant is spaced from this moment.
+    async def leaving(self, grant: int) -> None:
+        """The send gate: return when a request may leave now, and count it as left now.
 
-        Delays up to `send_slack` are within the margin and ignored, so the usual millisecond between grant and
-        send does not slow every request down. A send reported twice (a client-side retry) moves the time on again.
+        A request may leave when the spacing at the rate in force *now* has passed since the last request left. So
+        however late a request leaves after its grant (a cold connection, TLS, a pool wait, a busy interpreter), it
+        counts against the rate at the moment it leaves: a rate lowered meanwhile (a lender's commitment for the
+        slot it now leaves in, a 429) holds it until the lower rate allows it. The check and the count are one step
+        of the event loop, so requests waiting at the gate together still leave one spacing apart. A request sent
+        twice (a client-side retry) passes the gate again.
         """
-        self._schedule.observe(self._clock(), self.send_slack)
-        if grant == self._unsent:
-            self._settle()
+        while True:
+            now = self._clock()
+            rate = self.rate.current()
+            if rate > 0:
+                due = self._schedule.next_slot(now, rate)
+                if due <= now:
+                    self._schedule.take(now)
+                    self.sends += 1
+                    if grant == self._unsent:
+                        self._settle()
+                    return
+                wait = due - now
+            else:
+                wait = RECHECK_SECONDS
+            await asyncio.sleep(min(wait, RECHECK_SECONDS))
 
     def release(self, grant: int) -> None:
-        """The request of `grant` is over (answered, failed or cancelled). If it was never seen leaving (it failed
+        """The request of `grant` is over (answered, failed or cancelled). If it never passed the send gate (it failed
         before sending), it counts as sent now: later than the truth, never earlier."""
         if grant == self._unsent:
-            self.sent(grant)
+            self._schedule.take(self._clock())
+            self._settle()
 
     def _settle(self) -> None:
         self._unsent = None

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -129,10 +130,10 @@ def test_sigkill_with_jobs_in_flight_then_recovery_loses_nothing_and_pays_once(w
     in_flight = len(worker.admin.engines()["active_jobs"])
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    lines = [json.loads(line) for path in (tmp_path / "journal").glob("*.jsonl")
-             for line in path.read_text().splitlines() if line.strip()]
-    returned = {entry["r"] for entry in lines if "j" in entry}
-    cut_short = {entry["r"] for entry in lines if "p" in entry} - returned
+    rows = [row for path in (tmp_path / "journal").glob("journal-p*.sqlite3")
+            for row in sqlite3.connect(path).execute("SELECT reference, job_id FROM jobs")]
+    returned = {ref for ref, job_id in rows if job_id is not None}
+    cut_short = {ref for ref, job_id in rows if job_id is None} - returned
     posted_before = dict(worker.admin.stats()["jobs_by_reference"])
     worker.admin.set_faults({"job_duration": {"dist": "fixed", "value": 0.0}})
     lists_before = sum(worker.admin.stats()["requests"].get("GET /v2/jobs", {}).values())

@@ -1,0 +1,1 @@
+"""Telephony websockets into calls.audio (one module per protocol)."""
