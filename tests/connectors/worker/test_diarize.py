@@ -84,3 +84,18 @@ def test_the_mel_spectrogram_puts_a_tone_in_its_band(hz: float) -> None:
     assert mels.shape == (101, 40)
     centres = np.argmax(mel_filters(), axis=1) * (RATE / 2) / 200
     assert abs(centres[int(np.argmax(mels.mean(axis=0)))] - hz) < 150
+
+
+def test_a_worker_that_cannot_fetch_the_encoder_declares_no_speaker_diarization(tmp_path, monkeypatch) -> None:
+    from bytewax.speechmatics.connectors.worker.engines import whisper
+    from bytewax.speechmatics.connectors.worker.engines.voice_encoder import EncoderError
+
+    backend = whisper.WhisperBackend(1, whisper.WhisperConfig(cache_dir=tmp_path))
+    assert "speaker" in backend.capabilities.diarization
+
+    def offline(cache_dir):  # noqa: ANN001, ANN202
+        raise EncoderError("could not download resemblyzer==0.1.4")
+
+    monkeypatch.setattr(whisper, "fetch_encoder", offline)
+    assert backend._encoder_path() is None  # noqa: SLF001
+    assert backend.capabilities.diarization == ("none", "channel")
