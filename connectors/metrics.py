@@ -30,11 +30,16 @@ CHUNKS_SUBMITTED = Counter("bwsm_chunks_submitted", "Chunks handed to the Speech
 JOBS_POSTED = Counter("bwsm_jobs_posted", "Jobs the API accepted (POST answered with a job id)")
 JOBS_RECOVERED = Counter("bwsm_jobs_recovered", "Jobs found again instead of posting", ["via"])
 CHUNKS_DONE = Counter("bwsm_chunks_done", "Chunks transcribed")
+CHUNKS_SILENT = Counter("bwsm_chunks_silent", "Chunks without speech: not sent (BWSM_SKIP_SILENCE)")
 CHUNKS_FAILED = Counter("bwsm_chunks_failed", "Chunks dead-lettered", ["reason"])
 HTTP_429 = Counter("bwsm_http_429", "Requests answered 429 (rate limited)", ["route"])
 RETRIES = Counter("bwsm_retries", "Requests retried", ["route", "kind"])
 JOBS_IN_FLIGHT = Gauge("bwsm_jobs_in_flight", "Chunks between their first POST and their result")
 RATE_LIMIT = Gauge("bwsm_rate_limit_per_second", "Current (AIMD) request rate of this process", ["route"])
+#: Counted once per chunk when its segment is emitted: what the API bills against what the calls lasted.
+BILLED_SECONDS = Counter("bwsm_billed_seconds_total", "Seconds of audio sent to the API (silence compaction applied)")
+CALL_AUDIO_SECONDS = Counter("bwsm_audio_seconds_total",
+                             "Seconds of call audio whose segments were emitted (overlaps counted once)")
 CHUNK_LATENCY = Histogram("bwsm_chunk_latency_seconds", "From first POST attempt to transcript",
                           buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
 

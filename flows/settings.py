@@ -337,6 +337,8 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_POLL_MIN", "submission", "poll_min", _number(float, low=0.01)),
     _v("BWSM_POLL_MAX", "submission", "poll_max", _number(float, low=0.01)),
     _v("BWSM_COLLECT_INTERVAL", "submission", "collect_interval", _number(float, low=0.001)),
+    _v("BWSM_SKIP_SILENCE", "submission", "skip_silence", _flag),
+    _v("BWSM_SILENCE_KEEP_SECONDS", "submission", "silence_keep_seconds", _NONNEG),
     _v("BWSM_JOURNAL_DIR", "submission", "journal_dir", _text),
     _v("BWSM_JOURNAL_RETENTION_SECONDS", "submission", "journal_retention", _NONNEG),
     _v("BWSM_LANGUAGE", "submission", "language", _text),

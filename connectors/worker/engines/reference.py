@@ -25,6 +25,7 @@ import numpy as np
 
 from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities
 from bytewax.speechmatics.connectors.worker.audio import RawAudio, canonical_samples
+from bytewax.speechmatics.schemas.punctuation import group
 
 EDGE_RULES = ("midpoint", "drop", "keep")
 WORD, PUNCTUATION = "word", "punctuation"
@@ -142,11 +143,67 @@ def find_offset(haystack: bytes, needle: bytes, frame_bytes: int, max_candidates
     return fallback
 
 
+#: Anchor lengths (frames after the first change) tried when locating the next piece of a chunk sent compacted.
+PIECE_ANCHORS = (256, 64, 16)
+
+
+def _matched(haystack: bytes, needle: bytes, start: int, frame_bytes: int) -> int:
+    """How many frames of `needle` equal the haystack's from frame `start` on."""
+    hay = haystack[start * frame_bytes : start * frame_bytes + len(needle)]
+    n = len(hay) // frame_bytes
+    a = np.frombuffer(hay, dtype=np.uint8, count=n * frame_bytes).reshape(n, frame_bytes)
+    b = np.frombuffer(needle, dtype=np.uint8, count=n * frame_bytes).reshape(n, frame_bytes)
+    differ = np.flatnonzero((a != b).any(axis=1))
+    return int(differ[0]) if differ.size else n
+
+
+def find_start(haystack: bytes, needle: bytes, frame_bytes: int) -> int | None:
+    """find_offset, and when the needle is not one stretch of the haystack (a chunk sent in pieces), the place of
+    its first piece by ever shorter anchors."""
+    found = find_offset(haystack, needle, frame_bytes)
+    change = _first_change(needle, frame_bytes) if found is None and len(needle) >= frame_bytes else None
+    for size in PIECE_ANCHORS if change is not None else ():
+        found = find_offset(haystack, needle[: (change + size) * frame_bytes], frame_bytes)
+        if found is not None:
+            break
+    return found
+
+
+def locate_pieces(haystack: bytes, needle: bytes, first: int, frame_bytes: int) -> list[tuple[int, int, int]]:
+    """Where each stretch of `needle` lies in `haystack`, from frame `first` (find_offset's answer) on:
+    (needle frame, haystack frame, frames), contiguous stretches merged.
+
+    A chunk sent with its silences shortened is pieces of the call back to back: where the needle stops matching,
+    the rest is located again by a short anchor after its leading constant run. Frames the call does not have at
+    that place (silence filling a lost frame, padding past the call's end) stay in line with the call.
+    """
+    n = len(needle) // frame_bytes
+    pieces: list[tuple[int, int, int]] = []
+    pos, at = 0, first
+    while pos < n:
+        rest = needle[pos * frame_bytes :]
+        m = _matched(haystack, rest, at, frame_bytes)
+        if m == 0:
+            change = _first_change(rest, frame_bytes)
+            m = n - pos if change is None else change
+        if pieces and pieces[-1][0] + pieces[-1][2] == pos and pieces[-1][1] + pieces[-1][2] == at:
+            q, s, k = pieces.pop()
+            pieces.append((q, s, k + m))
+        else:
+            pieces.append((pos, at, m))
+        pos, at = pos + m, at + m
+        found = find_start(haystack, needle[pos * frame_bytes :], frame_bytes) if pos < n else None
+        if found is not None:
+            at = found
+    return pieces
+
+
 def select_words(truth: list[TruthWord], start: float, end: float, rule: str) -> list[tuple[TruthWord, float, float]]:
     """The truth inside [start, end) by an edge rule, with times clipped to it (absolute seconds).
 
-    Punctuation is kept iff the word it attaches to is kept (`next` -> the following word, else the
-    preceding one), so a sentence end never floats free of its word.
+    Punctuation is kept iff the word it belongs to is kept (the channel rule of schemas/punctuation.py: a word of
+    its own channel, `next` -> the following one, else the preceding one), so a sentence end never floats free of
+    its word, nor goes with the other party's.
     """
     if rule not in EDGE_RULES:
         raise ValueError(f"edge rule must be one of {EDGE_RULES}, got {rule!r}")
@@ -158,21 +215,14 @@ def select_words(truth: list[TruthWord], start: float, end: float, rule: str) ->
             return w.start_time < end and (w.end_time > start or w.start_time >= start)
         return start <= w.midpoint < end
 
-    words = [i for i, w in enumerate(truth) if w.type == WORD]
-    kept_words = {i for i in words if word_kept(truth[i])}
-    out = []
-    for i, w in enumerate(truth):
-        if w.type == WORD:
-            keep = i in kept_words
-        elif w.attaches_to == "next":
-            nxt = next((j for j in words if j > i), None)
-            keep = nxt in kept_words if nxt is not None else word_kept(w)
-        else:
-            prev = next((j for j in reversed(words) if j < i), None)
-            keep = prev in kept_words if prev is not None else word_kept(w)
-        if keep:
-            out.append((w, min(max(w.start_time, start), end), min(max(w.end_time, start), end)))
-    return out
+    kept: set[int] = set()
+    for members in group(range(len(truth)), is_word=lambda i: truth[i].type == WORD,
+                         attaches_to=lambda i: truth[i].attaches_to, channel=lambda i: truth[i].channel):
+        host = next((i for i in members if truth[i].type == WORD), members[0])
+        if word_kept(truth[host]):
+            kept.update(members)
+    return [(w, min(max(w.start_time, start), end), min(max(w.end_time, start), end))
+            for i, w in enumerate(truth) if i in kept]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +280,7 @@ class ReferenceEngine:
             a = call.audio
             if (a.encoding, a.sample_rate, a.channels) != (chunk.encoding, chunk.sample_rate, chunk.channels):
                 continue
-            offset = find_offset(a.data, needle, chunk.frame_bytes)
+            offset = find_start(a.data, needle, chunk.frame_bytes)
             if offset is not None:
                 return call, offset
         return None
@@ -250,9 +300,12 @@ class ReferenceEngine:
         if found is None:
             return {"results": [], "speakers": [] if get_speakers else None, "located": None}
         call, offset = found
-        start = offset / chunk.sample_rate
-        end = start + chunk.duration
-        selected = select_words(call.truth, start, end, call.edge_rule)
+        rate = chunk.sample_rate
+        selected = []
+        for first, at, frames in locate_pieces(call.audio.data, canonical_samples(chunk), offset, chunk.frame_bytes):
+            shift = (at - first) / rate  # call time - chunk time, in this piece
+            piece = select_words(call.truth, at / rate, (at + frames) / rate, call.edge_rule)
+            selected.extend((w, s - shift, e - shift) for w, s, e in piece)
         labeller = _SpeakerLabels(self._enrolled(sdc))
         diarization = str(tc.get("diarization") or "none")
         by_speaker = diarization in ("speaker", "channel_and_speaker")
@@ -260,17 +313,20 @@ class ReferenceEngine:
         channel_labels = tc.get("channel_diarization_labels") or []
         language = str(tc.get("language") or "en")
         results: list[dict[str, Any]] = []
+        last_speaker: dict[int, str] = {}  # channel -> speaker of its latest word
         for w, s, e in selected:
             speaker = "UU"
-            if by_speaker and w.type == PUNCTUATION and w.speaker == "UU" and results:
-                speaker = results[-1]["alternatives"][0]["speaker"]  # unvoiced punctuation: its word's speaker
+            if by_speaker and w.type == PUNCTUATION and w.speaker == "UU" and w.channel in last_speaker:
+                speaker = last_speaker[w.channel]  # unvoiced punctuation: its word's speaker
             elif by_speaker:
                 speaker = labeller.label(w.speaker)
+                if w.type == WORD:
+                    last_speaker[w.channel] = speaker
             alt = {"content": w.text, "confidence": w.confidence, "language": language, "speaker": speaker}
             result: dict[str, Any] = {
                 "type": w.type,
-                "start_time": round(s - start, 6),
-                "end_time": round(e - start, 6),
+                "start_time": round(s, 6),
+                "end_time": round(e, 6),
                 "alternatives": [alt],
             }
             if by_channel:
