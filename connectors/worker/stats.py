@@ -2,8 +2,8 @@
 
 POST arrivals are stamped by the worker's event loop (at handler entry, before the body is read), so a stamp is late
 by however long the loop could not run: a long callback, or the worker process not scheduled on a loaded machine
-(stalls up to 1 s measured on 2 busy cores, far beyond the limiter's 0.06 s margin). `watch_loop` records those stalls, so a
-test can tell a stamp that a stall may have displaced (`loop_stalls`) from a real early arrival.
+(stalls up to 1 s measured on 2 busy cores, far beyond the limiter's 0.06 s margin). `watch_loop` records those
+stalls, so a test can tell a stamp that a stall may have displaced (`loop_stalls`) from a real early arrival.
 """
 
 from __future__ import annotations
