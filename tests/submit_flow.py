@@ -89,3 +89,33 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
             j += 1
         best = max(best, i - j + 1)
     return best
+
+
+def certain_max_in_window(stamps: list[float], stalls: list[list[float]], window: float = 1.0,
+                          slack: float = 0.015) -> int:
+    """Most POSTs that surely arrived within one window, given the local worker's arrival stamps and loop stalls.
+
+    A stamp is taken on the worker's event loop, so a request that arrived while the loop stalled (a long callback,
+    the process not scheduled on a loaded machine; `stats.watch_loop`) is stamped when the stall ends: its arrival
+    is only known to lie in [start of the stall, stamp]. A stamp up to `slack` (the watch's tick and threshold)
+    after a stall's end may be such a stamp; overlapping stalls count as one. Anywhere else the stamp is the
+    arrival. A run of POSTs surely fits in one window when its latest stamp minus its earliest possible arrival is
+    below `window`. Without stalls this is `max_in_window`: the only tolerance is a stall the worker measured.
+    """
+    spans: list[list[float]] = []
+    for start, end in sorted(stalls):
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    stamps = sorted(stamps)
+    earliest = [next((a for a, b in spans if a < t <= b + slack), t) for t in stamps]
+    best = 0
+    for i in range(len(stamps)):
+        first = earliest[i]
+        for j in range(i, len(stamps)):
+            first = min(first, earliest[j])
+            if first <= stamps[j] - window:
+                break
+            best = max(best, j - i + 1)
+    return best

