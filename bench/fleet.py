@@ -83,8 +83,9 @@ def measure(urls: Sequence[str], waves: list[list], chunk_seconds: float, routin
     from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
     from bytewax.speechmatics.connectors.speechmatics.throttle import ClusterPlace
 
-    settings = SubmitSettings(api_key="bench-fleet", batch_url=",".join(urls), journal_dir=journal_dir,
-                              poll_min=0.05, poll_max=0.25, fleet_refresh=0.2, backoff_base=0.05, backoff_cap=1.0)
+    settings = SubmitSettings(api_key="bench-fleet", batch_url=urls[0], worker_urls=tuple(urls),  # one: routed too
+                              journal_dir=journal_dir, poll_min=0.05, poll_max=0.25, fleet_refresh=0.2,
+                              backoff_base=0.05, backoff_cap=1.0)
     service = SubmitService(settings, place=ClusterPlace(1, 0), journal=JobJournal(journal_dir)).start()
     if routing == "round_robin":
         _round_robin(service)

@@ -227,7 +227,8 @@ class SubmitSettings:
     #: The brokers of the lending reports (the flow's own Kafka; None: no lending, fixed shares).
     kafka: KafkaSettings | None = field(default=None, repr=False)
     #: Every on-prem worker of a fleet, when SPEECHMATICS_BATCH_URL lists more than one (`batch_url` is then the
-    #: first); empty: one endpoint. Filled from `batch_url` itself (a copy keeps it while `batch_url` is its first).
+    #: first); empty: one endpoint. Filled from `batch_url` itself (a copy keeps it while `batch_url` is its first;
+    #: given with `batch_url` as its only URL, one worker is routed by engines as a fleet of one).
     worker_urls: tuple[str, ...] = ()
     fleet_refresh: float = 0.5  # seconds between GET /jobs of each fleet worker (fleet.py)
     fleet_failover: float = 10.0  # seconds a job waits for its silent worker before it is posted to another
@@ -249,10 +250,11 @@ class SubmitSettings:
             raise SettingsError("BWSM_WAIT_MODE=webhook needs BWSM_WEBHOOK_URL (the URL the API calls back)")
         if self.batch_url is not None:
             urls = parse_batch_urls(self.batch_url)
-            if len(urls) == 1 and self.worker_urls and self.worker_urls[0] == urls[0]:  # a copy (`replace`)
-                urls = parse_batch_urls(",".join(self.worker_urls))
+            fleet = urls if len(urls) > 1 else ()
+            if len(urls) == 1 and self.worker_urls and self.worker_urls[0] == urls[0]:
+                fleet = parse_batch_urls(",".join(self.worker_urls))  # a copy (`replace`), or a fleet of one
             object.__setattr__(self, "batch_url", urls[0])
-            object.__setattr__(self, "worker_urls", urls if len(urls) > 1 else ())
+            object.__setattr__(self, "worker_urls", fleet)
         else:
             object.__setattr__(self, "worker_urls", ())
         if self.fleet_refresh <= 0 or self.fleet_failover <= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -118,6 +120,9 @@ def test_several_urls_make_a_fleet() -> None:
     settings = SubmitSettings(batch_url=f"{A}, {B},{C}")
     assert settings.worker_urls == (A, B, C) and settings.batch_url == A
     assert SubmitSettings(batch_url=A).worker_urls == ()
+    assert SubmitSettings(batch_url=A, worker_urls=(A,)).worker_urls == (A,)  # a fleet of one, routed by engines
+    assert replace(settings, api_key="other").worker_urls == (A, B, C)
+    assert replace(settings, batch_url=B).worker_urls == ()  # another endpoint (the embedded worker's)
 
 
 @pytest.mark.parametrize(("raw", "says"), [
