@@ -132,7 +132,7 @@ def run(table: Table, calls: int = 30, per_call: int = 6, chunk_seconds: float =
     from bytewax.speechmatics.connectors.worker.control import start_worker
 
     waves = _chunks(calls, per_call, chunk_seconds)
-    cases = [(n, "routing") for n in worker_counts] + [(max(worker_counts), "round_robin")]
+    cases = [(n, "routing") for n in worker_counts] + [(n, "round_robin") for n in worker_counts if n > 1]
     for n, routing in cases:
         workers = [start_worker(engine="reference", parallel=ENGINES,
                                 extra_args=["--processing-factor", str(PROCESSING_FACTOR)]) for _ in range(n)]
