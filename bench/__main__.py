@@ -1,16 +1,16 @@
 """`make bench`: every benchmark in one run, then ONE table with all the figures that run measured.
 
 Each bench is also runnable alone (`python -m bench.ingest`, `bench.baseline`, `bench.latency`, `bench.scaling`,
-`bench.cluster_rate`, `bench.fleet`, `bench.accuracy`, `bench.profile_ingest`). The broker is
-KAFKA_BOOTSTRAP_SERVERS, else the project's local broker (started if needed). Publishers always run in their own
-processes. Options narrow the run:
-`python -m bench --only ingest,latency --latency-calls 100`; `--quick` is a short check of every figure (about
-two minutes plus the accuracy bench's first download) with smaller sizes, not the figures to quote.
+`bench.cluster_rate`, `bench.fleet`, `bench.accuracy`, `bench.cost`, `bench.profile_ingest`, `bench.ingress`).
+The broker is KAFKA_BOOTSTRAP_SERVERS, else the project's local broker (started if needed). Publishers always run
+in their own processes. Options narrow the run: `python -m bench --only ingest,latency --latency-calls 100`;
+`--quick` is a short check of every figure (about two minutes plus the accuracy bench's first download) with
+smaller sizes, not the figures to quote.
 
 Targets (issue 17): ingest >= 1.0x the hand-written baseline at 20 ms frames (stretch 1.5x); >= 1,500 sustained
 real-time calls per process; end -> call_completed p99 <= 150 ms at 100 calls and <= 1 s at 1,000 calls (reference
 engine answering at once); RSS per held call <= 1.5x its buffered audio; cluster POST use >= 95 % of the limit
-under skew, never above it.
+under skew, never above it. Issue 25: 1,000 concurrent 8 kHz two-track streams per ingress process.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import os
 import platform
 import time
 
-from bench import cluster_rate, fleet, ingest, latency, scaling
+from bench import cluster_rate, fleet, ingest, ingress, latency, scaling
 from bench.common import Table, kafka_bootstrap
 
-BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "fleet", "accuracy")
+BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "fleet", "ingress", "accuracy", "cost")
 #: (full, quick) sizes of each bench
 SIZES = {
     "ingest_calls": (60, 60), "ingest_seconds": (60.0, 30.0), "ingest_repeat": (2, 1),
@@ -32,6 +32,7 @@ SIZES = {
     "scaling_steps": ("500,1000,1500,2000,3000", "1000,1500,2000"), "scaling_step_seconds": (10.0, 6.0),
     "memory_calls": (100, 40),
     "fleet_calls": (30, 12),
+    "ingress_streams": ("300,1000", "300"), "ingress_seconds": (30.0, 10.0),
 }
 
 
@@ -72,6 +73,9 @@ def main() -> None:
         cluster_rate.run(table, bootstrap, quick=args.quick)
     if "fleet" in only:
         fleet.run(table, calls=size["fleet_calls"], per_call=6 if not args.quick else 3)
+    if "ingress" in only:
+        for streams in size["ingress_streams"].split(","):
+            ingress.run(bootstrap, int(streams), size["ingress_seconds"], table)
     if "accuracy" in only:
         if importlib.util.find_spec("faster_whisper") is None:
             table.add("accuracy", "-", "skipped", "-", "needs the [worker] extra (faster-whisper)")
@@ -79,6 +83,13 @@ def main() -> None:
             from bench import accuracy
 
             accuracy.run(table, bootstrap, quick=args.quick)
+    if "cost" in only:
+        if importlib.util.find_spec("faster_whisper") is None:
+            table.add("cost", "-", "skipped", "-", "needs the [worker] extra (faster-whisper)")
+        else:
+            from bench import cost
+
+            cost.run(table, bootstrap, quick=args.quick)
     minutes = (time.monotonic() - started) / 60
     print()
     print(f"bytewax-speechmatics benchmarks: one run, {minutes:.1f} min{', quick sizes' if args.quick else ''}; "

@@ -255,7 +255,8 @@ def run_flow(bootstrap: str, worker_url: str, recordings: Sequence, settings: di
     events: dict[str, list[dict]] = {cid: [] for cid in ids}
     done: set[str] = set()
     try:
-        publish_calls([CallAudio(cid, rec.pcm, 16000, 1) for cid, rec in zip(ids, recordings, strict=True)],
+        publish_calls([CallAudio(cid, rec.pcm, 16000, getattr(rec, "channels", 1))
+                       for cid, rec in zip(ids, recordings, strict=True)],
                       topics["BWSM_AUDIO_TOPIC"], speed=0.0, producer_config={"bootstrap.servers": bootstrap})
         deadline = time.monotonic() + deadline_s
         while done != set(ids):

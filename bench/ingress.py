@@ -10,7 +10,8 @@ Figures:
   seconds streamed), in % of a core.
 - memory per stream: (the ingress's peak RSS - its RSS before the first session) / N.
 - websocket -> Kafka ack p50/p99: the ingress's own histogram `bwsm_ingress_ack_seconds` (from the oldest audio of a
-  frame being read off its websocket to Kafka acknowledging the frame; frames are 100 ms, so up to 100 ms of it is
+  frame being read off its websocket to Kafka acknowledging the frame; frames are 0.5 s (the ingress's
+  `--frame-seconds`; `--frame-seconds` here passes it on), so up to that much of it is
   the frame filling), scraped from its /metrics; percentiles interpolated in buckets.
 - generator lag p99: how late the load generator sent its messages against the schedule; when it is large the
   generator (Python, on the same cores) could not keep up and the figures describe a lighter load than N streams.
@@ -46,6 +47,7 @@ from bench.common import (
     self_usage,
 )
 from bench.latency import scrape_histogram
+from bytewax.speechmatics.connectors.cli.ingress import INGRESS_FRAME_SECONDS
 
 PACKET_S = 0.02
 
@@ -103,13 +105,14 @@ def _metric(port: int, name: str) -> float:
     return 0.0
 
 
-def run(bootstrap: str, streams: int, seconds: float, table: Table) -> None:
+def run(bootstrap: str, streams: int, seconds: float, table: Table, frame_seconds: float | None = None) -> None:
     topic = create_topic(bootstrap, "bench-ingress", 4)
     port = free_port()
     log = open(f"/tmp/bench-ingress-{port}.log", "wb")  # noqa: SIM115, S108 - the child's log, kept for a look
     ingress = subprocess.Popen(
         [sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "ingress", "--host", "127.0.0.1", "--port",
-         str(port), "--topic", topic, "--start-timeout", "60"],
+         str(port), "--topic", topic, "--start-timeout", "60",
+         *(["--frame-seconds", str(frame_seconds)] if frame_seconds else [])],
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -132,7 +135,7 @@ def run(bootstrap: str, streams: int, seconds: float, table: Table) -> None:
         ingress.terminate()
         ingress.wait(60)
         delete_topics(bootstrap, [topic])
-    case = f"{streams} streams x {seconds:g} s"
+    case = f"{streams} streams x {seconds:g} s" + (f", {frame_seconds:g} s frames" if frame_seconds else "")
     per_stream = 100 * usage.cpu_seconds / (seconds * streams)  # CPU seconds per second of one stream, in %
     table.add("ingress", case, "ingress CPU per stream", f"{per_stream:.3f} % of a core",
               f"{usage.cpu_seconds:.1f} CPU s in all (sessions opened and closed included); "
@@ -140,7 +143,7 @@ def run(bootstrap: str, streams: int, seconds: float, table: Table) -> None:
     table.add("ingress", case, "memory per stream", f"{(usage.peak_rss - idle_rss) / streams / 1024:.0f} KiB",
               f"peak RSS {usage.peak_rss / 2**20:.0f} MiB, idle {idle_rss / 2**20:.0f} MiB")
     table.add("ingress", case, "websocket -> Kafka ack p50 / p99", f"{p50 * 1000:.0f} / {p99 * 1000:.0f} ms",
-              "from the oldest audio of a 100 ms frame")
+              f"from the oldest audio of a {frame_seconds or INGRESS_FRAME_SECONDS:g} s frame")
     table.add("ingress", case, "sessions completed", f"{completed:.0f} of {streams}",
               f"generator failures {result['failures']}" + (f" ({result['first_failure']})"
                                                             if result["first_failure"] else ""))
@@ -153,6 +156,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--frame-seconds", type=float, default=None,
+                        help=f"the ingress's --frame-seconds (default its own, {INGRESS_FRAME_SECONDS:g})")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,7 +165,7 @@ def main() -> None:
         client(args.url, args.streams, args.seconds)
         return
     table = Table()
-    run(kafka_bootstrap(), args.streams, args.seconds, table)
+    run(kafka_bootstrap(), args.streams, args.seconds, table, args.frame_seconds)
     print(table.render())
 
 

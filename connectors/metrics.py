@@ -30,11 +30,16 @@ CHUNKS_SUBMITTED = Counter("bwsm_chunks_submitted", "Chunks handed to the Speech
 JOBS_POSTED = Counter("bwsm_jobs_posted", "Jobs the API accepted (POST answered with a job id)")
 JOBS_RECOVERED = Counter("bwsm_jobs_recovered", "Jobs found again instead of posting", ["via"])
 CHUNKS_DONE = Counter("bwsm_chunks_done", "Chunks transcribed")
+CHUNKS_SILENT = Counter("bwsm_chunks_silent", "Chunks without speech: not sent (BWSM_SKIP_SILENCE)")
 CHUNKS_FAILED = Counter("bwsm_chunks_failed", "Chunks dead-lettered", ["reason"])
 HTTP_429 = Counter("bwsm_http_429", "Requests answered 429 (rate limited)", ["route"])
 RETRIES = Counter("bwsm_retries", "Requests retried", ["route", "kind"])
 JOBS_IN_FLIGHT = Gauge("bwsm_jobs_in_flight", "Chunks between their first POST and their result")
 RATE_LIMIT = Gauge("bwsm_rate_limit_per_second", "Current (AIMD) request rate of this process", ["route"])
+#: Counted once per chunk when its segment is emitted: what the API bills against what the calls lasted.
+BILLED_SECONDS = Counter("bwsm_billed_seconds_total", "Seconds of audio sent to the API (silence compaction applied)")
+CALL_AUDIO_SECONDS = Counter("bwsm_audio_seconds_total",
+                             "Seconds of call audio whose segments were emitted (overlaps counted once)")
 CHUNK_LATENCY = Histogram("bwsm_chunk_latency_seconds", "From first POST attempt to transcript",
                           buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
 
@@ -95,3 +100,14 @@ FLEET_REFUSALS = Counter("bwsm_fleet_refusals", "POSTs a fleet worker refused as
 FLEET_WAITS = Counter("bwsm_fleet_waits", "Jobs that waited in the flow for a free engine")
 FLEET_WAITING = Gauge("bwsm_fleet_waiting", "Jobs waiting in the flow for a free engine now")
 FLEET_FAILOVERS = Counter("bwsm_fleet_failovers", "Jobs posted again elsewhere because their worker left", ["worker"])
+
+# -- the real-time bridge (`bytewax-speechmatics realtime --metrics-port`) --
+RT_SESSIONS_OPEN = Gauge("bwsm_rt_sessions_open", "Real-time sessions open in this bridge process")
+RT_AUDIO_SECONDS = Counter("bwsm_rt_audio_seconds", "Seconds of audio streamed to real-time sessions")
+RT_MESSAGES = Counter("bwsm_rt_messages", "Server messages received by the bridge, by type", ["type"])
+RT_FIRST_WORD = Histogram("bwsm_rt_first_word_seconds",
+                          "A session's first final word: from its audio's publish time",
+                          buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30))
+RT_ERRORS = Counter("bwsm_rt_errors", "Sessions ended by an error, by type and whether the call gave up",
+                    ["type", "final"])
+RT_BATCH_ONLY = Counter("bwsm_rt_batch_only_calls", "Calls left to the batch path only, by reason", ["reason"])

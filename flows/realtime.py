@@ -27,8 +27,9 @@ The id
 deliberately does not use the partials' start time, which can shift as the recogniser revises them (and a
 final may confirm only part of what the partials showed: the rest comes back in segment n+1's partials).
 A final with no words finalises nothing, so it is dropped without ending the segment; an empty partial is only
-emitted to clear a segment that already showed text. Times are seconds since the RT session started, taken as
-the call's start.
+emitted to clear a segment that already showed text. Times are seconds since the RT session started, plus the
+session's `rt_offset` header (seconds of the call's audio before the session's first sample, set by the real-time
+bridge when it resumes a call in a new session; absent = 0: the session started with the call).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ SILENT = frozenset(kind for kind, becomes in MAPPING.items() if becomes == IGNOR
 #: An Error's text in call_completed.error is cut to this many characters.
 _MAX_ERROR_CHARS = 500
 _RT_DEAD = DEAD_LETTERS.labels(stage=STAGE)
+#: Header of a calls.rt message: seconds of the call's audio before its session's first sample (a resumed session).
+OFFSET_HEADER = "rt_offset"
 #: BWSM_RT_IDLE_SECONDS: how long a real-time session may stay silent before its state is dropped.
 DEFAULT_IDLE_SECONDS = 3600.0
 
@@ -144,8 +147,11 @@ def _error_text(message: Mapping[str, Any]) -> str:
     return text[:_MAX_ERROR_CHARS]
 
 
-def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) -> list[Event]:
-    """The events one RT message makes (0 or 1); updates `state`. ContractError for a malformed message."""
+def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState, offset: float = 0.0) -> list[Event]:
+    """The events one RT message makes (0 or 1); updates `state`. ContractError for a malformed message.
+
+    `offset` (seconds) moves the session's times onto the call's timeline (a session resumed mid-call).
+    """
     where = f"RT message of call {call_id}"
     kind = message.get("message")
     if not isinstance(kind, str):
@@ -163,8 +169,8 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
         meta = message.get("metadata") or {}
         if not isinstance(meta, Mapping):
             raise ContractError("metadata must be an object", where)
-        start = _seconds(meta, "start_time", 0.0, where)
-        end = _seconds(meta, "end_time", start, where)
+        start = _seconds(meta, "start_time", 0.0, where) + offset
+        end = _seconds(meta, "end_time", start - offset, where) + offset
         channel = _channel_of(message)
         key = channel or ""
         number = state.utterances.get(key, 0)
@@ -174,7 +180,7 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
                               language=state.language, channel=channel)]
     if kind not in (PARTIAL, FINAL):
         raise ContractError(f"unknown message type {kind[:60]!r}", where)
-    tokens = parse_tokens(message, 0.0, where)
+    tokens = parse_tokens(message, offset, where)
     channel = message.get("channel")
     channel = str(channel) if channel is not None else next((t.channel for t in tokens if t.channel), None)
     key = channel or ""
@@ -189,8 +195,8 @@ def normalize(call_id: str, message: Mapping[str, Any], state: RealtimeState) ->
     meta = message.get("metadata") or {}
     if not isinstance(meta, Mapping):
         raise ContractError("metadata must be an object", where)
-    start = _seconds(meta, "start_time", min((t.start for t in tokens), default=0.0), where)
-    end = _seconds(meta, "end_time", max((t.end for t in tokens), default=start), where)
+    start = _seconds(meta, "start_time", min((t.start for t in tokens), default=offset) - offset, where) + offset
+    end = _seconds(meta, "end_time", max((t.end for t in tokens), default=start) - offset, where) + offset
     event = realtime_segment(call_id, f"{state.session}/{key}/{number}", is_final=kind == FINAL, start=start, end=end,
                              units=group_units(tokens), language=language, channel=channel)
     state.audio_seconds = max(state.audio_seconds, end)
@@ -222,13 +228,14 @@ class RealtimeLogic(StatefulLogic[tuple[str, bytes], "Produced | DeadLetter", Re
         """A session that went quiet for BWSM_RT_IDLE_SECONDS without EndOfTranscript is forgotten."""
         return [], time.time() >= self.state.last_seen + self.idle_seconds
 
-    def on_item(self, value: tuple[str, bytes]) -> tuple[list[Produced | DeadLetter], bool]:
-        call_id, raw = value
+    def on_item(self, value: tuple[str, bytes] | tuple[str, bytes, float]) -> tuple[list[Produced | DeadLetter], bool]:
+        call_id, raw = value[0], value[1]
+        offset = value[2] if len(value) > 2 else 0.0
         first = self.state.last_seen == 0.0  # a refused first message must not leave state behind
         self.state.last_seen = time.time()
         try:
             message = load_json_object(raw, f"calls.rt message of call {call_id}")
-            events = normalize(call_id, message, self.state)
+            events = normalize(call_id, message, self.state, offset)
         except (ContractError, TypeError, ValueError, KeyError, AttributeError) as exc:  # never crash on input
             _RT_DEAD.inc()
             what = exc.what if isinstance(exc, ContractError) else f"unreadable message ({type(exc).__name__})"
@@ -257,8 +264,9 @@ class RealtimeSettings:
             raise ValueError(f"realtime idle_seconds must be > 0, got {self.idle_seconds}")
 
 
-def _keyed(msg: SourceMessage) -> tuple[str, tuple[str, bytes]] | DeadLetter:
-    """(call_id, (call_id, raw RT message)), or a dead letter when the message has no usable call id or value."""
+def _keyed(msg: SourceMessage) -> tuple[str, tuple[str, bytes, float]] | DeadLetter:
+    """(call_id, (call_id, raw RT message, session offset)), or a dead letter when the message has no usable call id,
+    value or `rt_offset` header."""
     if msg.value is None:
         return _refused(msg, "null value (a tombstone is not a real-time message)")
     if not msg.key:
@@ -267,7 +275,16 @@ def _keyed(msg: SourceMessage) -> tuple[str, tuple[str, bytes]] | DeadLetter:
         call_id = msg.key.decode("utf-8")
     except UnicodeDecodeError:
         return _refused(msg, "key is not UTF-8 (the key must be the call id)")
-    return call_id, (call_id, msg.value)
+    offset = 0.0
+    for name, value in msg.headers or ():
+        if name == OFFSET_HEADER:
+            try:
+                offset = float(value or b"0")
+            except ValueError:
+                return _refused(msg, f"header {OFFSET_HEADER} is not a number of seconds")
+            if not 0.0 <= offset < float("inf"):
+                return _refused(msg, f"header {OFFSET_HEADER} must be >= 0 seconds")
+    return call_id, (call_id, msg.value, offset)
 
 
 def _refused(msg: SourceMessage, what: str) -> DeadLetter:

@@ -144,7 +144,7 @@ def batch_segment(release: Release) -> Event:
         "language": release.language, "channel": None,
         "job": {"id": release.job_id, "chunk_index": span.index, "chunk_start": _t(span.start_time),
                 "chunk_end": _t(span.end_time), "attempts": max(0, release.attempts),
-                "gaps_filled": span.gaps_filled},
+                "gaps_filled": span.gaps_filled, "billed_seconds": _t(release.billed_seconds)},
         "supersedes": supersedes, "error": release.error,
     }
     return validate_event(with_call(event, release.call, release.warnings), where=f"segment of chunk {span.reference}")
@@ -158,7 +158,8 @@ def call_completed(done: Completion) -> Event:
         "start_time": 0.0, "end_time": _t(done.audio_seconds), "transcript": "", "words": [],
         "speakers": list(done.speakers), "language": done.language, "channel": None,
         "counts": {"chunks": done.chunks, "failed_chunks": done.failed_chunks, "words": done.words,
-                   "audio_seconds": _t(done.audio_seconds), "gaps_filled": done.gaps_filled},
+                   "audio_seconds": _t(done.audio_seconds), "gaps_filled": done.gaps_filled,
+                   "billed_seconds": _t(done.billed_seconds)},
     }
     return validate_event(with_call(event, done.call), where=f"call_completed of call {done.call_id}")
 

@@ -23,6 +23,7 @@ from bytewax.speechmatics.connectors.kafka.config import KafkaSettings, properti
 from bytewax.speechmatics.connectors.kafka.source_rules import OFFSET_RESETS
 from bytewax.speechmatics.connectors.logs import LoggingSettings
 from bytewax.speechmatics.connectors.speechmatics.journal import cache_journal_dir
+from bytewax.speechmatics.connectors.speechmatics.realtime_settings import OVERFLOW, BridgeSettings
 from bytewax.speechmatics.connectors.speechmatics.settings import (
     DIARIZATIONS,
     WAIT_MODES,
@@ -105,6 +106,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     stitching: StitchSettings = field(default_factory=StitchSettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)  # `bytewax-speechmatics realtime`
     collect: CollectSettings = field(default_factory=CollectSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     run: RunSettings = field(default_factory=RunSettings)
@@ -139,6 +141,7 @@ class Settings:
         sub = groups["submission"]
         sub["api_key"] = env.get("SPEECHMATICS_API_KEY") or None  # the SDK's own variables
         sub["batch_url"] = env.get("SPEECHMATICS_BATCH_URL") or None
+        groups["bridge"].update(api_key=sub["api_key"], rt_url=env.get("SPEECHMATICS_RT_URL") or None)
         sub.setdefault("cluster_processes", run_args.processes)
         if run_args.process_id >= sub["cluster_processes"]:
             raise SettingsError(f"BWSM_CLUSTER_PROCESSES={sub['cluster_processes']} but this is process "
@@ -336,6 +339,8 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_FLEET_FAILOVER_SECONDS", "submission", "fleet_failover", _number(float, low=0.1)),
     _v("BWSM_POLL_MAX", "submission", "poll_max", _number(float, low=0.01)),
     _v("BWSM_COLLECT_INTERVAL", "submission", "collect_interval", _number(float, low=0.001)),
+    _v("BWSM_SKIP_SILENCE", "submission", "skip_silence", _flag),
+    _v("BWSM_SILENCE_KEEP_SECONDS", "submission", "silence_keep_seconds", _NONNEG),
     _v("BWSM_JOURNAL_DIR", "submission", "journal_dir", _text),
     _v("BWSM_JOURNAL_RETENTION_SECONDS", "submission", "journal_retention", _NONNEG),
     _v("BWSM_LANGUAGE", "submission", "language", _text),
@@ -360,6 +365,14 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_STITCH_LINGER_SECONDS", "stitching", "linger_seconds", _NONNEG),
     _v("BWSM_REALTIME", "realtime", "enabled", _flag),
     _v("BWSM_RT_IDLE_SECONDS", "realtime", "idle_seconds", _POSITIVE),
+    _v("BWSM_RT_GROUP", "bridge", "group", _text),
+    _v("BWSM_RT_MAX_SESSIONS", "bridge", "max_sessions", _COUNT),
+    _v("BWSM_RT_OVERFLOW", "bridge", "overflow", _choice(*OVERFLOW)),
+    _v("BWSM_RT_START_RATE", "bridge", "start_rate", _POSITIVE),
+    _v("BWSM_RT_MAX_DELAY", "bridge", "max_delay", _POSITIVE),
+    _v("BWSM_RT_PARTIALS", "bridge", "partials", _flag),
+    _v("BWSM_RT_MAX_ATTEMPTS", "bridge", "max_attempts", _COUNT),
+    _v("BWSM_RT_COMMIT_SECONDS", "bridge", "commit_seconds", _POSITIVE),
     _v("BWSM_FINAL_TOPIC", "topics", "final_transcripts", _text),
     _v("BWSM_COLLECT_IDLE_SECONDS", "collect", "idle_seconds", _POSITIVE),
     _v("BWSM_COLLECT_FORGET_SECONDS", "collect", "forget_seconds", _POSITIVE),

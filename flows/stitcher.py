@@ -27,7 +27,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from bytewax.speechmatics.connectors.metrics import EVENTS, FAILED_SEGMENTS
+from bytewax.speechmatics.connectors.metrics import BILLED_SECONDS, CALL_AUDIO_SECONDS, EVENTS, FAILED_SEGMENTS
 from bytewax.speechmatics.flows.segments import Produced, batch_segment, call_completed, call_started
 from bytewax.speechmatics.flows.speakers import SpeakerBook
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
@@ -56,6 +56,10 @@ def _produce(item: Release | Completion) -> Produced:
         return Produced(call_completed(item), item.closed_at)
     event = batch_segment(item)
     EVENTS.labels(type="segment").inc()
+    if item.part == "segment":
+        span = item.span
+        CALL_AUDIO_SECONDS.inc((span.end_sample - span.start_sample - span.overlap_samples) / span.sample_rate)
+        BILLED_SECONDS.inc(item.billed_seconds)
     if item.error is not None:
         FAILED_SEGMENTS.inc()
         log.info("call %s chunk %d failed: segment emitted with its error", item.span.call_id, item.span.index)

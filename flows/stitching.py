@@ -584,6 +584,7 @@ class Release:
     part: str = "segment"
     call: CallSettings = NO_SETTINGS  # the chunk's (effective) settings and the call's metadata
     warnings: tuple[str, ...] = ()
+    billed_seconds: float = 0.0  # the chunk's job's (a held tail: 0, its chunk's segment counted it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,6 +601,7 @@ class Completion:
     language: str
     closed_at: float
     call: CallSettings = NO_SETTINGS  # the last chunk's
+    billed_seconds: float = 0.0  # every chunk's job's, summed
 
 
 def _speakers(units: Iterable[Unit]) -> set[str]:
@@ -627,6 +629,7 @@ class CallTimeline:
     speakers: frozenset[str] = frozenset()
     language: str = UNDETERMINED_LANGUAGE
     completed: bool = False
+    billed_seconds: float = 0.0
 
     def push(self, result: ChunkResult, settings: StitchSettings,
              relabel: Relabel | None = None) -> list[Release | Completion]:
@@ -656,6 +659,7 @@ class CallTimeline:
                  relabel: Relabel | None) -> list[Release | Completion]:
         span = result.span
         self.gaps_filled += span.gaps_filled
+        self.billed_seconds += result.billed_seconds
         error, units, language = result.error, [], self.language
         if error is None and result.transcript is None:
             error = "no transcript"
@@ -676,7 +680,8 @@ class CallTimeline:
                 )))
             self.tail = None
             out.append(Release(span=span, units=(), supersedes=None, language=language, job_id=result.job_id,
-                               attempts=result.attempts, error=error, call=result.call, warnings=result.warnings))
+                               attempts=result.attempts, error=error, call=result.call, warnings=result.warnings,
+                               billed_seconds=result.billed_seconds))
         else:
             self.language = language
             follows = self.tail is not None and self.tail.span.index == span.index - 1
@@ -690,7 +695,7 @@ class CallTimeline:
             hi = max(lo, held[0].host.start if held else span.end_time)
             out.append(self._note(Release(span=span, units=tuple(released), supersedes=(lo, hi), language=language,
                                           job_id=result.job_id, attempts=result.attempts, call=result.call,
-                                          warnings=result.warnings)))
+                                          warnings=result.warnings, billed_seconds=result.billed_seconds)))
             self.tail = Tail(span=span, job_id=result.job_id, attempts=result.attempts, language=language,
                              released_until=hi, held=tuple(held),
                              context=context_of(released, self.tail if follows else None, span, settings),
@@ -702,6 +707,7 @@ class CallTimeline:
                 call_id=self.call_id, chunks=span.index + 1, failed_chunks=self.failed, words=self.words,
                 audio_seconds=span.end_time, gaps_filled=self.gaps_filled, speakers=tuple(sorted(self.speakers)),
                 language=self.language, closed_at=span.closed_at, call=result.call,
+                billed_seconds=self.billed_seconds,
             ))
         return out
 

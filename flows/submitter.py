@@ -15,6 +15,14 @@ How it fits Bytewax 0.21.1 without ever blocking the dataflow:
 - A 401/403 is raised from the operator (FatalSubmitError), which aborts the Bytewax run with that message.
 - One submission service per process and per distinct settings (connectors/speechmatics/service.get_service).
 
+Silence compaction (`skip_silence`, BWSM_SKIP_SILENCE): when a chunk arrives, a fresh webrtcvad (speech on either
+channel is speech) plans the pieces worth sending (flows/compaction.py: speech kept whole, every non-speech stretch
+shortened to `silence_keep_seconds`); the plan is kept in the chunk's pending state, the service is handed the chunk
+with only those pieces as its audio (so the job's audio fingerprint and WAV are of what is really sent), and the
+transcript's times are mapped back onto the chunk before the result leaves. A chunk without speech is not sent: its
+result has an empty transcript and `billed_seconds` 0. Every result carries `billed_seconds`: the audio its job
+was sent (the whole chunk with compaction off; 0 for a failed chunk that never got a job).
+
 Outputs per call: one ChunkResult per chunk (error set when it failed, so the stitcher never waits) and one
 DeadLetter per failed chunk; `transcribe_chunks` returns them as one StageOut.
 
@@ -48,6 +56,7 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from bytewax.speechmatics.connectors.health import HEALTH
+from bytewax.speechmatics.connectors.metrics import CHUNKS_SILENT
 from bytewax.speechmatics.connectors.speechmatics.endpoint import settle
 from bytewax.speechmatics.connectors.speechmatics.service import (
     ChunkDone,
@@ -61,16 +70,22 @@ from bytewax.speechmatics.connectors.speechmatics.service import (
 )
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.connectors.status import BOARD
+from bytewax.speechmatics.flows.compaction import TimeMap, cut, keep_plan, map_transcript
 from bytewax.speechmatics.flows.speakers import SpeakerBook, speaker_config
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
+from bytewax.speechmatics.flows.vad import speech_frames
 from bytewax.speechmatics.schemas.call_start import CallSettings
 from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk, ChunkResult
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, failed_chunk
+from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE
 
 log = logging.getLogger(__name__)
 
 STAGE = "submit"
 SubmitOutput = ChunkResult | CallStarted | DeadLetter
+#: webrtcvad mode and frame length of silence compaction (mode 2: the chunker's default, between eager and strict).
+COMPACTION_VAD_MODE = 2
+COMPACTION_VAD_FRAME_MS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +95,31 @@ class PendingChunk:
     chunk: Chunk
     job_id: str | None = None
     attempts: int = 0  # POST attempts spent on job_id: kept so a replayed result says the same
+    sent: TimeMap | None = None  # the pieces of the chunk its job is sent (None: all of it)
+
+    @property
+    def billed_seconds(self) -> float:
+        """Seconds of audio the job is sent."""
+        return self.sent.sent_seconds if self.sent is not None else self.chunk.span.duration
+
+    def request_chunk(self) -> Chunk:
+        """The chunk as it is sent: its audio compacted (the service fingerprints and encodes exactly this)."""
+        if self.sent is None:
+            return self.chunk
+        span = self.chunk.span
+        width = BYTES_PER_SAMPLE[span.encoding] * span.channels
+        return replace(self.chunk, audio=cut(self.chunk.audio, self.sent, width))
+
+
+def compaction_plan(chunk: Chunk, keep_seconds: float) -> TimeMap | None:
+    """The pieces of `chunk` worth sending (None: no speech, nothing to send); a fresh VAD per chunk, so a replay
+    plans the same pieces."""
+    span = chunk.span
+    speech = speech_frames(chunk.audio, span.sample_rate, span.encoding, span.channels, COMPACTION_VAD_MODE,
+                           COMPACTION_VAD_FRAME_MS)
+    frame = span.sample_rate * COMPACTION_VAD_FRAME_MS // 1000
+    return keep_plan(speech, frame, span.end_sample - span.start_sample, round(keep_seconds * span.sample_rate),
+                     span.sample_rate)
 
 
 @dataclass
@@ -126,7 +166,16 @@ class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState])
             empty = ChunkResult(span=value.span, transcript={"results": []}, attempts=0, source=value.source,
                                 call=self._effective(value.call), warnings=value.warnings)
             return [empty], self._finished()
-        self.state.pending[index] = PendingChunk(value)
+        sent = None
+        if self.settings.skip_silence:
+            sent = compaction_plan(value, self.settings.silence_keep_seconds)
+            if sent is None:  # no speech in the chunk: not sent, not billed
+                CHUNKS_SILENT.inc()
+                self.state.done.add(index)
+                quiet = ChunkResult(span=value.span, transcript={"results": []}, attempts=0, source=value.source,
+                                    call=self._effective(value.call), warnings=value.warnings)
+                return [quiet], self._finished()
+        self.state.pending[index] = PendingChunk(value, sent=sent)
         if self._chains(value):
             self.state.chaining = True
         if self.state.chaining:
@@ -201,7 +250,7 @@ class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState])
             if self.state.speakers is None:
                 self.state.speakers = SpeakerBook()
             speakers = speaker_config(self.state.speakers)
-        self.service.submit(SubmitRequest(pending.chunk, pending.job_id, speakers, pending.attempts))
+        self.service.submit(SubmitRequest(pending.request_chunk(), pending.job_id, speakers, pending.attempts))
         self._handed.add(index)
 
     def _hand_ready(self) -> None:
@@ -244,12 +293,15 @@ class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState])
         chunk = pending.chunk
         span = chunk.span
         transcript = event.transcript
+        if pending.sent is not None:
+            transcript = map_transcript(transcript, pending.sent)
         if self._chains(chunk) and self.state.speakers is not None:
             transcript = self.state.speakers.relabel(span, transcript)
         self._close(span.index)
         self.service.mark_done(span.reference)
         return ChunkResult(span=span, transcript=transcript, job_id=event.job_id, attempts=event.attempts,
-                           source=chunk.source, call=self._effective(chunk.call), warnings=chunk.warnings)
+                           source=chunk.source, call=self._effective(chunk.call), warnings=chunk.warnings,
+                           billed_seconds=pending.billed_seconds)
 
     def _failed(self, pending: PendingChunk, event: ChunkFailed) -> list[SubmitOutput]:
         span = pending.chunk.span
@@ -259,7 +311,8 @@ class SubmitLogic(StatefulLogic[Chunk | CallStarted, SubmitOutput, SubmitState])
         letter = failed_chunk(event.reason, STAGE, span, pending.chunk.source, event.job_id, attempts)
         result = ChunkResult(span=span, error=event.reason, job_id=event.job_id, attempts=attempts,
                              source=pending.chunk.source, call=self._effective(pending.chunk.call),
-                             warnings=pending.chunk.warnings)
+                             warnings=pending.chunk.warnings,
+                             billed_seconds=pending.billed_seconds if event.job_id is not None else 0.0)
         return [letter, result]
 
 

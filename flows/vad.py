@@ -72,3 +72,17 @@ class SpeechDetector:
         is_speech = self._vad.is_speech
         rate = self.sample_rate
         return [is_speech(pcm[i : i + step], rate) for i in range(0, len(pcm), step)]
+
+
+def speech_frames(audio: bytes, sample_rate: int, encoding: str, channels: int, aggressiveness: int,
+                  frame_ms: int) -> list[bool]:
+    """Speech or not per whole VAD frame of `audio`, each channel judged on its own by a fresh detector: speech in
+    either channel is speech (a quiet party is not averaged away by a silent one)."""
+    if channels == 1:
+        return SpeechDetector(sample_rate, encoding, 1, aggressiveness, frame_ms).classify(audio)
+    width = BYTES_PER_SAMPLE[encoding]
+    whole = len(audio) - len(audio) % (width * channels)
+    frames = np.frombuffer(audio[:whole], dtype=np.uint8).reshape(-1, channels, width)
+    votes = [SpeechDetector(sample_rate, encoding, 1, aggressiveness, frame_ms).classify(frames[:, c].tobytes())
+             for c in range(channels)]
+    return [any(v) for v in zip(*votes, strict=True)]

@@ -94,6 +94,7 @@ class ChunkResult:
     source: tuple[SourceRange, ...] = field(default=())
     call: CallSettings = NO_SETTINGS
     warnings: tuple[str, ...] = ()
+    billed_seconds: float = 0.0  # seconds of audio the job was sent (0: not sent)
 
     @property
     def ok(self) -> bool:

@@ -19,8 +19,8 @@ import orjson
 from bytewax.speechmatics.schemas.errors import ContractError
 
 #: The version of the events this library writes; events of every version in SCHEMA_VERSIONS stay valid.
-SCHEMA_VERSION = "1.1"
-SCHEMA_VERSIONS = ("1.0", "1.1")
+SCHEMA_VERSION = "1.2"
+SCHEMA_VERSIONS = ("1.0", "1.1", "1.2")
 SCHEMA_FILE = "transcript_event.schema.json"
 
 Event = dict[str, Any]

@@ -120,19 +120,21 @@ def max_frame_bytes(max_seconds: float, sample_rate: int, encoding: str, channel
     return int(max_seconds * sample_rate) * BYTES_PER_SAMPLE[encoding] * channels
 
 
-def frame_samples(frame_ms: int, sample_rate: int, max_seconds: float = DEFAULT_MAX_FRAME_SECONDS) -> int:
-    """Samples per channel in a frame of `frame_ms` milliseconds at `sample_rate` (at least one): the framing a
-    producer uses so that the flow accepts every frame.
+def frame_samples(frame_ms: float, sample_rate: int, max_seconds: float = DEFAULT_MAX_FRAME_SECONDS) -> int:
+    """Samples per channel in a frame of `frame_ms` milliseconds at `sample_rate` (at least one): the framing every
+    producer here uses (`publish`, the producer API's FrameCutter) so that the flow accepts every frame.
 
     Raises:
         ContractError: `frame_ms` is not positive, or a frame that long carries more than `max_seconds` of audio
             (the flow would dead-letter every frame; BWSM_MAX_FRAME_SECONDS).
     """
-    if frame_ms <= 0:
-        raise ContractError(f"a frame must last at least 1 ms, got {frame_ms} ms")
-    samples = max(1, sample_rate * frame_ms // 1000)
+    if not frame_ms > 0:
+        raise ContractError(f"a frame must last more than 0 ms, got {frame_ms:g} ms")
+    # whole milliseconds give exactly rate * ms // 1000; the 1e-6 absorbs float noise of a length given in seconds
+    # (1.001 s is 1000.9999999999999 ms, still 8008 samples at 8 kHz)
+    samples = max(1, int(sample_rate * frame_ms / 1000 + 1e-6))
     if samples > int(max_seconds * sample_rate):
-        raise ContractError(f"frames of {frame_ms} ms are longer than the flow accepts: at most "
+        raise ContractError(f"frames of {frame_ms:g} ms are longer than the flow accepts: at most "
                             f"{max_seconds * 1000:g} ms (BWSM_MAX_FRAME_SECONDS={max_seconds:g}); platforms send "
                             f"20 to 1000 ms")
     return samples

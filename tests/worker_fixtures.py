@@ -89,3 +89,29 @@ def _shared_reference_worker() -> Iterator[WorkerProcess]:
 def reference_worker(_shared_reference_worker: WorkerProcess) -> WorkerProcess:
     _shared_reference_worker.admin.reset()
     return _shared_reference_worker
+
+
+def with_pauses(audio: bytes, words: list[dict], *, sample_rate: int = 16000, encoding: str = "pcm_s16le",
+                channels: int = 1, seed: int = 0, every: tuple[int, int] = (40, 80),
+                seconds: tuple[float, float] = (0.6, 6.0)) -> tuple[bytes, list[dict]]:
+    """A synthetic call with stretches of digital silence between words (a pause after every `every` words,
+    `seconds` long), the later words moved by them: what silence compaction shortens."""
+    rng = np.random.default_rng(seed)
+    width = BYTES_PER_SAMPLE[encoding] * channels
+    quiet = b"\xff" if encoding == "mulaw" else b"\x00"
+    out, moved, cursor, shift = [], [], 0, 0.0
+    next_pause = int(rng.integers(*every))
+    count = 0
+    for word in words:
+        if word.get("type") != "punctuation":
+            count += 1
+            if count == next_pause:
+                at = int(round((word["start_time"] - 0.05) * sample_rate))
+                pause = round(float(rng.uniform(*seconds)), 2)
+                out += [audio[cursor * width : at * width], quiet * (int(pause * sample_rate) * width)]
+                cursor, shift = at, round(shift + pause, 6)
+                next_pause += int(rng.integers(*every))
+        moved.append({**word, "start_time": round(word["start_time"] + shift, 6),
+                      "end_time": round(word["end_time"] + shift, 6)})
+    out.append(audio[cursor * width :])
+    return b"".join(out), moved

@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = [
     "bytewax.speechmatics.connectors.cli.demo",
     "bytewax.speechmatics.connectors.cli.ingress",
     "bytewax.speechmatics.connectors.cli.status",
+    "bytewax.speechmatics.connectors.cli.realtime",
 ]
 
 

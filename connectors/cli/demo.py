@@ -5,7 +5,10 @@ whisper engine (or Speechmatics SaaS when SPEECHMATICS_API_KEY is set), fresh de
 recorded calls: the pyannote two-speaker sample (30 s) and a longer call spliced from the same recording's
 utterances (about 3 minutes, so it crosses several chunk boundaries). Transcripts are printed per call as they
 arrive, after a line saying what their speakers mean (`speaker_legend`: the local engine labels none); everything
-the demo started is stopped at the end.
+the demo started is stopped at the end. With `--realtime` the real-time bridge runs too (the
+local worker's real-time endpoint, or SPEECHMATICS_RT_URL with a key) and the calls play at real-time speed unless
+`--speed` says otherwise: live words (`realtime partial` / `realtime final`) come first, then batch segments replace
+them.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ def _delete_topics(bootstrap: str, names: dict[str, str]) -> None:
             print(f"    could not delete a demo topic: {exc}", flush=True)
 
 
-def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
+def run_demo(speed: float, deadline_s: float, parallel: int, realtime: bool = False) -> int:
     from bytewax.speechmatics.connectors.worker.control import start_worker
     from bytewax.speechmatics.connectors.worker.embedded import NOT_INSTALLED
     from bytewax.speechmatics.connectors.worker.engines.whisper import faster_whisper_installed
@@ -136,7 +139,7 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
     cache = cache_dir(os.environ)
     work = cache / "demo"
     work.mkdir(parents=True, exist_ok=True)
-    worker = flow = None
+    worker = flow = bridge = None
     kafka: LocalKafka | None = None
     topics: dict[str, str] = {}
     bootstrap = Settings.from_env().kafka.bootstrap_servers
@@ -157,7 +160,8 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
             print(f"    worker ready at {worker.url}", flush=True)
             # One job per engine: more would only be refused as busy (503) and retried.
             env |= {"SPEECHMATICS_BATCH_URL": worker.url, "SPEECHMATICS_API_KEY": "local-demo",
-                    "BWSM_MAX_IN_FLIGHT": str(parallel)}
+                    "BWSM_MAX_IN_FLIGHT": str(parallel),
+                    "SPEECHMATICS_RT_URL": worker.base.replace("http://", "ws://", 1) + "/v2"}
 
         step(3, "Demo topics (fresh, deleted at the end)")
         topics = _create_topics(bootstrap, f"demo-{run_id}")
@@ -170,6 +174,14 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
                                      "bytewax.speechmatics.flows.microbatch:flow"],
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
         print(f"    running (pid {flow.pid}); its log: {log_path}", flush=True)
+        if realtime:
+            bridge_log = work / f"bridge-{run_id}.log"
+            with open(bridge_log, "ab") as log:
+                bridge = subprocess.Popen([sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "realtime"],
+                                          env={**env, "BWSM_RT_GROUP": f"demo-{run_id}"}, stdout=log,
+                                          stderr=subprocess.STDOUT)
+            print(f"    the real-time bridge: bytewax-speechmatics realtime (pid {bridge.pid}); its log: {bridge_log}",
+                  flush=True)
 
         step(5, "Two real recorded calls")
         sample = pyannote_sample()
@@ -208,6 +220,9 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
         print(f"    both calls transcribed in {time.monotonic() - started:.0f} s", flush=True)
         return 0
     finally:
+        if bridge is not None and bridge.poll() is None:
+            bridge.terminate()
+            bridge.wait(30)
         if flow is not None and flow.poll() is None:
             flow.send_signal(2)
             try:
@@ -225,15 +240,22 @@ def run_demo(speed: float, deadline_s: float, parallel: int) -> int:
             kafka_down(kafka)
 
 
+DEFAULT_SPEED = 8.0
+
+
 def _command(args: argparse.Namespace) -> int:
     Settings.from_env()  # fail early, in one line, on a malformed setting
-    return run_demo(args.speed, args.deadline, args.parallel)
+    speed = args.speed if args.speed is not None else (1.0 if args.realtime else DEFAULT_SPEED)
+    return run_demo(speed, args.deadline, args.parallel, args.realtime)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the whole pipeline locally on two real recorded calls")
-    parser.add_argument("--speed", type=float, default=float(os.environ.get("BWSM_DEMO_SPEED", "8")),
-                        help="publishing speed, times real time (default 8; BWSM_DEMO_SPEED)")
+    parser.add_argument("--speed", type=float,
+                        default=float(os.environ["BWSM_DEMO_SPEED"]) if os.environ.get("BWSM_DEMO_SPEED") else None,
+                        help="publishing speed, times real time (default 8, 1 with --realtime; BWSM_DEMO_SPEED)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="also run the real-time bridge: live words first, replaced by the batch results")
     parser.add_argument("--deadline", type=float, default=600.0, help="give up after this many seconds")
     parser.add_argument("--parallel", type=int, default=2, help="engines of the local worker (default 2)")
     parser.set_defaults(func=_command)

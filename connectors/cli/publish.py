@@ -30,17 +30,17 @@ import numpy as np
 import soundfile as sf
 
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
-from bytewax.speechmatics.connectors.kafka.sink import PRODUCER_DEFAULTS, produce_with_backpressure
+from bytewax.speechmatics.connectors.kafka.frame_cutter import AudioFormat, FrameCutter
+from bytewax.speechmatics.connectors.kafka.producer import CallPublisher, DeliveryError
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
 from bytewax.speechmatics.flows.settings import Settings, TopicSettings
-from bytewax.speechmatics.schemas.call_start import encode_start, parse_start_value, start_value
+from bytewax.speechmatics.schemas.call_start import parse_start_value, start_value
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError, ContractError
 from bytewax.speechmatics.schemas.frames import (
     DEFAULT_MAX_FRAME_SECONDS,
     DEFAULT_SAMPLE_RATE,
     SAMPLE_RATES,
     AudioFrame,
-    encode_frame,
     frame_samples,
 )
 
@@ -132,19 +132,16 @@ def _quiet_decoders() -> Iterator[None]:
 
 def frames_of(call: CallAudio, frame_ms: int = 20,
               max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS) -> Iterator[AudioFrame]:
-    """The call's frames: `frame_ms` each (the last may be shorter), `end` on the last one.
+    """The call's frames: `frame_ms` each (the last may be shorter), `end` on the last one; cut by the producer
+    API's FrameCutter, so `publish` and every other producer here frame alike.
 
     Raises:
         ContractError: frames of `frame_ms` would carry more than `max_frame_seconds` of audio (see frame_samples).
     """
-    width = 2 * call.channels
-    step = frame_samples(frame_ms, call.sample_rate, max_frame_seconds) * width
-    count = max(1, -(-len(call.pcm) // step))
-    for seq in range(count):
-        yield AudioFrame(
-            call_id=call.call_id, seq=seq, audio=call.pcm[seq * step : (seq + 1) * step],
-            sample_rate=call.sample_rate, encoding="pcm_s16le", channels=call.channels, end=seq == count - 1,
-        )
+    frame_samples(frame_ms, call.sample_rate, max_frame_seconds)  # the refusal as a ContractError, on the first next()
+    cutter = FrameCutter(call.call_id, AudioFormat(call.sample_rate, "pcm_s16le", call.channels), frame_ms / 1000,
+                         max_frame_seconds)
+    yield from cutter.finish_with(call.pcm)
 
 
 def interleave(calls: Sequence[CallAudio], frame_ms: int,
@@ -236,43 +233,53 @@ def publish_calls(
     kafka: KafkaSettings | None = None,
     max_frame_seconds: float = DEFAULT_MAX_FRAME_SECONDS,
 ) -> int:
-    """Produce each call's start message (when it has one), then the calls' frames (interleaved, paced by `speed`;
-    0 = as fast as possible); return the frames sent.
+    """Send each call's start message (when it has one), then the calls' frames (interleaved, paced by `speed`;
+    0 = as fast as possible) through the producer API; return the frames sent.
 
     Raises:
         ContractError: before anything is sent, when frames of `frame_ms` would be longer than `max_frame_seconds`.
+        RuntimeError: frames Kafka refused or did not acknowledge (one line saying how many and the first reason).
     """
-    from confluent_kafka import Producer
-
     frames = interleave(calls, frame_ms, max_frame_seconds)  # checks the framing first
-    conf = (kafka or KafkaSettings()).client_config({**PRODUCER_DEFAULTS, **(producer_config or {})})
-    producer = Producer(conf)
+    settings = kafka or KafkaSettings()
+    conf = settings.client_config(producer_config)
+    brokers = conf.pop("bootstrap.servers")
+    publisher = CallPublisher(brokers, topic, frame_seconds=frame_ms / 1000, max_frame_seconds=max_frame_seconds,
+                              **conf)
     errors: list[str] = []
-
-    def on_delivery(err, _msg) -> None:  # noqa: ANN001 - confluent-kafka callback
-        if err is not None:
-            errors.append(str(err))
-
     started = time.monotonic()
     bar = Progress(max((c.seconds for c in calls), default=0.0), progress)
     sent = 0
-    for call in calls:  # same key as the frames: Kafka keeps each start message ahead of its call's frames
-        if call.start is not None:
-            key, value, headers = encode_start(call.call_id, value=call.start)
-            produce_with_backpressure(producer, topic, key, value, headers, on_delivery)
-    for at, frame in frames:
-        if speed:
-            delay = started + at / speed - time.monotonic()
-            if delay > 0:
-                producer.poll(0)
-                time.sleep(delay)
-        key, value, headers = encode_frame(frame)
-        produce_with_backpressure(producer, topic, key, value, headers, on_delivery)
-        sent += 1
-        if sent % 500 == 0:
-            bar.update(at, sent)
-    remaining = producer.flush(60)
-    bar.close()
+    try:
+        # start messages first, in the producer API's own way (a call's messages share its key: Kafka keeps each
+        # start ahead of its call's frames)
+        live = {call.call_id: publisher.start(call.call_id, raw_start=call.start, sample_rate=call.sample_rate,
+                                              channels=call.channels) for call in calls}
+        for at, frame in frames:
+            if speed:
+                delay = started + at / speed - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            out = live[frame.call_id]
+            try:
+                if frame.end:
+                    out.end(frame.audio, wait=False)
+                else:
+                    out.send(frame.audio)
+            except DeliveryError as exc:  # this call has a hole: the others go on
+                errors.append(exc.reason)
+                del live[frame.call_id]
+            sent += 1
+            if sent % 500 == 0:
+                bar.update(at, sent)
+        for out in live.values():
+            try:
+                out.wait(60)
+            except (DeliveryError, TimeoutError) as exc:
+                errors.append(getattr(exc, "reason", str(exc)))
+    finally:
+        remaining = publisher.close(60)
+        bar.close()
     if remaining or errors:
         raise RuntimeError(f"publish: {remaining} frames undelivered, {len(errors)} delivery errors "
                            f"(first: {errors[0] if errors else '-'})")

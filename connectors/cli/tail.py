@@ -88,12 +88,20 @@ def render(event: Event) -> str:
             text = (f"{head} call completed: {c.get('chunks', 0)} chunks ({c.get('failed_chunks', 0)} failed), "
                     f"{c.get('words', 0)} words, {c.get('audio_seconds', 0):.1f} s audio")
     else:
-        tag = event["source"] + ("" if event["is_final"] else " (partial)")
+        tag = mark(event)
         if event.get("error"):
             text = f"{head} {tag} chunk failed: {event['error']}"
         else:
             text = f"{head} {tag}\n" + "\n".join(f"    {who}: {said}" for who, said in speaker_turns(event))
     return text + "".join(f"\n    warning: {w}" for w in event.get("warnings") or ())
+
+
+def mark(event: Event) -> str:
+    """`realtime partial`, `realtime final` or `batch` (with the real-time span a batch segment replaces)."""
+    if event["source"] == "realtime":
+        return "realtime " + ("final" if event["is_final"] else "partial")
+    span = event.get("supersedes")
+    return "batch" + (f" (replaces realtime {_clock(span['start_time'])}-{_clock(span['end_time'])})" if span else "")
 
 
 def _call_settings(event: Event) -> str:

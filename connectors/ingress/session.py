@@ -39,6 +39,8 @@ DROPPED = "dropped"
 
 
 _COUNTERS: dict[tuple[str, str], Any] = {}
+#: Messages a session counts before it adds them to `bwsm_ingress_messages_total` (1 s of one Twilio stream).
+COUNT_EVERY = 100
 
 
 class SessionRefused(Exception):
@@ -79,6 +81,8 @@ class Session(ABC):
         self.remote = remote
         self.call: AsyncCall | None = None
         self.session_id = "-"
+        self._counts: dict[str, int] = {}
+        self._uncounted = 0
 
     @property
     def started(self) -> bool:
@@ -99,12 +103,23 @@ class Session(ABC):
         """Hand over audio still held for ordering (the session is over)."""
 
     def count(self, kind: str) -> None:
-        counter = _COUNTERS.get((self.protocol, kind))
-        if counter is None:  # labels() takes a lock and builds a key: once per (protocol, type), not per message
-            counter = INGRESS_MESSAGES.labels(self.protocol, kind if kind in self.known_types else "other")
-            if kind in self.known_types:
-                _COUNTERS[(self.protocol, kind)] = counter
-        counter.inc()
+        """Count one message by type: kept in the session and added to the metric every COUNT_EVERY messages and
+        at the end (a Prometheus counter takes a lock per increment; 100 messages a second per stream add up)."""
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        self._uncounted += 1
+        if self._uncounted >= COUNT_EVERY:
+            self.flush_counts()
+
+    def flush_counts(self) -> None:
+        for kind, n in self._counts.items():
+            counter = _COUNTERS.get((self.protocol, kind))
+            if counter is None:  # labels() takes a lock and builds a key: once per (protocol, type)
+                counter = INGRESS_MESSAGES.labels(self.protocol, kind if kind in self.known_types else "other")
+                if kind in self.known_types:
+                    _COUNTERS[(self.protocol, kind)] = counter
+            counter.inc(n)
+        self._counts.clear()
+        self._uncounted = 0
 
     async def start_call(self, call_id: str, config: Any, metadata: Mapping[str, Any] | None,
                          channels: int, base_config: Mapping[str, Any] | None = None) -> AsyncCall:
@@ -157,6 +172,7 @@ class Session(ABC):
         else:
             await self._end_call(reason == COMPLETED)
         finally:
+            self.flush_counts()
             INGRESS_SESSIONS.labels(self.protocol).dec()
             INGRESS_ENDED.labels(self.protocol, reason).inc()
             log.info("%s session %s ended (%s) after %.1f s, call %r, %d frames", self.protocol, self.session_id,

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 #: The mu-law code for zero (the silence that fills gaps).
 MULAW_SILENCE = 0xFF
 
@@ -42,6 +40,7 @@ class TrackMixer:
     _heads: list[int] = field(default_factory=list)  # per track: the end of its furthest packet, in samples
     _filled: list[int] = field(default_factory=list)  # per track: audio is there without a hole up to here
     _ahead: list[dict[int, int]] = field(default_factory=list)  # per track: start -> end of packets past a hole
+    _index: dict[str, int] = field(default_factory=dict)  # track name -> its buffer
 
     def __post_init__(self) -> None:
         if not self.tracks or len(set(self.tracks)) != len(self.tracks):
@@ -50,6 +49,7 @@ class TrackMixer:
         self._heads = [0 for _ in self.tracks]
         self._filled = [0 for _ in self.tracks]
         self._ahead = [{} for _ in self.tracks]
+        self._index = {name: i for i, name in enumerate(self.tracks)}
 
     @property
     def channels(self) -> int:
@@ -61,38 +61,48 @@ class TrackMixer:
         return sum(len(b) for b in self._buffers)
 
     def add(self, track: str, position: int, audio: bytes) -> bytes:
-        """Place one packet (`position` in samples from the stream's start); the interleaved audio now released."""
-        index = self.tracks.index(track)  # ValueError for a track the stream did not announce
+        """Place one packet (`position` in samples from the stream's start); the interleaved audio now released.
+
+        Runs once per packet (100 a second per two-track call): the usual case, a packet that continues its track,
+        takes the short path.
+        """
+        index = self._index.get(track)
+        if index is None:
+            raise ValueError(f"track {track[:20]!r} is not one of {list(self.tracks)}")
+        released = self.released
         end = position + len(audio)
-        if end - self.released > self.max_gap + self.window:
+        if end - released > self.max_gap + self.window:
             raise TimestampJump(f"a packet at {position / 8000:.3f} s is more than {self.max_gap / 8000:g} s ahead "
-                                f"of the audio released so far ({self.released / 8000:.3f} s)")
-        if position < self.released:  # (part of) the packet comes too late
-            cut = min(len(audio), self.released - position)
+                                f"of the audio released so far ({released / 8000:.3f} s)")
+        if position < released:  # (part of) the packet comes too late
+            cut = min(len(audio), released - position)
             self.late_samples += cut
-            audio, position = audio[cut:], self.released
+            audio, position = audio[cut:], released
             if not audio:
                 return b""
         buf = self._buffers[index]
-        start = position - self.released
-        if len(buf) < start:
-            buf.extend(bytes([self.silence]) * (start - len(buf)))
-        buf[start : start + len(audio)] = audio
-        if end > self._heads[index]:
-            self._heads[index] = end
-        filled = self._filled[index]
-        if position <= filled:  # the usual case: the packet continues its track
-            if end > filled:
-                self._filled[index] = end
+        start = position - released
+        if start == len(buf):  # the usual case: right after what the track holds
+            buf += audio
+        else:
+            if len(buf) < start:
+                buf.extend(bytes([self.silence]) * (start - len(buf)))
+            buf[start : start + len(audio)] = audio
+        heads, filled = self._heads, self._filled
+        if end > heads[index]:
+            heads[index] = end
+        if position <= filled[index]:  # the packet continues its track
+            if end > filled[index]:
+                filled[index] = end
                 if self._ahead[index]:
                     self._advance(index)
         else:  # past a hole: wait for the hole's packets (or the window)
             ahead = self._ahead[index]
             ahead[position] = max(end, ahead.get(position, 0))
-        ready = min(self._filled)  # every track has its audio up to here: nothing earlier can still arrive
-        lead = max(self._heads) - self.window  # ... or one track is so far ahead that the others' holes are gaps
-        upto = max(ready, lead)
-        if upto - self.released < self.min_release:
+        ready = min(filled)  # every track has its audio up to here: nothing earlier can still arrive
+        lead = max(heads) - self.window  # ... or one track is so far ahead that the others' holes are gaps
+        upto = ready if ready > lead else lead
+        if upto - released < self.min_release or upto <= released:
             return b""
         return self._release(upto)
 
@@ -115,21 +125,19 @@ class TrackMixer:
         n = upto - self.released
         if n <= 0:
             return b""
-        columns = []
-        for buf in self._buffers:
-            part = bytes(buf[:n])
+        count = len(self._buffers)
+        out = bytearray(n * count) if count > 1 else None
+        column = b""
+        for i, buf in enumerate(self._buffers):
+            column = buf[:n]
             del buf[:n]
-            if len(part) < n:
-                part += bytes([self.silence]) * (n - len(part))
-            columns.append(part)
+            if len(column) < n:
+                column += bytes([self.silence]) * (n - len(column))
+            if out is not None:
+                out[i::count] = column  # interleave: a strided copy in C, no per-sample Python
         self.released = upto
-        for index in range(len(self.tracks)):  # released holes are silence now: nothing is missing before upto
+        for index in range(count):  # released holes are silence now: nothing is missing before upto
             if self._filled[index] < upto:
                 self._filled[index] = upto
                 self._advance(index)
-        if len(columns) == 1:
-            return columns[0]
-        out = np.empty((n, len(columns)), dtype=np.uint8)
-        for i, part in enumerate(columns):
-            out[:, i] = np.frombuffer(part, dtype=np.uint8)
-        return out.tobytes()
+        return bytes(out if out is not None else column)

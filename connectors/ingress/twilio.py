@@ -15,7 +15,6 @@ on channel 2, labelled for channel diarization; a single track makes a 1-channel
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import time
@@ -33,6 +32,7 @@ TRACK_ORDER = ("inbound", "outbound")
 MULAW_NAMES = ("audio/x-mulaw", "pcmu", "mulaw", "audio/pcmu")
 #: Close code for input the ingress cannot use (RFC 6455 1008, "policy violation"); the reason says which.
 CLOSE_REFUSED = 1008
+_ABSENT = object()
 
 
 def _track(name: Any) -> str:
@@ -60,10 +60,18 @@ class TwilioSession(Session):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mixer: TrackMixer | None = None
+        self._tracks: dict[str, str] = {}  # the tracks announced, by the name media messages use
         self._held_since: float | None = None  # when the oldest audio the mixer holds was read
 
     async def on_text(self, doc: dict[str, Any]) -> bool:
         event = doc.get("event")
+        if event == "media" and self.call is not None:  # 100 a second per stream: the short way
+            self.count(event)
+            ready = self._media(doc.get("media"))
+            if ready:
+                since, self._held_since = self._held_since, (time.monotonic() if self.mixer.buffered else None)
+                await self.call.send(ready, received_at=since)
+            return False
         if not isinstance(event, str) or event not in self.known_types:
             raise SessionRefused("unknown_event", f"event {str(event)[:40]!r} is not a Media Streams event")
         self.count(event)
@@ -73,8 +81,6 @@ class TwilioSession(Session):
             await self._start(doc.get("start"), doc.get("streamSid") or doc.get("stream_id"))
         elif event in ("media", "stop") and not self.started:
             raise SessionRefused("media_before_start", f"{event} before start")
-        elif event == "media":
-            await self._media(doc.get("media"))
         elif event == "stop":
             return True
         return False  # connected, dtmf, mark: nothing to transcribe
@@ -112,26 +118,34 @@ class TwilioSession(Session):
         if len(tracks) == 2:
             base = {"diarization": "channel", "channel_labels": list(self.settings.channel_labels)}
         window = int(self.settings.reorder_window * RATE)
+        self._tracks = {name: name for name in tracks}
         self.mixer = TrackMixer(tracks, window=window, max_gap=int(self.settings.max_gap * RATE),
                                 min_release=int(self.settings.publisher.frame_seconds * RATE))
         await self.start_call(call_id, config, metadata, len(tracks), base)
 
-    async def _media(self, media: Any) -> None:
-        assert self.mixer is not None and self.call is not None
+    def _media(self, media: Any) -> bytes:
+        """Place one media message's audio; the interleaved audio it releases (often none: the mixer holds audio
+        for a whole frame)."""
+        assert self.mixer is not None
         if not isinstance(media, dict):
             raise SessionRefused("bad_media", "media has no `media` object")
-        track = _track(media.get("track", "inbound"))
-        if track not in self.mixer.tracks:
-            raise SessionRefused("unknown_track", f"track {track[:20]!r} was not announced in start")
+        track = media.get("track", "inbound")
+        if track not in self._tracks:  # the usual names take one dict look-up
+            track = _track(track)
+            if track not in self.mixer.tracks:
+                raise SessionRefused("unknown_track", f"track {track[:20]!r} was not announced in start")
         payload = media.get("payload")
         if not isinstance(payload, str):
             raise SessionRefused("bad_base64", "media payload is not a string")
         try:
-            audio = base64.b64decode(payload, validate=True)
+            audio = binascii.a2b_base64(payload, strict_mode=True)  # base64.b64decode(validate=True), less overhead
         except (binascii.Error, ValueError):
             raise SessionRefused("bad_base64", "media payload is not base64") from None
-        if "timestamp" in media:
-            position = _int(media["timestamp"], "media.timestamp") * RATE // 1000
+        stamp = media.get("timestamp", _ABSENT)
+        if stamp.__class__ is str and stamp.isdigit() and stamp.isascii():  # as Twilio sends it: "1234"
+            position = int(stamp) * (RATE // 1000)
+        elif stamp is not _ABSENT:
+            position = _int(stamp, "media.timestamp") * RATE // 1000
         else:
             position = (max(1, _int(media.get("chunk", 1), "media.chunk")) - 1) * 160
         late = self.mixer.late_samples
@@ -143,9 +157,7 @@ class TwilioSession(Session):
             raise SessionRefused("timestamp_jump", str(exc)) from None
         if self.mixer.late_samples != late:
             INGRESS_LATE_SECONDS.labels(self.protocol).inc((self.mixer.late_samples - late) / RATE)
-        if ready:
-            since, self._held_since = self._held_since, (time.monotonic() if self.mixer.buffered else None)
-            await self.call.send(ready, received_at=since)
+        return ready
 
     async def flush(self) -> None:
         if self.mixer is not None and self.call is not None:

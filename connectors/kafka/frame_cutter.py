@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.frames import (
     BYTES_PER_SAMPLE,
     CHANNELS,
@@ -20,7 +21,7 @@ from bytewax.speechmatics.schemas.frames import (
     DEFAULT_SAMPLE_RATE,
     SAMPLE_RATES,
     AudioFrame,
-    max_frame_bytes,
+    frame_samples,
 )
 
 #: Audio per frame by default: 100 ms keeps the message count at 10 per call and second (20 ms frames would be 50)
@@ -90,12 +91,11 @@ class FrameCutter:
     def __post_init__(self) -> None:
         if not self.call_id:
             raise ValueError("call_id must be a non-empty string")
-        if not 0 < self.frame_seconds <= self.max_frame_seconds:
-            raise ValueError(f"frame_seconds must be in (0, max_frame_seconds={self.max_frame_seconds:g}], "
-                             f"got {self.frame_seconds:g}")
-        limit = max_frame_bytes(self.max_frame_seconds, self.fmt.sample_rate, self.fmt.encoding, self.fmt.channels)
-        wanted = max(1, int(self.frame_seconds * self.fmt.sample_rate)) * self.fmt.width
-        self._frame_bytes = max(self.fmt.width, min(wanted, limit))
+        try:  # the one framing rule of every producer here (publish's --frame-ms too)
+            samples = frame_samples(self.frame_seconds * 1000, self.fmt.sample_rate, self.max_frame_seconds)
+        except ContractError as exc:
+            raise ValueError(f"frame_seconds={self.frame_seconds:g}: {exc}") from None
+        self._frame_bytes = samples * self.fmt.width
 
     @property
     def pending_bytes(self) -> int:
@@ -107,8 +107,21 @@ class FrameCutter:
         if self.ended:
             raise ValueError(f"call {self.call_id!r} has ended; no audio can follow its end frame")
         self._pending += audio
+        return self._whole_frames(len(self._pending) // self._frame_bytes * self._frame_bytes)
+
+    def finish_with(self, audio: bytes) -> list[AudioFrame]:
+        """`audio` is the call's last: its frames, the last of them the end frame carrying the final piece (a whole
+        frame or less), so audio that ends on a frame boundary needs no empty end frame."""
+        if self.ended:
+            raise ValueError(f"call {self.call_id!r} has already ended")
+        self._pending += audio
         step = self._frame_bytes
-        whole = len(self._pending) // step * step
+        frames = self._whole_frames(max(0, (len(self._pending) - 1) // step * step))
+        return [*frames, self.finish()]
+
+    def _whole_frames(self, whole: int) -> list[AudioFrame]:
+        """The first `whole` bytes pending (a multiple of the frame length) as frames."""
+        step = self._frame_bytes
         if not whole:
             return []
         out = [self._frame(bytes(self._pending[i : i + step]), False) for i in range(0, whole, step)]

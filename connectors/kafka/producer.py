@@ -59,10 +59,15 @@ AudioLike = bytes | bytearray | memoryview | np.ndarray
 
 
 def _start_message(call_id: str, config: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
-                   ) -> tuple[bytes, bytes, list[tuple[str, bytes]]] | None:
-    """The start message when there is something to say (validated: ContractError naming the field)."""
+                   raw_start: bytes | None = None) -> tuple[bytes, bytes, list[tuple[str, bytes]]] | None:
+    """The start message when there is something to say (validated: ContractError naming the field; a `raw_start`
+    goes as it is)."""
     if not call_id or not isinstance(call_id, str):
         raise ValueError("call_id must be a non-empty string")
+    if raw_start is not None:
+        if config is not None or metadata is not None:
+            raise ValueError("give config/metadata or raw_start, not both")
+        return encode_start(call_id, value=raw_start)
     if config is None and metadata is None:
         return None
     value = start_value(config, metadata)
@@ -115,10 +120,12 @@ class _CallBase:
     def _drained(self) -> list[tuple[AudioFrame, float | None]]:
         return self._stamped(self._cutter.drain(), time.monotonic())
 
-    def _end_frame(self) -> tuple[AudioFrame, float | None]:
+    def _end_frames(self, audio: AudioLike) -> list[tuple[AudioFrame, float | None]]:
         self._state.raise_error()
+        if self._since is None and len(audio):
+            self._since = time.monotonic()
         since, self._since = self._since, None
-        return self._cutter.finish(), since
+        return [(frame, since) for frame in self._cutter.finish_with(audio_bytes(audio, self._cutter.fmt))]
 
 
 class Call(_CallBase):
@@ -140,12 +147,15 @@ class Call(_CallBase):
         for frame, since in self._drained():
             self._produce(encode_frame(frame), since)
 
-    def end(self, timeout: float | None = 30.0) -> None:
-        """Send the end frame (with the audio held back) and wait until Kafka has acknowledged every message of the
-        call; raises DeliveryError if any was refused, TimeoutError if the broker does not answer in `timeout`."""
-        frame, since = self._end_frame()
-        self._produce(encode_frame(frame), since)
-        self.wait(timeout)
+    def end(self, audio: AudioLike = b"", *, wait: bool = True, timeout: float | None = 30.0) -> None:
+        """Send the end frame (with the audio held back, and `audio`: the call's last piece rides in the end frame)
+        and wait until Kafka has acknowledged every message of the call; raises DeliveryError if any was refused,
+        TimeoutError if the broker does not answer in `timeout`. `wait=False` returns once the end frame is handed
+        to the producer (a sender of many calls; `wait()` later, or the publisher's `flush`)."""
+        for frame, since in self._end_frames(audio):
+            self._produce(encode_frame(frame), since)
+        if wait:
+            self.wait(timeout)
 
     def abandon(self) -> None:
         """Send the audio held back but no end frame: the flow ends the call after its idle timeout
@@ -190,10 +200,11 @@ class AsyncCall(_CallBase):
         for frame, since in self._drained():
             await self._produce(encode_frame(frame), since)
 
-    async def end(self, timeout: float | None = 30.0) -> None:
-        frame, since = self._end_frame()
-        await self._produce(encode_frame(frame), since)
-        await self.wait(timeout)
+    async def end(self, audio: AudioLike = b"", *, wait: bool = True, timeout: float | None = 30.0) -> None:
+        for frame, since in self._end_frames(audio):
+            await self._produce(encode_frame(frame), since)
+        if wait:
+            await self.wait(timeout)
 
     async def abandon(self) -> None:
         await self.flush_audio()
@@ -281,7 +292,7 @@ class CallPublisher(_PublisherBase):
 
     def start(self, call_id: str, *, config: Mapping[str, Any] | None = None,
               metadata: Mapping[str, Any] | None = None, sample_rate: int = 16000, encoding: str = "pcm_s16le",
-              channels: int = 1) -> Call:
+              channels: int = 1, raw_start: bytes | None = None) -> Call:
         """Begin a call: its start message (when `config` or `metadata` is given, validated first) goes out now.
 
         Args:
@@ -289,6 +300,8 @@ class CallPublisher(_PublisherBase):
             config: per-call transcription settings (schemas/call_start.schema.json `config`).
             metadata: an opaque JSON object (at most 8 KB) copied into every transcript event of the call.
             sample_rate, encoding, channels: the audio's format (pcm_s16le or mulaw; 1 or 2 interleaved channels).
+            raw_start: instead of config/metadata, a start message's value already encoded, sent as it is without
+                validation (for tools that replay recorded start messages, and tests of the flow's refusals).
 
         Returns:
             The Call to `send` audio on and `end`; also a context manager that ends it.
@@ -297,7 +310,7 @@ class CallPublisher(_PublisherBase):
             ContractError: the start message breaks the contract (the message names the field).
         """
         fmt = self._format(sample_rate, encoding, channels)
-        message = _start_message(call_id, config, metadata)
+        message = _start_message(call_id, config, metadata, raw_start)
         call = Call(self._link, call_id, fmt, self.frame_seconds, self.max_frame_seconds)
         if message is not None:
             call._produce(message, None)
@@ -323,10 +336,10 @@ class AsyncCallPublisher(_PublisherBase):
 
     async def start(self, call_id: str, *, config: Mapping[str, Any] | None = None,
                     metadata: Mapping[str, Any] | None = None, sample_rate: int = 16000,
-                    encoding: str = "pcm_s16le", channels: int = 1) -> AsyncCall:
+                    encoding: str = "pcm_s16le", channels: int = 1, raw_start: bytes | None = None) -> AsyncCall:
         """As `CallPublisher.start`."""
         fmt = self._format(sample_rate, encoding, channels)
-        message = _start_message(call_id, config, metadata)
+        message = _start_message(call_id, config, metadata, raw_start)
         call = AsyncCall(self._link, call_id, fmt, self.frame_seconds, self.max_frame_seconds)
         if message is not None:
             await call._produce(message, None)

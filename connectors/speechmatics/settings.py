@@ -209,6 +209,8 @@ class SubmitSettings:
     poll_min: float = 0.25
     poll_max: float = 5.0
     collect_interval: float = 0.1
+    skip_silence: bool = True  # send each chunk's speech with its silences shortened (flows/compaction.py)
+    silence_keep_seconds: float = 0.5  # the longest stretch of non-speech sent, half after and half before speech
     journal_dir: str | None = None
     journal_retention: float = 86400.0
     language: str = "en"

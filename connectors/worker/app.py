@@ -62,6 +62,7 @@ from bytewax.speechmatics.connectors.worker.jobs import (
     JobStore,
     new_job_id,
 )
+from bytewax.speechmatics.connectors.worker.realtime import add_realtime
 from bytewax.speechmatics.connectors.worker.stats import WorkerStats
 from bytewax.speechmatics.connectors.worker.webhooks import DEFAULT_WEBHOOK_DEADLINE, deliver
 
@@ -618,6 +619,7 @@ def create_app(state: WorkerState) -> web.Application:
             web.post("/admin/reset", reset),
         ]
     )
+    add_realtime(app, state.api_key)  # the real-time API (websocket /v2) on the same port
     app.on_startup.append(_on_startup)
     app.on_cleanup.append(_on_cleanup)
     return app

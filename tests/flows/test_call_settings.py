@@ -32,7 +32,7 @@ from bytewax.speechmatics.schemas.call_start import (
 )
 from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk, ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
-from bytewax.speechmatics.schemas.events import event_id
+from bytewax.speechmatics.schemas.events import SCHEMA_VERSION, event_id
 from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "transcript_event.schema.json").read_text())
@@ -239,7 +239,7 @@ def test_every_event_of_a_call_carries_its_metadata_and_channels_get_the_calls_l
     assert [e.get("error") is not None for e in events[:4]] == [False, False, True, False]
     for event in events:
         jsonschema.validate(event, SCHEMA)
-        assert event["metadata"] == {"tenant": "acme", "agent": "a-17"} and event["schema_version"] == "1.1"
+        assert event["metadata"] == {"tenant": "acme", "agent": "a-17"} and event["schema_version"] == SCHEMA_VERSION
     words = [(w["text"], w["speaker"], w["channel"]) for e in events for w in e["words"]]
     assert words == [("hallo", "agent", "agent"), ("ja", "caller", "caller"), ("gut", "caller", "caller")]
     assert events[-1]["speakers"] == ["agent", "caller"]

@@ -29,14 +29,14 @@ def test_reading_the_flow_attribute_builds_and_tunes_nothing() -> None:
     assert proc.stdout.startswith("True"), proc.stdout
 
 
-def test_the_flow_factory_tunes_only_when_asked() -> None:
+def test_the_flow_factory_tunes_only_when_asked(tmp_path) -> None:  # noqa: ANN001
     code = ("import gc, sys\nfrom bytewax.speechmatics.flows import microbatch\n"
             "before = (gc.get_threshold()[0], sys.getswitchinterval())\n"
             "microbatch.flow()\nbuilt = (gc.get_threshold()[0], sys.getswitchinterval())\n"
             "microbatch.flow(tune=True)\ntuned = (gc.get_threshold()[0], sys.getswitchinterval())\n"
             "print(before == built, tuned)\n")
     env = {"PATH": "/usr/bin:/bin", "BWSM_EMBEDDED_WORKER": "0", "SPEECHMATICS_API_KEY": "k",
-           "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+           "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "BWSM_JOURNAL_DIR": str(tmp_path / "journal")}  # its own lock
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
                           check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

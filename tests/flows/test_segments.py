@@ -43,12 +43,12 @@ def test_display_text_glues_punctuation_to_its_side() -> None:
 
 def test_batch_segment_carries_job_span_and_supersedes() -> None:
     unit = Unit(tok("yes", 60.123456789, 60.5), after=(tok(".", 60.4, 60.4, "punctuation", "previous"),))
-    event = batch_segment(Release(SPAN, (unit,), (59.15, 89.7), "en", "job-9", 2))
+    event = batch_segment(Release(SPAN, (unit,), (59.15, 89.7), "en", "job-9", 2, billed_seconds=12.3456))
     jsonschema.validate(event, SCHEMA)
     assert event["event_id"] == batch_event_id("call-s", 2) == event_id("call-s", "batch", 2)
     assert event["transcript"] == "yes."
     assert event["job"] == {"id": "job-9", "chunk_index": 2, "chunk_start": 59.0, "chunk_end": 90.0,
-                            "attempts": 2, "gaps_filled": 1}
+                            "attempts": 2, "gaps_filled": 1, "billed_seconds": 12.3456}
     assert event["supersedes"] == {"start_time": 59.15, "end_time": 89.7}
     assert (event["start_time"], event["end_time"]) == (59.15, 89.7)
     # Times are rounded to microseconds; punctuation sits at the end of its word.
@@ -68,12 +68,12 @@ def test_failed_segment_and_tail_ids() -> None:
 
 def test_call_completed() -> None:
     done = Completion("call-s", chunks=4, failed_chunks=1, words=120, audio_seconds=118.5, gaps_filled=2,
-                      speakers=("spk_1", "spk_2"), language="en", closed_at=7.0)
+                      speakers=("spk_1", "spk_2"), language="en", closed_at=7.0, billed_seconds=40.25)
     event = call_completed(done)
     jsonschema.validate(event, SCHEMA)
     assert event["type"] == "call_completed" and event["words"] == [] and event["transcript"] == ""
     assert event["counts"] == {"chunks": 4, "failed_chunks": 1, "words": 120, "audio_seconds": 118.5,
-                               "gaps_filled": 2}
+                               "gaps_filled": 2, "billed_seconds": 40.25}
     assert event["event_id"] == event_id("call-s", "batch", "completed", 4)  # a reopened call completes anew
     assert orjson.dumps(call_completed(done)) == orjson.dumps(event)
 

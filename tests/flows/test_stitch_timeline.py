@@ -41,7 +41,8 @@ def punct(text: str, at: float, attaches_to: str = "previous", speaker: str = "s
 
 
 def ok(s: ChunkSpan, results: list[dict]) -> ChunkResult:
-    return ChunkResult(s, {"format": "2.9", "results": results}, job_id=f"job-{s.index}", attempts=1)
+    return ChunkResult(s, {"format": "2.9", "results": results}, job_id=f"job-{s.index}", attempts=1,
+                       billed_seconds=1.25 * (s.index + 1))
 
 
 # Three chunks of a call: [0, 10), [9.5, 20), [19.5, 25]; overlaps of 0.5 s.
@@ -82,7 +83,8 @@ def test_seam_words_come_back_once_with_their_full_times() -> None:
     assert evs[2]["supersedes"] == {"start_time": 19.7, "end_time": 25.0}
     done = evs[-1]
     assert done["type"] == "call_completed" and done["counts"] == {
-        "chunks": 3, "failed_chunks": 0, "words": 6, "audio_seconds": 25.0, "gaps_filled": 3}
+        "chunks": 3, "failed_chunks": 0, "words": 6, "audio_seconds": 25.0, "gaps_filled": 3, "billed_seconds": 7.5}
+    assert [e["job"]["billed_seconds"] for e in evs[:3]] == [1.25, 2.5, 3.75]  # each its own job's
     assert done["speakers"] == ["spk_1", "spk_2"]
 
 

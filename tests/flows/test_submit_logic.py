@@ -19,7 +19,7 @@ from bytewax.speechmatics.schemas.dead_letters import DeadLetter
 
 class RecordingService:
     def __init__(self, **settings) -> None:
-        self.settings = SubmitSettings(**settings)
+        self.settings = SubmitSettings(**{"skip_silence": False, **settings})  # these chunks are digital silence
         self.submitted = []
         self.events = []
         self.fatal = None

@@ -27,7 +27,7 @@ from e2e_harness import (
     stitched_words,
     without_run_specific,
 )
-from worker_fixtures import synthetic_call
+from worker_fixtures import synthetic_call, with_pauses
 
 from bytewax.speechmatics.connectors.worker.control import WorkerProcess, start_worker
 from bytewax.speechmatics.schemas import CallTranscript
@@ -43,7 +43,7 @@ def make_calls(prefix: str) -> list[TruthCall]:
     calls = []
     for i in range(CALLS):
         seconds = rng.uniform(120, 180)
-        audio, words = synthetic_call(seconds, seed=100 + i)
+        audio, words = with_pauses(*synthetic_call(seconds, seed=100 + i), seed=100 + i)  # silences to compact
         calls.append(TruthCall(f"{prefix}-{i:02d}", audio, words))
     return calls
 
@@ -116,6 +116,15 @@ def test_every_call_comes_out_exactly_as_its_truth(baseline: dict, calls: list[T
     for call in calls:
         events = by_call[call.call_id]
         assert stitched_words(events) == call.truth_texts(), call.call_id
+        # Silence compaction (on by default) sends each chunk's speech with its pauses shortened: every word and
+        # mark still comes back at its time in the call.
+        times = [(w["start_time"], w["end_time"]) for e in distinct_events(events).values()
+                 if e["type"] == "segment" for w in e["words"]]
+        truth = [(w["start_time"], w["end_time"]) for w in call.words]
+        assert len(times) == len(truth) and all(abs(a - c) < 1e-3 and abs(b - d) < 1e-3
+                                                for (a, b), (c, d) in zip(times, truth, strict=True)), call.call_id
+        counts = events[-1]["counts"]
+        assert 0 < counts["billed_seconds"] < counts["audio_seconds"] - 5  # the pauses were not paid for
         final = CallTranscript.from_events(events).to_document()  # what a consumer reads: the final document
         assert final["completed"] and [w["text"] for w in final["words"]] == call.truth_texts(), call.call_id
         assert [e["type"] for e in events].count("call_completed") == 1

@@ -142,6 +142,61 @@ def find_offset(haystack: bytes, needle: bytes, frame_bytes: int, max_candidates
     return fallback
 
 
+#: Anchor lengths (frames after the first change) tried when locating the next piece of a chunk sent compacted.
+PIECE_ANCHORS = (256, 64, 16)
+
+
+def _matched(haystack: bytes, needle: bytes, start: int, frame_bytes: int) -> int:
+    """How many frames of `needle` equal the haystack's from frame `start` on."""
+    hay = haystack[start * frame_bytes : start * frame_bytes + len(needle)]
+    n = len(hay) // frame_bytes
+    a = np.frombuffer(hay, dtype=np.uint8, count=n * frame_bytes).reshape(n, frame_bytes)
+    b = np.frombuffer(needle, dtype=np.uint8, count=n * frame_bytes).reshape(n, frame_bytes)
+    differ = np.flatnonzero((a != b).any(axis=1))
+    return int(differ[0]) if differ.size else n
+
+
+def find_start(haystack: bytes, needle: bytes, frame_bytes: int) -> int | None:
+    """find_offset, and when the needle is not one stretch of the haystack (a chunk sent in pieces), the place of
+    its first piece by ever shorter anchors."""
+    found = find_offset(haystack, needle, frame_bytes)
+    change = _first_change(needle, frame_bytes) if found is None and len(needle) >= frame_bytes else None
+    for size in PIECE_ANCHORS if change is not None else ():
+        found = find_offset(haystack, needle[: (change + size) * frame_bytes], frame_bytes)
+        if found is not None:
+            break
+    return found
+
+
+def locate_pieces(haystack: bytes, needle: bytes, first: int, frame_bytes: int) -> list[tuple[int, int, int]]:
+    """Where each stretch of `needle` lies in `haystack`, from frame `first` (find_offset's answer) on:
+    (needle frame, haystack frame, frames), contiguous stretches merged.
+
+    A chunk sent with its silences shortened is pieces of the call back to back: where the needle stops matching,
+    the rest is located again by a short anchor after its leading constant run. Frames the call does not have at
+    that place (silence filling a lost frame, padding past the call's end) stay in line with the call.
+    """
+    n = len(needle) // frame_bytes
+    pieces: list[tuple[int, int, int]] = []
+    pos, at = 0, first
+    while pos < n:
+        rest = needle[pos * frame_bytes :]
+        m = _matched(haystack, rest, at, frame_bytes)
+        if m == 0:
+            change = _first_change(rest, frame_bytes)
+            m = n - pos if change is None else change
+        if pieces and pieces[-1][0] + pieces[-1][2] == pos and pieces[-1][1] + pieces[-1][2] == at:
+            q, s, k = pieces.pop()
+            pieces.append((q, s, k + m))
+        else:
+            pieces.append((pos, at, m))
+        pos, at = pos + m, at + m
+        found = find_start(haystack, needle[pos * frame_bytes :], frame_bytes) if pos < n else None
+        if found is not None:
+            at = found
+    return pieces
+
+
 def select_words(truth: list[TruthWord], start: float, end: float, rule: str) -> list[tuple[TruthWord, float, float]]:
     """The truth inside [start, end) by an edge rule, with times clipped to it (absolute seconds).
 
@@ -216,6 +271,11 @@ class ReferenceEngine:
                 for c in self._calls.values()
             ]
 
+    def registered(self) -> list[RegisteredCall]:
+        """The registered calls (the real-time endpoint locates one channel of a call itself)."""
+        with self._lock:
+            return list(self._calls.values())
+
     def locate(self, chunk: RawAudio) -> tuple[RegisteredCall, int] | None:
         """The registered call holding this chunk and the chunk's first frame in it."""
         with self._lock:
@@ -225,7 +285,7 @@ class ReferenceEngine:
             a = call.audio
             if (a.encoding, a.sample_rate, a.channels) != (chunk.encoding, chunk.sample_rate, chunk.channels):
                 continue
-            offset = find_offset(a.data, needle, chunk.frame_bytes)
+            offset = find_start(a.data, needle, chunk.frame_bytes)
             if offset is not None:
                 return call, offset
         return None
@@ -245,9 +305,12 @@ class ReferenceEngine:
         if found is None:
             return {"results": [], "speakers": [] if get_speakers else None, "located": None}
         call, offset = found
-        start = offset / chunk.sample_rate
-        end = start + chunk.duration
-        selected = select_words(call.truth, start, end, call.edge_rule)
+        rate = chunk.sample_rate
+        selected = []
+        for first, at, frames in locate_pieces(call.audio.data, canonical_samples(chunk), offset, chunk.frame_bytes):
+            shift = (at - first) / rate  # call time - chunk time, in this piece
+            piece = select_words(call.truth, at / rate, (at + frames) / rate, call.edge_rule)
+            selected.extend((w, s - shift, e - shift) for w, s, e in piece)
         labeller = _SpeakerLabels(self._enrolled(sdc))
         diarization = str(tc.get("diarization") or "none")
         by_speaker = diarization in ("speaker", "channel_and_speaker")
@@ -264,8 +327,8 @@ class ReferenceEngine:
             alt = {"content": w.text, "confidence": w.confidence, "language": language, "speaker": speaker}
             result: dict[str, Any] = {
                 "type": w.type,
-                "start_time": round(s - start, 6),
-                "end_time": round(e - start, 6),
+                "start_time": round(s, 6),
+                "end_time": round(e, 6),
                 "alternatives": [alt],
             }
             if by_channel:

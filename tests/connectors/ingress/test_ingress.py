@@ -61,6 +61,11 @@ def test_a_twilio_session_with_both_tracks_becomes_one_labelled_two_channel_call
     assert [f.seq for f in frames] == list(range(len(frames))) and frames[-1].end
     assert audio_of(frames) == stereo(caller, agent)  # aligned by timestamp, reordered, nothing lost
     assert ingress.metric("bwsm_ingress_sessions_ended_total", protocol="twilio", reason="completed") >= 1
+    # sessions add their message counts in batches of 100: the last few (here the stop) once the session is over
+    events = [orjson.loads(line["text"])["event"] for line in lines]
+    assert events.count("media") == 300 and events[-1] == "stop"
+    assert ingress.metric("bwsm_ingress_messages_total", protocol="twilio", type="media") >= 300
+    assert ingress.metric("bwsm_ingress_messages_total", protocol="twilio", type="stop") >= 1
 
 
 def test_an_audiohook_session_is_negotiated_and_acknowledged_as_the_protocol_requires(
@@ -209,9 +214,9 @@ def test_an_unreachable_broker_stops_the_reads_instead_of_growing_memory(tmp_pat
     and the client's sends stall far short of the session, with the bytes in flight at the cap."""
     from e2e_harness import free_port
 
-    cap = 16000  # 1 s of two-track mu-law
+    cap = 16000  # 1 s of two-track mu-law: ten 0.1 s frames (the figures below count in those)
     run = start_ingress(f"127.0.0.1:{free_port()}", "nowhere", tmp_path / "stalled.log",
-                        _ARGS=f"--max-in-flight-bytes {cap}")
+                        _ARGS=f"--max-in-flight-bytes {cap} --frame-seconds 0.1")
     lines = twilio_session("CA-stalled", mulaw_noise(600.0, 8), mulaw_noise(600.0, 9))  # 10 minutes, ~18 MB
     sent = 0
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bytewax.speechmatics.connectors.kafka.frame_cutter import AudioFormat, FrameCutter, audio_bytes
-from bytewax.speechmatics.schemas.frames import decode_frame, encode_frame
+from bytewax.speechmatics.schemas.frames import SAMPLE_RATES, decode_frame, encode_frame, frame_samples
 
 FORMATS = st.sampled_from([AudioFormat(8000, "mulaw", 1), AudioFormat(8000, "mulaw", 2),
                            AudioFormat(16000, "pcm_s16le", 1), AudioFormat(8000, "pcm_s16le", 2)])
@@ -74,3 +74,21 @@ def test_bad_formats_and_frame_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="call_id"):
         FrameCutter("", AudioFormat())
 
+
+
+@settings(max_examples=300, deadline=None)
+@example(frame_ms=1001, rate=8000, channels=1, seconds=2.1)  # 1.001 s is 1000.9999999999999 ms: still 8008 samples
+@given(frame_ms=st.integers(1, 2000), rate=st.sampled_from(SAMPLE_RATES), channels=st.sampled_from((1, 2)),
+       seconds=st.floats(0, 3))
+def test_one_framing_rule_and_the_end_frame_carries_the_last_piece(frame_ms: int, rate: int, channels: int,
+                                                                   seconds: float) -> None:
+    """The cutter's frame length is `frame_samples` (publish's --frame-ms rule) for a length given in seconds, and
+    `finish_with` puts the last piece in the end frame: no empty end frame after audio that ends on a boundary."""
+    fmt = AudioFormat(rate, "pcm_s16le", channels)
+    step = frame_samples(frame_ms, rate)
+    audio = b"\x01\x00" * channels * int(seconds * rate)
+    frames = FrameCutter("c", fmt, frame_ms / 1000).finish_with(audio)
+    assert [f.samples for f in frames[:-1]] == [step] * (len(frames) - 1)
+    assert 0 < frames[-1].samples <= step if audio else frames[-1].samples == 0
+    assert [f.end for f in frames] == [False] * (len(frames) - 1) + [True]
+    assert b"".join(f.audio for f in frames) == audio

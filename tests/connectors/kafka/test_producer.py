@@ -224,3 +224,24 @@ def test_a_full_librdkafka_queue_waits_and_loses_nothing(kafka_bootstrap: str, m
     for call_id in ("sync-q", "async-q"):
         assert [f.seq for f in calls[call_id]] == list(range(31))
         assert b"".join(f.audio for f in calls[call_id]) == data
+
+
+def test_the_last_piece_rides_in_the_end_frame_and_a_raw_start_goes_as_it_is(kafka_bootstrap: str,
+                                                                             make_topic) -> None:  # noqa: ANN001
+    """`end(audio, wait=False)` (how `publish` ends its calls): the end frame carries the last piece, even a whole
+    frame of it, and `wait()` then sees the call acknowledged; `raw_start` is sent byte for byte."""
+    topic = make_topic("prod-end", 1)
+    raw = b'{"config": {"language": "de", "diarisation": "channel"}}'  # misspelt: the flow refuses it, we send it
+    piece = noise(1600, 5)  # exactly one 0.1 s frame of 8 kHz mono PCM
+    with CallPublisher(kafka_bootstrap, topic=topic, linger_ms=1) as publisher:
+        call = publisher.start("c-end", raw_start=raw, sample_rate=8000)
+        call.send(piece)
+        call.end(piece, wait=False)
+        call.wait(30)
+        assert call.unacknowledged == 0 and call.ended
+        with pytest.raises(ValueError, match="not both"):
+            publisher.start("c-both", config={"language": "en"}, raw_start=raw)
+    start, *frames = read_all(kafka_bootstrap, topic, 3)
+    assert (start.value(), message_kind(start.headers())) == (raw, "start")
+    decoded = [decode_frame(m.key(), m.value(), m.headers()) for m in frames]
+    assert [(f.seq, f.end, f.audio) for f in decoded] == [(0, False, piece), (1, True, piece)]
