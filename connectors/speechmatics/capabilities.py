@@ -1,8 +1,9 @@
 """What the engine behind a batch endpoint can do, and what a job asks for that it cannot (pure, no I/O).
 
 The Speechmatics API answers every option of `transcription_config` in every language it lists, so a flow talking to
-it needs no warnings. The project's local worker is not that API: its whisper engine has no speaker diarization, no
-entities, no custom vocabulary, one model. Each local engine declares an `EngineCapabilities`; the worker serves it at
+it needs no warnings. The project's local worker is not that API: its whisper engine has no
+entities, no custom vocabulary, one model (and no speaker diarization when its speaker encoder could not be had).
+Each local engine declares an `EngineCapabilities`; the worker serves it at
 `GET /v1/discovery/features` (the real API's feature discovery document, plus a `local_engine` object the real one
 does not have), refuses what the real API refuses, and the flow turns the rest into `call_started` warnings.
 

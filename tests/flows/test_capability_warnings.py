@@ -2,7 +2,7 @@
 
 The composed stages (decode -> chunk -> transcribe -> stitch, as the README composes them) against a real local
 worker with the whisper engine, over real HTTP, on the first seconds of the real pyannote call: speaker diarization
-runs without speakers and says so, a language the engine lacks is rejected as the real API rejects it (a 400 the
+runs (no warning, speakers on the words), a language the engine lacks is rejected as the real API rejects it (a 400 the
 flow dead-letters) and says so, a plain call has no warning, and a second run repeats call_started byte for byte.
 """
 
@@ -24,7 +24,6 @@ from bytewax.speechmatics.schemas.call_start import encode_start
 from bytewax.speechmatics.schemas.frames import AudioFrame, encode_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-SPEAKER = "speaker diarization is not available in the local whisper engine: words have no speaker"
 SECONDS = 8
 FRAME_SAMPLES = 16000 // 10  # 100 ms frames
 
@@ -53,7 +52,7 @@ def test_the_whisper_engine_says_what_it_cannot_do_in_call_started(local_worker)
     pcm = samples[: SECONDS * rate].tobytes()
     worker = local_worker(engine="whisper", parallel=1)
     discovery = json.load(urllib.request.urlopen(f"{worker.base}/v1/discovery/features", timeout=10))
-    assert discovery["local_engine"]["diarization"] == ["none", "channel"]
+    assert discovery["local_engine"]["diarization"] == ["none", "channel", "speaker"]
     assert "xx" not in discovery["batch"]["transcription"][0]["languages"]
 
     source = [*messages("spk", pcm, {"diarization": "speaker"}), *messages("plain", pcm, None),
@@ -67,14 +66,17 @@ def test_the_whisper_engine_says_what_it_cannot_do_in_call_started(local_worker)
     started = {cid: evs[0] for cid, evs in by_call.items()}
     assert {cid: e["type"] for cid, e in started.items()} == dict.fromkeys(("spk", "plain", "xx"), "call_started")
 
-    assert started["spk"]["warnings"] == [SPEAKER] and started["spk"]["settings"]["diarization"] == "speaker"
+    # Speaker diarization is among what whisper does (engines/diarize.py): no warning, and speakers.
+    assert started["spk"]["warnings"] == [] and started["spk"]["settings"]["diarization"] == "speaker"
     words = [w for e in by_call["spk"] if e["type"] == "segment" for w in e["words"]]
     assert [w for w in words if w["type"] == "word"]  # whisper heard the call ...
-    assert {w["speaker"] for w in words} == {None}  # ... and, as warned, no speaker
+    assert None not in {w["speaker"] for w in words if w["type"] == "word"}  # ... and gave each word a speaker
     spk_job = next(e["job"]["id"] for e in by_call["spk"] if e["type"] == "segment")
     transcript = json.load(urllib.request.urlopen(f"{worker.url}/jobs/{spk_job}/transcript", timeout=10))
-    assert transcript["metadata"]["warnings"] == [{"type": "unsupported_feature", "feature": "diarization",
-                                                   "message": SPEAKER}]
+    assert not transcript["metadata"].get("warnings")
+    # speaker identification, as the flow asks for it (get_speakers): an identifier per voice for the next job
+    assert transcript["speakers"] and all(s["speaker_identifiers"][0].startswith("bwsm-voice-v1:")
+                                          for s in transcript["speakers"])
 
     assert started["plain"]["warnings"] == []
 

@@ -15,13 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 from e2e_harness import OutputReader, flow_env, make_topics, start_flow
 
 from bytewax.speechmatics.connectors.cli.publish import CallAudio, publish_calls
-from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample
+from bytewax.speechmatics.connectors.cli.sample_audio import pyannote_sample, stereo_by_speaker
 from bytewax.speechmatics.schemas.call_start import start_value
 from bytewax.speechmatics.schemas.call_transcript import CallTranscript
 
@@ -31,25 +29,6 @@ CALL = "stereo-pyannote"
 LABELS = ("agent", "caller")
 DEADLINE_S = 400
 PUNCT = ".,?!"
-
-
-def stereo_by_rttm(wav: Path, rttm: Path) -> tuple[bytes, int]:
-    """Interleaved 2-channel pcm_s16le: channel n carries the audio of the n-th speaker's RTTM turns (where both
-    speak, both channels do), silence elsewhere."""
-    mono, rate = soundfile.read(str(wav), dtype="int16")
-    turns: dict[str, list[tuple[float, float]]] = {}
-    for line in rttm.read_text().splitlines():
-        fields = line.split()
-        if fields and fields[0] == "SPEAKER":
-            start, length = float(fields[3]), float(fields[4])
-            turns.setdefault(fields[7], []).append((start, start + length))
-    assert len(turns) == 2, sorted(turns)
-    stereo = np.zeros((len(mono), 2), dtype=np.int16)
-    for n, speaker in enumerate(sorted(turns)):
-        for start, end in turns[speaker]:
-            lo, hi = int(start * rate), min(len(mono), int(end * rate))
-            stereo[lo:hi, n] = mono[lo:hi]
-    return stereo.tobytes(), rate
 
 
 def export(call_id: str, fmt: str, topic: str, bootstrap: str) -> str:
@@ -97,7 +76,7 @@ def check_turn_text(label: str, text: str, where: str) -> None:
 def test_a_stereo_agent_caller_call_keeps_each_channel_apart(kafka_bootstrap: str, make_topic, local_worker,
                                                               tmp_path: Path) -> None:  # noqa: ANN001
     sample = pyannote_sample()
-    pcm, rate = stereo_by_rttm(sample.wav, sample.rttm)
+    pcm, rate = stereo_by_speaker(sample.wav, sample.rttm)
     worker = local_worker(engine="whisper", parallel=1)
     topics = make_topics(make_topic, audio_partitions=1)
     env = flow_env(kafka_bootstrap, topics, worker, tmp_path / "journal", BWSM_CHUNK_POLICY="fixed",
@@ -151,7 +130,8 @@ def test_a_stereo_agent_caller_call_keeps_each_channel_apart(kafka_bootstrap: st
     cues = srt_cues(srt)
     overlapping = [(a, b) for n, a in enumerate(cues) for b in cues[n + 1:]
                    if min(a[1], b[1]) - max(a[0], b[0]) > 0.0015]
-    print(f"{len(cues)} cues, {len(overlapping)} pairs of cues overlap")
+    overlap_s = sum(min(a[1], b[1]) - max(a[0], b[0]) for a, b in overlapping)
+    print(f"{len(cues)} cues, {len(overlapping)} pairs of cues overlap, {overlap_s:.2f} s in all")
     for a, b in overlapping:
         assert a[2] != b[2], ("one party's captions overlap", a, b)
         assert talk_at_once(words, max(a[0], b[0]), min(a[1], b[1])), (a, b)

@@ -25,6 +25,7 @@ import numpy as np
 
 from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities
 from bytewax.speechmatics.connectors.worker.audio import RawAudio, canonical_samples
+from bytewax.speechmatics.schemas.punctuation import group
 
 EDGE_RULES = ("midpoint", "drop", "keep")
 WORD, PUNCTUATION = "word", "punctuation"
@@ -200,8 +201,9 @@ def locate_pieces(haystack: bytes, needle: bytes, first: int, frame_bytes: int) 
 def select_words(truth: list[TruthWord], start: float, end: float, rule: str) -> list[tuple[TruthWord, float, float]]:
     """The truth inside [start, end) by an edge rule, with times clipped to it (absolute seconds).
 
-    Punctuation is kept iff the word it attaches to is kept (`next` -> the following word, else the
-    preceding one), so a sentence end never floats free of its word.
+    Punctuation is kept iff the word it belongs to is kept (the channel rule of schemas/punctuation.py: a word of
+    its own channel, `next` -> the following one, else the preceding one), so a sentence end never floats free of
+    its word, nor goes with the other party's.
     """
     if rule not in EDGE_RULES:
         raise ValueError(f"edge rule must be one of {EDGE_RULES}, got {rule!r}")
@@ -213,21 +215,14 @@ def select_words(truth: list[TruthWord], start: float, end: float, rule: str) ->
             return w.start_time < end and (w.end_time > start or w.start_time >= start)
         return start <= w.midpoint < end
 
-    words = [i for i, w in enumerate(truth) if w.type == WORD]
-    kept_words = {i for i in words if word_kept(truth[i])}
-    out = []
-    for i, w in enumerate(truth):
-        if w.type == WORD:
-            keep = i in kept_words
-        elif w.attaches_to == "next":
-            nxt = next((j for j in words if j > i), None)
-            keep = nxt in kept_words if nxt is not None else word_kept(w)
-        else:
-            prev = next((j for j in reversed(words) if j < i), None)
-            keep = prev in kept_words if prev is not None else word_kept(w)
-        if keep:
-            out.append((w, min(max(w.start_time, start), end), min(max(w.end_time, start), end)))
-    return out
+    kept: set[int] = set()
+    for members in group(range(len(truth)), is_word=lambda i: truth[i].type == WORD,
+                         attaches_to=lambda i: truth[i].attaches_to, channel=lambda i: truth[i].channel):
+        host = next((i for i in members if truth[i].type == WORD), members[0])
+        if word_kept(truth[host]):
+            kept.update(members)
+    return [(w, min(max(w.start_time, start), end), min(max(w.end_time, start), end))
+            for i, w in enumerate(truth) if i in kept]
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,12 +313,15 @@ class ReferenceEngine:
         channel_labels = tc.get("channel_diarization_labels") or []
         language = str(tc.get("language") or "en")
         results: list[dict[str, Any]] = []
+        last_speaker: dict[int, str] = {}  # channel -> speaker of its latest word
         for w, s, e in selected:
             speaker = "UU"
-            if by_speaker and w.type == PUNCTUATION and w.speaker == "UU" and results:
-                speaker = results[-1]["alternatives"][0]["speaker"]  # unvoiced punctuation: its word's speaker
+            if by_speaker and w.type == PUNCTUATION and w.speaker == "UU" and w.channel in last_speaker:
+                speaker = last_speaker[w.channel]  # unvoiced punctuation: its word's speaker
             elif by_speaker:
                 speaker = labeller.label(w.speaker)
+                if w.type == WORD:
+                    last_speaker[w.channel] = speaker
             alt = {"content": w.text, "confidence": w.confidence, "language": language, "speaker": speaker}
             result: dict[str, Any] = {
                 "type": w.type,

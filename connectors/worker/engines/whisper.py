@@ -40,6 +40,10 @@ from typing import Any
 
 from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities
 from bytewax.speechmatics.connectors.worker.audio import AudioFormatError
+from bytewax.speechmatics.connectors.worker.engines.coverage import fill_gaps
+from bytewax.speechmatics.connectors.worker.engines.diarize import diarize
+from bytewax.speechmatics.connectors.worker.engines.voice_encoder import EncoderError, VoiceEncoder, fetch_encoder
+from bytewax.speechmatics.connectors.worker.engines.voiced import clamp_words
 from bytewax.speechmatics.connectors.worker.jobs import Job
 from bytewax.speechmatics.schemas.errors import BytewaxSpeechmaticsError
 
@@ -60,13 +64,15 @@ LANGUAGES = (
 )
 
 
-def capabilities(model_name: str = "base") -> EngineCapabilities:
-    """What this engine honours: the language (English only for the `.en` models) and channel diarization (each
-    channel recognised alone). No speaker diarization, entities, vocabulary, locale, domain or punctuation overrides:
-    those jobs run without them and say so (connectors/speechmatics/capabilities.py). One model, any operating point.
+def capabilities(model_name: str = "base", speaker: bool = True) -> EngineCapabilities:
+    """What this engine honours: the language (English only for the `.en` models), channel diarization (each
+    channel recognised alone) and, when its encoder could be had, speaker diarization of mono audio (diarize.py).
+    No entities, vocabulary, locale, domain or punctuation overrides: those jobs run without them and say so
+    (connectors/speechmatics/capabilities.py). One model, any operating point.
     """
     languages = ("en",) if model_name.endswith(".en") else LANGUAGES
-    return EngineCapabilities("whisper", languages=languages, diarization=("none", "channel"), features=(),
+    modes = ("none", "channel", "speaker") if speaker else ("none", "channel")
+    return EngineCapabilities("whisper", languages=languages, diarization=modes, features=(),
                               version=f"whisper-{model_name}")
 _SENTENCE_END = ".?!"
 
@@ -87,6 +93,8 @@ class WhisperConfig:
     model_name: str = "base"
     #: CPU threads per engine process; None: the machine's cores shared out between the engines.
     threads: int | None = None
+    #: Speaker diarization of mono jobs (the encoder's weights are fetched into `cache_dir` on first start).
+    speaker_diarization: bool = True
 
 
 def faster_whisper_installed() -> bool:
@@ -157,15 +165,17 @@ def resolve_model(config: WhisperConfig) -> str:
 # ---------------------------------------------------------------- inside the engine processes
 
 _MODEL: Any = None
+_ENCODER: Any = None  # the speaker encoder (voice_encoder.VoiceEncoder), when its weights could be had
 
 
-def _load(model: str, threads: int, loaded: Any) -> None:
-    """Process initializer: load the model, then wait until every engine process has (so that `ready`
-    means all engines are warm, and the warm-up tasks land one per process)."""
-    global _MODEL
+def _load(model: str, threads: int, loaded: Any, encoder: str | None = None) -> None:
+    """Process initializer: load the model (and the speaker encoder), then wait until every engine process has
+    (so that `ready` means all engines are warm, and the warm-up tasks land one per process)."""
+    global _MODEL, _ENCODER
     from faster_whisper import WhisperModel
 
     _MODEL = WhisperModel(model, device="cpu", compute_type="int8", cpu_threads=threads)
+    _ENCODER = VoiceEncoder.load(Path(encoder)) if encoder else None
     with contextlib.suppress(threading.BrokenBarrierError):
         loaded.wait(timeout=600)
 
@@ -195,17 +205,20 @@ def word_confidence(probability: float) -> float:
     return min(1.0, max(0.0, round(value, 3)))
 
 
-def words_to_results(words: list[tuple[str, float, float, float]], language: str, channel: str | None) -> list[dict]:
-    """json-v2 results from (text, start, end, probability); trailing punctuation becomes its own item."""
+def words_to_results(words: list[tuple[str, float, float, float]], language: str, channel: str | None,
+                     speakers: list[str] | None = None) -> list[dict]:
+    """json-v2 results from (text, start, end, probability); trailing punctuation becomes its own item. `speakers`:
+    a label per word (speaker diarization), else every word's speaker is `UU`."""
     results: list[dict[str, Any]] = []
     floor = 0.0
-    for text, raw_start, raw_end, prob in words:
+    for n, (text, raw_start, raw_end, prob) in enumerate(words):
         # Whisper's word alignment can step back in time by a few ms; a transcript's words never do, and
         # consumers (the stitcher among them) order words by time, so clamp each start to the previous one's.
         start = floor = max(raw_start, floor)
         end = max(raw_end, start)
         _, word, trailing = split_word(text)
-        alt = {"content": word, "confidence": word_confidence(prob), "language": language, "speaker": "UU"}
+        speaker = speakers[n] if speakers else "UU"
+        alt = {"content": word, "confidence": word_confidence(prob), "language": language, "speaker": speaker}
         if word:
             item: dict[str, Any] = {"type": "word", "start_time": round(start, 3), "end_time": round(end, 3),
                                     "alternatives": [alt]}
@@ -238,19 +251,32 @@ def transcribe_audio(blob: bytes, transcription_config: dict[str, Any]) -> dict[
         raise AudioFormatError(f"unreadable audio ({type(exc).__name__})") from exc
     tracks = list(decoded) if by_channel else [decoded]
     labels = tc.get("channel_diarization_labels") or []
+    by_speaker = str(tc.get("diarization") or "") == "speaker" and _ENCODER is not None
     results: list[dict[str, Any]] = []
+    speakers = None
     for n, audio in enumerate(tracks, 1):
         channel = (labels[n - 1] if n <= len(labels) else f"channel_{n}") if by_channel else None
-        segments, _ = _MODEL.transcribe(
-            audio, language=None if language == "auto" else language, beam_size=1, word_timestamps=True,
-        )
-        words = [(w.word, w.start, w.end, w.probability) for seg in segments for w in (seg.words or [])]
-        results.extend(words_to_results(words, language, channel))
+        def recognise(clip: Any) -> list[tuple[str, float, float, float]]:
+            segments, _ = _MODEL.transcribe(
+                clip, language=None if language == "auto" else language, beam_size=1, word_timestamps=True,
+            )
+            return [(w.word, w.start, w.end, w.probability) for seg in segments for w in (seg.words or [])]
+
+        words = fill_gaps(recognise, audio, recognise(audio))  # coverage.py: whisper's early stops, recovered
+        if by_channel:  # each party's words inside its own voice (voiced.py): captions overlap only on real overlap
+            words = clamp_words(words, audio)
+        labels_of_words = None
+        if by_speaker:
+            found = diarize(_ENCODER, audio, [(w[1], w[2]) for w in words], tc.get("speaker_diarization_config"))
+            labels_of_words = found.labels
+            if (tc.get("speaker_diarization_config") or {}).get("get_speakers"):
+                speakers = found.speakers
+        results.extend(words_to_results(words, language, channel, labels_of_words))
     if len(tracks) > 1:  # interleave the channels by time; one track keeps Whisper's own order (its word
         # times may overlap, and a re-sort would move a word ahead of the punctuation that ends the one before)
         results.sort(key=lambda r: r["start_time"])
     run = {"pid": os.getpid(), "started": started, "finished": time.time()}
-    return {"results": results, "speakers": None, "engine_run": run}
+    return {"results": results, "speakers": speakers, "engine_run": run}
 
 
 # ---------------------------------------------------------------- the worker side
@@ -269,7 +295,8 @@ class WhisperBackend:
     def __init__(self, parallel: int, config: WhisperConfig) -> None:
         self.parallel = parallel
         self.config = config
-        self.capabilities = capabilities(Path(config.model_dir).name if config.model_dir else config.model_name)
+        self._model_name = Path(config.model_dir).name if config.model_dir else config.model_name
+        self.capabilities = capabilities(self._model_name, speaker=config.speaker_diarization)
         self.ready = False
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
@@ -277,16 +304,30 @@ class WhisperBackend:
         if not faster_whisper_installed():
             raise ModelResolutionError("faster-whisper is not installed: pip install 'bytewax-speechmatics[worker]'")
         model = await asyncio.to_thread(resolve_model, self.config)
+        encoder = await asyncio.to_thread(self._encoder_path)
         threads = default_threads(self.parallel, self.config.threads)
         context = multiprocessing.get_context("spawn")
         barrier = context.Barrier(self.parallel)
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.parallel, mp_context=context, initializer=_load, initargs=(model, threads, barrier),
+            max_workers=self.parallel, mp_context=context, initializer=_load,
+            initargs=(model, threads, barrier, encoder),
         )
         loop = asyncio.get_running_loop()
         pids = await asyncio.gather(*(loop.run_in_executor(self._pool, _loaded) for _ in range(self.parallel)))
         self.ready = True
         log.info("whisper engines ready processes=%d threads_each=%d", len(set(pids)), threads)
+
+    def _encoder_path(self) -> str | None:
+        """The speaker encoder's weights, or None (speaker diarization then declared unsupported, and said once)."""
+        if not self.config.speaker_diarization:
+            self.capabilities = capabilities(self._model_name, speaker=False)
+            return None
+        try:
+            return str(fetch_encoder(Path(self.config.cache_dir)))
+        except EncoderError as exc:
+            log.warning("speaker diarization unavailable: %s", exc)
+            self.capabilities = capabilities(self._model_name, speaker=False)
+            return None
 
     async def transcribe(self, job: Job, audio: bytes) -> dict[str, Any]:
         if self._pool is None:

@@ -13,14 +13,17 @@ from bytewax.speechmatics.schemas.call_start import CallConfig
 from bytewax.speechmatics.schemas.errors import SettingsError
 
 WHISPER = whisper_capabilities("base")
+#: The whisper engine of a worker whose speaker encoder could not be had.
+WHISPER_NO_SPEAKER = whisper_capabilities("base", speaker=False)
 SPEAKER = "speaker diarization is not available in the local whisper engine: words have no speaker"
 
 
 def test_whisper_says_what_it_cannot_do_and_rejects_only_a_language_it_lacks() -> None:
     assert unsupported(WHISPER, {"language": "de", "diarization": "channel"}) == []
+    assert unsupported(WHISPER, {"language": "en", "diarization": "speaker"}) == []  # diarize.py
     asked = {"language": "xx", "diarization": "speaker", "enable_entities": True, "model": "enhanced",
              "additional_vocab": [{"content": "a"}], "output_locale": "en-GB"}
-    found = unsupported(WHISPER, asked)
+    found = unsupported(WHISPER_NO_SPEAKER, asked)
     assert [(u.feature, u.rejects) for u in found] == [
         ("language", True), ("diarization", False), ("additional_vocab", False), ("enable_entities", False),
         ("output_locale", False)]  # no operating point: the SDK asks for one on every job, and one model answers
@@ -49,10 +52,12 @@ def test_discovery_documents_round_trip_and_the_real_apis_declares_no_local_engi
 
 
 def test_call_started_warnings_come_from_the_calls_effective_config() -> None:
-    settings = SubmitSettings(api_key="k", capabilities=WHISPER)
+    assert SubmitSettings(api_key="k", capabilities=WHISPER).capability_warnings(CallConfig(diarization="speaker")) \
+        == ()
+    settings = SubmitSettings(api_key="k", capabilities=WHISPER_NO_SPEAKER)
     assert settings.capability_warnings() == ()
     assert settings.capability_warnings(CallConfig(diarization="speaker")) == (SPEAKER,)
-    flow_speaker = SubmitSettings(api_key="k", diarization="speaker", capabilities=WHISPER)
+    flow_speaker = SubmitSettings(api_key="k", diarization="speaker", capabilities=WHISPER_NO_SPEAKER)
     assert flow_speaker.capability_warnings() == (SPEAKER,)
     assert flow_speaker.capability_warnings(CallConfig(diarization="channel")) == ()  # the call's own setting wins
     assert SubmitSettings(api_key="k", diarization="speaker").capability_warnings() == ()  # the real API: none

@@ -118,6 +118,18 @@ def test_punctuation_follows_its_word():
     assert kept == []
 
 
+def test_punctuation_stays_with_a_word_of_its_own_channel():
+    # the agent's "." comes after the caller's "yes" in time: it belongs to the agent's "ok", so it goes
+    # (and stays out) with "ok", whatever happens to "yes"
+    truth = parse_truth([
+        {"text": "ok", "start_time": 1.0, "end_time": 1.6, "channel": 1},
+        {"text": "yes", "start_time": 1.5, "end_time": 2.4, "channel": 2},
+        {"text": ".", "start_time": 2.4, "end_time": 2.4, "type": "punctuation", "channel": 1},
+    ])
+    assert [w.text for w, _, _ in select_words(truth, 1.4, 3.0, "midpoint")] == ["yes"]
+    assert [w.text for w, _, _ in select_words(truth, 0.0, 1.4, "midpoint")] == ["ok", "."]
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 100), st.floats(0, 5)), min_size=1, max_size=40), st.floats(0, 90),
        st.floats(1, 40))
