@@ -1,11 +1,11 @@
 """`make bench`: every benchmark in one run, then ONE table with all the figures that run measured.
 
 Each bench is also runnable alone (`python -m bench.ingest`, `bench.baseline`, `bench.latency`, `bench.scaling`,
-`bench.cluster_rate`, `bench.accuracy`, `bench.cost`, `bench.profile_ingest`, `bench.ingress`). The broker is
-KAFKA_BOOTSTRAP_SERVERS, else the project's local broker (started if needed). Publishers always run in their own
-processes. Options narrow the run: `python -m bench --only ingest,latency --latency-calls 100`; `--quick` is a
-short check of every figure (about two minutes plus the accuracy bench's first download) with smaller sizes, not
-the figures to quote.
+`bench.cluster_rate`, `bench.fleet`, `bench.accuracy`, `bench.cost`, `bench.profile_ingest`, `bench.ingress`).
+The broker is KAFKA_BOOTSTRAP_SERVERS, else the project's local broker (started if needed). Publishers always run
+in their own processes. Options narrow the run: `python -m bench --only ingest,latency --latency-calls 100`;
+`--quick` is a short check of every figure (about two minutes plus the accuracy bench's first download) with
+smaller sizes, not the figures to quote.
 
 Targets (issue 17): ingest >= 1.0x the hand-written baseline at 20 ms frames (stretch 1.5x); >= 1,500 sustained
 real-time calls per process; end -> call_completed p99 <= 150 ms at 100 calls and <= 1 s at 1,000 calls (reference
@@ -21,16 +21,17 @@ import os
 import platform
 import time
 
-from bench import cluster_rate, ingest, ingress, latency, scaling
+from bench import cluster_rate, fleet, ingest, ingress, latency, scaling
 from bench.common import Table, kafka_bootstrap
 
-BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "ingress", "accuracy", "cost")
+BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "fleet", "ingress", "accuracy", "cost")
 #: (full, quick) sizes of each bench
 SIZES = {
     "ingest_calls": (60, 60), "ingest_seconds": (60.0, 30.0), "ingest_repeat": (2, 1),
     "latency_calls": ("100,500,1000", "100,1000"), "latency_seconds": (30.0, 12.0),
     "scaling_steps": ("500,1000,1500,2000,3000", "1000,1500,2000"), "scaling_step_seconds": (10.0, 6.0),
     "memory_calls": (100, 40),
+    "fleet_calls": (30, 12),
     "ingress_streams": ("300,1000", "300"), "ingress_seconds": (30.0, 10.0),
 }
 
@@ -70,6 +71,8 @@ def main() -> None:
                     size["scaling_step_seconds"], size["memory_calls"])
     if "cluster_rate" in only:
         cluster_rate.run(table, bootstrap, quick=args.quick)
+    if "fleet" in only:
+        fleet.run(table, calls=size["fleet_calls"], per_call=6 if not args.quick else 3)
     if "ingress" in only:
         for streams in size["ingress_streams"].split(","):
             ingress.run(bootstrap, int(streams), size["ingress_seconds"], table)

@@ -91,6 +91,16 @@ CHUNKS_PENDING = Gauge("bwsm_chunks_pending", "Chunks cut and not yet transcribe
 SUBMIT_FATAL = Gauge("bwsm_submit_fatal", "1 once the submission API refused the key (401/403); the flow then stops")
 JOURNAL_BYTES = Gauge("bwsm_journal_bytes", "Bytes of the job journal (all processes' files in its directory)")
 
+# A fleet of on-prem workers (connectors/speechmatics/fleet.py), per worker (host:port)
+FLEET_FREE_ENGINES = Gauge("bwsm_fleet_free_engines", "Free engines of a fleet worker, as this process sees them",
+                           ["worker"])
+FLEET_WORKER_UP = Gauge("bwsm_fleet_worker_up", "1 while a fleet worker is in rotation", ["worker"])
+FLEET_WORKER_DOWN = Counter("bwsm_fleet_worker_down", "Times a fleet worker left rotation", ["worker"])
+FLEET_REFUSALS = Counter("bwsm_fleet_refusals", "POSTs a fleet worker refused as busy (503)", ["worker"])
+FLEET_WAITS = Counter("bwsm_fleet_waits", "Jobs that waited in the flow for a free engine")
+FLEET_WAITING = Gauge("bwsm_fleet_waiting", "Jobs waiting in the flow for a free engine now")
+FLEET_FAILOVERS = Counter("bwsm_fleet_failovers", "Jobs posted again elsewhere because their worker left", ["worker"])
+
 # -- the real-time bridge (`bytewax-speechmatics realtime --metrics-port`) --
 RT_SESSIONS_OPEN = Gauge("bwsm_rt_sessions_open", "Real-time sessions open in this bridge process")
 RT_AUDIO_SECONDS = Counter("bwsm_rt_audio_seconds", "Seconds of audio streamed to real-time sessions")

@@ -95,7 +95,7 @@ async def serve(args: argparse.Namespace, engine: Any, faults: dict[str, Any]) -
     from bytewax.speechmatics.connectors.worker.app import WorkerState, create_app
 
     state = WorkerState(engine, args.parallel, api_key=args.api_key or None, faults=faults,
-                        webhook_deadline=args.webhook_deadline)
+                        webhook_deadline=args.webhook_deadline, processing_factor=args.processing_factor)
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -149,6 +149,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(text)
+    return value
+
+
 def _engine(text: str) -> str:
     if text not in ENGINES:
         raise ValueError(text)
@@ -170,6 +177,11 @@ def _configure(parser: argparse.ArgumentParser, environ: Mapping[str, str] | Non
     parser.add_argument("--parallel", type=_positive_int,
                         default=_from_env(env, "BWSM_WORKER_PARALLEL", 1, _positive_int, "an integer >= 1"),
                         help="engines, i.e. jobs run at once (BWSM_WORKER_PARALLEL, default 1)")
+    parser.add_argument("--processing-factor", type=_non_negative_float,
+                        default=_from_env(env, "BWSM_WORKER_PROCESSING_FACTOR", 0.0, _non_negative_float,
+                                          "a number >= 0"),
+                        help="seconds a job keeps its engine per second of audio, at least (simulated processing "
+                             "time, so engines stay busy as real ones do; BWSM_WORKER_PROCESSING_FACTOR, default 0)")
     parser.add_argument("--engine", choices=ENGINES,
                         default=_from_env(env, "BWSM_WORKER_ENGINE", "whisper", _engine, " or ".join(ENGINES)),
                         help="whisper needs the [worker] extra (BWSM_WORKER_ENGINE, default whisper)")

@@ -41,9 +41,18 @@ from speechmatics.batch import (
 
 from bytewax.speechmatics.connectors import metrics
 from bytewax.speechmatics.connectors.logs import fields
+from bytewax.speechmatics.connectors.speechmatics.fleet import Fleet, qualify, unqualify, worker_name
+from bytewax.speechmatics.connectors.speechmatics.fleet_watch import FleetWatch
 from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, shared_journal
 from bytewax.speechmatics.connectors.speechmatics.lookup import HASH_TAG_PREFIX, find_by_reference
-from bytewax.speechmatics.connectors.speechmatics.retry import Backoff, Classified, ErrorClass, RetryBudget, classify
+from bytewax.speechmatics.connectors.speechmatics.retry import (
+    Backoff,
+    Classified,
+    ErrorClass,
+    RetryBudget,
+    classify,
+    http_status,
+)
 from bytewax.speechmatics.connectors.speechmatics.sdk import TrackingConfig, instrument, raw_get
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.connectors.speechmatics.submit_events import (
@@ -76,6 +85,8 @@ T = TypeVar("T")
 
 #: Seconds between the two lookups that precede a re-POST (see SubmitService._find_settled).
 LOOKUP_SETTLE_SECONDS = 2.0
+#: POSTs answered 404 in a row (at one endpoint) that stop the flow: the URL does not name a batch API.
+POST_404_FATAL = 3
 
 
 # ---- errors inside the service ---------------------------------------------------------------------------------
@@ -99,6 +110,10 @@ class _Gone(Exception):
     """The job is unknown, expired or deleted at the server: post the chunk again."""
 
 
+class _WorkerDown(Exception):
+    """The fleet worker holding the job left rotation (fleet_watch.py)."""
+
+
 def redact(text: str, key: str | None) -> str:
     """Remove the API key from a message, should a server ever echo it."""
     return text.replace(key, "***") if key and len(key) >= 4 else text
@@ -113,6 +128,7 @@ class _Progress:
     job_id: str | None = None
     started: float = field(default_factory=time.monotonic)
     unposted: bool = False  # counted in SubmitService._unposted
+    worker: str | None = None  # the fleet worker (URL) of the last POST attempt
 
 
 # ---- the service -----------------------------------------------------------------------------------------------
@@ -128,8 +144,15 @@ class SubmitService:
         self.post_limit = cluster_share(settings.post_rate, self.place)
         self.get_limit = cluster_share(settings.get_rate, self.place)
         # Lending the POST share (lending.py): only between integer shares, and only with a broker for the reports.
+        # A fleet of on-prem workers has no POST/s limit: its limit is engines (fleet.py), so no POST limiter and
+        # nothing to lend.
         self.lends = (settings.rate_lending and settings.kafka is not None and self.place.processes > 1
-                      and int(settings.post_rate) >= self.place.processes)
+                      and int(settings.post_rate) >= self.place.processes and not settings.worker_urls)
+        self._clients: dict[str, AsyncClient] = {}  # a fleet's: one client per worker URL
+        self._watch: FleetWatch | None = None
+        self._engines = settings.parallel_engines or 1
+        self._orphans: dict[str, list[str]] = {}  # worker URL -> its job ids to cancel when it rejoins
+        self._post_404: dict[str, int] = {}  # endpoint -> POSTs answered 404 in a row
         self._limiter_link: Any = None  # connectors.kafka.limiter.LimiterLink when lending
         self._unposted = 0  # chunks handed in whose job is not known yet (they will need a POST)
         self._handed_in = 0
@@ -165,6 +188,8 @@ class SubmitService:
         """Create the client (fails at once on a missing key) and start the loop thread."""
         try:
             self._client = self._client_factory()
+            self._clients = {url: AsyncClient(api_key=self.settings.api_key, url=url)
+                             for url in self.settings.worker_urls}
         except ValueError as exc:
             raise FatalSubmitError(f"Speechmatics client not configured: {redact(str(exc), self.settings.api_key)}") \
                 from None
@@ -200,6 +225,11 @@ class SubmitService:
         self._in_flight = asyncio.Semaphore(s.max_in_flight)
         try:
             loop.run_until_complete(self._instrument_client())
+            if s.worker_urls:
+                self._watch = FleetWatch(Fleet(s.worker_urls), s.fleet_refresh, self._rejoined)
+                loop.run_until_complete(self._watch.start())
+                log.info("fleet of %d on-prem workers, %d up, %d engines free", len(s.worker_urls),
+                         sum(self._watch.fleet.is_up(u) for u in s.worker_urls), self._watch.fleet.free_total())
             if s.wait_mode == "webhook":
                 self._receiver = WebhookReceiver(s.webhook_secret, self._wake_job, s.webhook_host, self.webhook_port)
                 loop.run_until_complete(self._receiver.start())
@@ -218,6 +248,8 @@ class SubmitService:
         trace = send_trace_config()  # the send gate of the limiter whose grant the request holds (see _request)
         if instrument(self._client, trace, self.settings.max_in_flight):
             self._post_limiter.tracks_sends = self._get_limiter.tracks_sends = True
+        for client in self._clients.values():
+            instrument(client, trace, self.settings.max_in_flight)
 
     def _demand(self) -> tuple[int, int]:
         """(chunks waiting for their POST, chunks handed in so far): what a lending report is decided from."""
@@ -237,8 +269,10 @@ class SubmitService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._receiver is not None:
                 await self._receiver.stop()
-            if self._client is not None:
-                await self._client.close()
+            if self._watch is not None:
+                await self._watch.stop()
+            for client in {id(c): c for c in [self._client, *self._clients.values()] if c is not None}.values():
+                await client.close()
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
@@ -372,44 +406,69 @@ class SubmitService:
                 self._job_known(progress)
                 self._emit(chunk.span.call_id, JobKnown(chunk.span.index, job_id, progress.posts))
             try:
-                return job_id, await self._await_job(job_id, budget)
+                transcript = await self._await_job(job_id, budget)
             except _Gone:
+                self._release(job_id)
                 log.warning("job gone at the server: posting again", extra=fields(reference=ref, job_id=job_id))
                 entry = await self._journal.lookup_async(ref)
                 if entry is not None and entry.job_id in (job_id, None):  # never a newer id than the one gone
                     self._journal.forget(ref)
                 job_id = progress.job_id = None
                 progress.first_post_at = None  # the next POST writes its own intent first
+                continue
+            except BaseException:
+                self._release(job_id)
+                raise
+            self._release(job_id)
+            return job_id, transcript
         raise ChunkFailure("gone", f"jobs kept disappearing: {self.settings.max_attempts} jobs gone")
 
-    async def _request(self, route: str, call: Callable[[], Awaitable[T]], budget: RetryBudget) -> T:
-        """One API request with throttling and retries of transient failures (capped attempts and time)."""
+    async def _request(self, route: str, call: Callable[[], Awaitable[T]], budget: RetryBudget,
+                       worker: str | None = None) -> T:
+        """One API request with throttling and retries of transient failures (capped attempts and time); at a
+        fleet `worker`, _WorkerDown as soon as that worker leaves rotation. A fleet's POSTs pass no POST limiter:
+        the fleet's limit is engines, and `call` waits for one (fleet_watch.FleetWatch.take)."""
         limiter = self._post_limiter if route == "post" else self._get_limiter
+        fleet_post = route == "post" and self._watch is not None
         failures = busy = 0
         while True:
             if self._fatal is not None:
                 raise FatalSubmitError(self._fatal)
-            grant = await limiter.acquire()
-            metrics.RATE_LIMIT.labels(route=route).set(limiter.rate.current())
-            # Inside `granted` the trace hook reports this request's send, and the next request of the route is
-            # granted only after it (spaced from the real send time, however late it leaves).
-            with limiter.granted(grant):
+            if worker is not None and self._watch is not None and not self._watch.fleet.is_up(worker):
+                raise _WorkerDown()
+            if fleet_post:
                 try:
                     return await call()
+                except (ChunkFailure, FatalSubmitError):
+                    raise
                 except Exception as exc:
-                    classified = classify(exc, posting=route == "post")
+                    classified = classify(exc, posting=True)
+            else:
+                grant = await limiter.acquire()
+                metrics.RATE_LIMIT.labels(route=route).set(limiter.rate.current())
+                # Inside `granted` the trace hook reports this request's send, and the next request of the route is
+                # granted only after it (spaced from the real send time, however late it leaves).
+                with limiter.granted(grant):
+                    try:
+                        return await call()
+                    except Exception as exc:
+                        classified = classify(exc, posting=route == "post")
             if classified.throttled:
                 metrics.HTTP_429.labels(route=route).inc()
                 limiter.throttled()
             if classified.kind is ErrorClass.FATAL:
                 raise FatalSubmitError(classified.description)
-            if classified.kind is not ErrorClass.RETRYABLE:
+            if route == "post" and classified.status in (404, 405):
+                self._check_post_404()  # a URL that names no batch API stops the flow; a lone 404 is retried
+            elif classified.kind is not ErrorClass.RETRYABLE:
                 raise _RequestFailed(classified)
             # A 503 on POST is a busy server refusing before it creates a job (an on-prem worker whose engines
             # are all in use answers exactly that): back-pressure, not a failure. It waits like any retry but
             # does not use up the chunk's attempts; the chunk's time cap still bounds it.
             if route == "post" and classified.status == 503:
                 busy += 1
+                if fleet_post:  # that worker counts as full now: the next try waits for a free engine
+                    continue
             else:
                 failures += 1
             now = time.monotonic()
@@ -418,6 +477,48 @@ class SubmitService:
                                    f"{route} gave up after {failures + busy} attempts: {classified.description}")
             metrics.RETRIES.labels(route=route, kind=classified.kind.value).inc()
             await asyncio.sleep(budget.clip(self._backoff.delay(failures + busy - 1), now))
+
+    def _check_post_404(self) -> None:
+        """POSTs answered 404 again and again: the URL names no batch API (a typo, a missing /v2, a list joined
+        into one URL), so every chunk would fail while the flow ran on; stop the flow like a bad key."""
+        for url, count in self._post_404.items():
+            if count >= POST_404_FATAL:
+                raise FatalSubmitError(
+                    f"POST /jobs at {worker_name(url) or url} answered 404 {count} times in a row: "
+                    f"SPEECHMATICS_BATCH_URL does not name a Speechmatics batch API (it ends in /v2, for example "
+                    f"http://127.0.0.1:18000/v2)")
+
+    def _client_at(self, worker: str | None) -> AsyncClient:
+        client = self._clients[worker] if worker is not None else self._client
+        assert client is not None
+        return client
+
+    def _locate(self, job_id: str) -> tuple[str, str | None]:
+        """(the worker's own job id, the fleet worker's URL or None with one endpoint); _Gone for a job of a
+        worker no longer in the fleet."""
+        if self._watch is None:
+            return job_id, None
+        raw, name = unqualify(job_id)
+        url = self._watch.fleet.by_name(name) if name else None
+        if url is None:
+            raise _Gone()
+        return raw, url
+
+    def _release(self, job_id: str) -> None:
+        """Our job there ended: its engines are free in the fleet's view."""
+        if self._watch is not None:
+            with contextlib.suppress(_Gone):
+                raw, url = self._locate(job_id)
+                if url is not None:
+                    self._watch.release(url, self._engines, raw)
+
+    async def _rejoined(self, url: str) -> None:
+        """A fleet worker is back: cancel the jobs posted elsewhere meanwhile, so no live worker does them twice."""
+        for raw in self._orphans.pop(url, []):
+            with contextlib.suppress(Exception):
+                await self._clients[url].delete_job(raw, force=True)
+                log.info("job of a failed-over chunk cancelled at its returning worker",
+                         extra=fields(job_id=qualify(raw, url)))
 
     def _job_tag(self, chunk: Chunk) -> str:
         """The job fingerprint of this chunk's call: the flow's, or one with the call's own settings merged in."""
@@ -452,15 +553,32 @@ class SubmitService:
             await self._journal.intend_async(ref, digest)
 
         async def post() -> JobDetails:
+            worker = await self._take_engine(budget)
+            progress.worker = worker
             if progress.first_post_at is None:
                 progress.first_post_at = time.time()
             progress.posts += 1
-            return await self._client.submit_job(io.BytesIO(wav), config=config, parallel_engines=s.parallel_engines,
-                                                 user_id=s.user_id)
+            endpoint = worker or s.batch_url or ""
+            try:
+                job = await self._client_at(worker).submit_job(io.BytesIO(wav), config=config,
+                                                               parallel_engines=s.parallel_engines, user_id=s.user_id)
+            except Exception as exc:
+                status = http_status(exc)
+                self._post_404[endpoint] = self._post_404.get(endpoint, 0) + 1 if status in (404, 405) else 0
+                if worker is not None and self._watch is not None:
+                    self._watch.posted(worker, self._engines, None)
+                    if status == 503:
+                        self._watch.refused(worker)
+                raise
+            self._post_404[endpoint] = 0
+            if worker is not None and self._watch is not None:
+                self._watch.posted(worker, self._engines, job.id)
+            return job
 
         while True:
             if ambiguous:
-                found = await self._find_settled(ref, digest, progress.first_post_at or time.time(), budget)
+                found = await self._find_settled(ref, digest, progress.first_post_at or time.time(), budget,
+                                                 progress.worker)
                 if found is not None:
                     metrics.JOBS_RECOVERED.labels(via="lookup").inc()
                     log.info("job found by reference", extra=fields(reference=ref, job_id=found, stage="lookup"))
@@ -479,31 +597,61 @@ class SubmitService:
                 metrics.RETRIES.labels(route="post", kind="ambiguous").inc()
                 await asyncio.sleep(budget.clip(self._backoff.delay(ambiguous - 1), now))
                 continue
-            await self._journal.record_async(ref, job.id, digest, progress.posts)
+            job_id = job.id if progress.worker is None else qualify(job.id, progress.worker)
+            await self._journal.record_async(ref, job_id, digest, progress.posts)
             metrics.JOBS_POSTED.inc()
-            log.info("job posted", extra=fields(reference=ref, job_id=job.id, attempts=progress.posts))
-            return job.id
+            log.info("job posted", extra=fields(reference=ref, job_id=job_id, attempts=progress.posts))
+            return job_id
 
-    async def _find_settled(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:
+    async def _take_engine(self, budget: RetryBudget) -> str | None:
+        """A fleet worker with a free engine, reserved (waiting in the flow while all are full or down); None with
+        one endpoint."""
+        if self._watch is None:
+            return None
+        worker = await self._watch.take(self._engines, budget.deadline)
+        if worker is None:
+            raise ChunkFailure("timeout", f"no worker of the fleet had a free engine within "
+                                          f"{self.settings.max_chunk_seconds:.0f} s (BWSM_MAX_CHUNK_SECONDS)")
+        return worker
+
+    async def _find_settled(self, ref: str, digest: str, since: float, budget: RetryBudget,
+                            worker: str | None = None) -> str | None:
         """Look a job up twice, LOOKUP_SETTLE_SECONDS apart, before concluding that a POST must go out again.
 
         Why: a POST whose sender died (a crash, a cut connection) can still be creating its job at the server when
         the first lookup runs; a second look after the server has had time to finish avoids paying twice.
         """
-        found = await self._find_by_reference(ref, digest, since, budget)
+        found = await self._find_anywhere(ref, digest, since, budget, worker)
         if found is None:
             await asyncio.sleep(LOOKUP_SETTLE_SECONDS)
-            found = await self._find_by_reference(ref, digest, since, budget)
+            found = await self._find_anywhere(ref, digest, since, budget, worker)
         return found
 
-    async def _find_by_reference(self, ref: str, digest: str, since: float, budget: RetryBudget) -> str | None:
+    async def _find_anywhere(self, ref: str, digest: str, since: float, budget: RetryBudget,
+                             worker: str | None) -> str | None:
+        """The job at `worker`, or (a fleet's POST whose worker is not known: a crash mid-POST) at any worker in
+        rotation; the id qualified with its worker in a fleet."""
+        if self._watch is None:
+            return await self._find_by_reference(ref, digest, since, budget)
+        fleet = self._watch.fleet
+        for url in [worker] if worker is not None else [u for u in fleet.urls if fleet.is_up(u)]:
+            with contextlib.suppress(_WorkerDown):
+                found = await self._find_by_reference(ref, digest, since, budget, url)
+                if found is not None:
+                    return qualify(found, url)
+        return None
+
+    async def _find_by_reference(self, ref: str, digest: str, since: float, budget: RetryBudget,
+                                 worker: str | None = None) -> str | None:
         """The newest job carrying this reference and audio hash (lookup.find_by_reference), through the GET limiter."""
+        client = self._client_at(worker)
+
         async def page(before: str | None) -> list[JobDetails]:
             async def call() -> list[JobDetails]:
-                return await self._client.list_jobs(limit=100, created_before=before)
+                return await client.list_jobs(limit=100, created_before=before)
 
             try:
-                return await self._request("get", call, budget)
+                return await self._request("get", call, budget, worker)
             except _RequestFailed as exc:
                 raise ChunkFailure("lookup_failed",
                                    f"could not look for an existing job: {exc.classified.description}") from None
@@ -528,24 +676,34 @@ class SubmitService:
         s = self.settings
         interval = s.poll_min
         wait = s.wait_seconds if s.wait_mode == "wait" else None
+        raw, worker = self._locate(job_id)
+        client = self._client_at(worker)
         try:
             while True:
                 if wait is None:
-                    await self._pause(job_id, interval)
+                    await self._pause(raw, interval)  # webhooks name the worker's own job id
                     interval = min(interval * 1.5, s.poll_max)
 
                 async def status() -> JobDetails:
-                    return await self._client.get_job_info(job_id, wait=wait)
+                    return await client.get_job_info(raw, wait=wait)
 
                 try:
-                    info = await self._request("get", status, budget)
+                    info = await self._request("get", status, budget, worker)
+                except _WorkerDown:
+                    assert worker is not None and self._watch is not None
+                    await self._failover(job_id, worker)
+                    continue
                 except _RequestFailed as exc:
                     if exc.classified.kind is ErrorClass.GONE:
                         raise _Gone() from None
                     raise ChunkFailure("status_failed",
                                        f"status of job {job_id}: {exc.classified.description}") from None
                 if info.status == JobStatus.DONE:
-                    return await self._fetch(job_id, budget)
+                    try:
+                        return await self._fetch(job_id, budget)
+                    except _WorkerDown:
+                        await self._failover(job_id, worker or "")
+                        continue
                 if info.status == JobStatus.REJECTED:
                     detail = "; ".join(e.message for e in info.errors or [])[:300]
                     raise ChunkFailure("rejected", f"job rejected: {detail or 'no reason given'}")
@@ -555,19 +713,33 @@ class SubmitService:
                     raise ChunkFailure("timeout",
                                        f"job not done within {s.max_chunk_seconds:.0f} s (BWSM_MAX_CHUNK_SECONDS)")
         finally:
-            self._wakers.pop(job_id, None)
+            self._wakers.pop(raw, None)
+
+    async def _failover(self, job_id: str, worker: str) -> None:
+        """The job's worker left rotation: wait BWSM_FLEET_FAILOVER_SECONDS for it (then the job is asked for
+        again: found, or gone with a restarted worker and posted anew), else _Gone, so the chunk is posted to another
+        worker, and the job is cancelled at this one should it return (no live worker does a chunk twice)."""
+        assert self._watch is not None
+        name = worker_name(worker)
+        log.warning("the worker of a job left rotation: waiting for it", extra=fields(job_id=job_id))
+        if await self._watch.wait_up(worker, self.settings.fleet_failover):
+            return
+        metrics.FLEET_FAILOVERS.labels(worker=name).inc()
+        log.warning("the worker of a job stayed away: posting the chunk to another", extra=fields(job_id=job_id))
+        self._orphans.setdefault(worker, []).append(unqualify(job_id)[0])
+        raise _Gone()
 
     async def _fetch(self, job_id: str, budget: RetryBudget) -> dict[str, Any]:
         """The json-v2 transcript as the API sent it (the SDK's Transcript object cannot give the dict back)."""
-        client = self._client
-        assert client is not None
+        raw, worker = self._locate(job_id)
+        client = self._client_at(worker)
 
         async def get() -> dict[str, Any]:
-            return await raw_get(client, f"/jobs/{job_id}/transcript", {"format": "json-v2"})
+            return await raw_get(client, f"/jobs/{raw}/transcript", {"format": "json-v2"})
 
         for attempt in range(budget.max_attempts):
             try:
-                body = await self._request("get", get, budget)
+                body = await self._request("get", get, budget, worker)
             except _RequestFailed as exc:
                 if exc.classified.status == 404:  # done but not yet readable: the API's eventual consistency
                     await asyncio.sleep(self._backoff.delay(attempt))

@@ -50,6 +50,34 @@ def parse_channel_labels(raw: str) -> tuple[str, ...]:
     return labels
 
 
+BATCH_URL_EXAMPLE = "http://127.0.0.1:18000/v2"
+
+
+def parse_batch_urls(raw: str) -> tuple[str, ...]:
+    """SPEECHMATICS_BATCH_URL as one URL, or several on-prem workers separated by commas (a fleet): each an http(s)
+    URL with a host and a valid port, none twice, and never the Speechmatics SaaS in a list (the SaaS is one
+    endpoint with its own rate limits). SettingsError, one line, otherwise."""
+    urls = tuple(part.strip() for part in raw.split(","))
+    what = "SPEECHMATICS_BATCH_URL must be an http(s) URL such as " + BATCH_URL_EXAMPLE + \
+        " (or several on-prem workers separated by commas)"
+    for position, url in enumerate(urls, 1):
+        where = f"URL {position} of {len(urls)}" if len(urls) > 1 else "got"
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError:
+            raise SettingsError(f"{what}; {where} has an invalid port: {url[:80]!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url) \
+                or parts.query or parts.fragment or "://" in parts.path:  # "://" in the path: URLs run together
+            raise SettingsError(f"{what}; {where} is not one: {url[:80]!r}")
+    if len(set(urls)) != len(urls):
+        raise SettingsError(f"{what}; a worker is listed twice: {raw[:120]!r}")
+    if len(urls) > 1 and any((urlsplit(u).hostname or "").endswith("speechmatics.com") for u in urls):
+        raise SettingsError("SPEECHMATICS_BATCH_URL: the Speechmatics SaaS is one endpoint; only on-prem workers "
+                            "may be listed together")
+    return urls
+
+
 def channel_config(labels: tuple[str, ...]) -> dict[str, Any]:
     """TranscriptionConfig fields for two-channel calls: each channel's words carry its label."""
     return {"diarization": "channel", "channel_diarization_labels": list(labels)}
@@ -200,6 +228,12 @@ class SubmitSettings:
     webhook_fallback_poll: float = 30.0
     #: The brokers of the lending reports (the flow's own Kafka; None: no lending, fixed shares).
     kafka: KafkaSettings | None = field(default=None, repr=False)
+    #: Every on-prem worker of a fleet, when SPEECHMATICS_BATCH_URL lists more than one (`batch_url` is then the
+    #: first); empty: one endpoint. Filled from `batch_url` itself (a copy keeps it while `batch_url` is its first;
+    #: given with `batch_url` as its only URL, one worker is routed by engines as a fleet of one).
+    worker_urls: tuple[str, ...] = ()
+    fleet_refresh: float = 0.5  # seconds between GET /jobs of each fleet worker (fleet.py)
+    fleet_failover: float = 10.0  # seconds a job waits for its silent worker before it is posted to another
     #: What the engine behind `batch_url` honours, when it is a local worker's (learnt when the flow is built,
     #: connectors/speechmatics/endpoint.py); None: the real API's, which honours every option.
     capabilities: EngineCapabilities | None = None
@@ -217,10 +251,16 @@ class SubmitSettings:
         if self.wait_mode == "webhook" and not self.webhook_url:
             raise SettingsError("BWSM_WAIT_MODE=webhook needs BWSM_WEBHOOK_URL (the URL the API calls back)")
         if self.batch_url is not None:
-            parts = urlsplit(self.batch_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise SettingsError(f"SPEECHMATICS_BATCH_URL must be an http(s) URL such as "
-                                    f"http://127.0.0.1:18000/v2, got {self.batch_url[:80]!r}")
+            urls = parse_batch_urls(self.batch_url)
+            fleet = urls if len(urls) > 1 else ()
+            if len(urls) == 1 and self.worker_urls and self.worker_urls[0] == urls[0]:
+                fleet = parse_batch_urls(",".join(self.worker_urls))  # a copy (`replace`), or a fleet of one
+            object.__setattr__(self, "batch_url", urls[0])
+            object.__setattr__(self, "worker_urls", fleet)
+        else:
+            object.__setattr__(self, "worker_urls", ())
+        if self.fleet_refresh <= 0 or self.fleet_failover <= 0:
+            raise SettingsError("BWSM_FLEET_REFRESH_SECONDS and BWSM_FLEET_FAILOVER_SECONDS must be > 0")
         if self.diarization not in (None, *DIARIZATIONS):
             raise SettingsError(f"BWSM_DIARIZATION must be {in_words(DIARIZATIONS)}, got {self.diarization!r}")
         try:

@@ -122,8 +122,12 @@ class WorkerState:
         api_key: str | None = None,
         faults: dict | None = None,
         webhook_deadline: float = DEFAULT_WEBHOOK_DEADLINE,
+        processing_factor: float = 0.0,
     ) -> None:
         self.engine = engine
+        #: Seconds a job holds its engines per second of audio at least (`--processing-factor`): the reference
+        #: engine answers at once, a real one takes a fraction of real time; fleet tests need engines kept busy.
+        self.processing_factor = processing_factor
         self.webhook_deadline = webhook_deadline
         self.capacity = EngineCapacity(parallel)
         self.api_key = api_key or None
@@ -357,6 +361,7 @@ async def _run_job(state: WorkerState, job: Job, audio: bytes, reject: bool) -> 
             return
         job.note(f"engine {state.engine.name} started")
         out = await state.engine.transcribe(job, audio)
+        await asyncio.sleep(max(0.0, job.duration * state.processing_factor - (time.monotonic() - started)))
         await state.hold(state.faults.job_seconds())
         if out.get("located") is not None:
             state.stats.located[job.id] = out["located"]

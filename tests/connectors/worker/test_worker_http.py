@@ -203,3 +203,22 @@ def test_an_engine_that_cannot_start_stops_the_worker_loudly(local_worker, tmp_p
 
     with pytest.raises(WorkerStartError, match="has no model.bin"):
         local_worker(engine="whisper", parallel=1, extra_args=["--model-dir", str(tmp_path)], ready_timeout=60)
+
+
+def test_a_processing_factor_keeps_the_engine_busy_for_the_audio(local_worker):
+    """`--processing-factor 4`: a 1 s job holds its engine 4 s at least (as a real engine's would), then frees it."""
+    worker = local_worker(engine="reference", parallel=1, extra_args=["--processing-factor", "4"])
+    audio, _ = synthetic_call(1, seed=12)
+    wav = encode_wav(audio, 16000, "pcm_s16le", 1)
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            status, body = await post(s, worker.base, wav)
+            assert status == 201
+            await asyncio.sleep(0.5)  # the reference engine itself answers within milliseconds
+            assert (await get(s, f"{worker.base}/jobs"))[1]["unused_engines"] == 0
+            assert (await post(s, worker.base, wav))[0] == 503  # its one engine is still busy
+            await until(lambda: _idle(s, worker.base), deadline=30)
+            assert (await get(s, f"{worker.base}/v2/jobs/{body['id']}"))[1]["job"]["status"] == "done"
+
+    asyncio.run(go())
