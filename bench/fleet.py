@@ -13,7 +13,10 @@ HTTP), the last of them marked last. Figures:
 Round robin is the baseline a load balancer gives: the next worker in turn whatever its engines, a refused POST
 retried at the next one after an exponential backoff (50 ms doubling to 1 s), as a client behind a balancer does.
 
-    python -m bench.fleet [--calls 30] [--chunks 6] [--chunk-seconds 2] [--workers 1,2,4]
+    python -m bench.fleet [--calls 30] [--chunks 6] [--chunk-seconds 2] [--workers 1,2,4] [--last-chunk-engines 2]
+
+`--last-chunk-engines K` adds the routing runs with BWSM_FLEET_LAST_CHUNK_ENGINES=K (a call's last chunk asks for
+up to K engines when free and no job waits; the worker then takes F x audio / K): compare their call latency.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def _round_robin(service) -> None:  # noqa: ANN001
     turn = itertools.cycle(watch.fleet.urls)
     tries: dict[asyncio.Task, int] = {}
 
-    async def take(engines: int, deadline: float) -> str | None:
+    async def take(engines: int, deadline: float, wanted: int | None = None) -> tuple[str, int] | None:
         task = asyncio.current_task()
         assert task is not None
         n = tries.get(task, 0)
@@ -70,13 +73,14 @@ def _round_robin(service) -> None:  # noqa: ANN001
             url = next(turn)
             if watch.fleet.is_up(url):
                 watch.fleet.reserve(url, engines)
-                return url
+                return url, engines
         return None
 
     watch.take = take
 
 
-def measure(urls: Sequence[str], waves: list[list], chunk_seconds: float, routing: str, journal_dir: str) -> dict:
+def measure(urls: Sequence[str], waves: list[list], chunk_seconds: float, routing: str, journal_dir: str,
+            last_chunk_engines: int = 1) -> dict:
     """One run: hand the waves over live, wait for every result; the figures of the module doc."""
     from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal
     from bytewax.speechmatics.connectors.speechmatics.service import ChunkDone, SubmitRequest, SubmitService
@@ -85,7 +89,7 @@ def measure(urls: Sequence[str], waves: list[list], chunk_seconds: float, routin
 
     settings = SubmitSettings(api_key="bench-fleet", batch_url=urls[0], worker_urls=tuple(urls),  # one: routed too
                               journal_dir=journal_dir, poll_min=0.05, poll_max=0.25, fleet_refresh=0.2,
-                              backoff_base=0.05, backoff_cap=1.0)
+                              backoff_base=0.05, backoff_cap=1.0, fleet_last_chunk_engines=last_chunk_engines)
     service = SubmitService(settings, place=ClusterPlace(1, 0), journal=JobJournal(journal_dir)).start()
     if routing == "round_robin":
         _round_robin(service)
@@ -128,22 +132,27 @@ def _collect(service, calls: set[str], results: dict[str, float], done_type: typ
 
 
 def run(table: Table, calls: int = 30, per_call: int = 6, chunk_seconds: float = 2.0,
-        worker_counts: Sequence[int] = (1, 2, 4)) -> None:
+        worker_counts: Sequence[int] = (1, 2, 4), last_chunk_engines: int = 1) -> None:
     from bytewax.speechmatics.connectors.worker.control import start_worker
 
     waves = _chunks(calls, per_call, chunk_seconds)
-    cases = [(n, "routing") for n in worker_counts] + [(n, "round_robin") for n in worker_counts if n > 1]
-    for n, routing in cases:
+    cases = [(n, "routing", 1) for n in worker_counts]
+    if last_chunk_engines > 1:  # the same runs with BWSM_FLEET_LAST_CHUNK_ENGINES on, to compare
+        cases += [(n, "routing", last_chunk_engines) for n in worker_counts]
+    cases += [(n, "round_robin", 1) for n in worker_counts if n > 1]
+    for n, routing, last_engines in cases:
         workers = [start_worker(engine="reference", parallel=ENGINES,
                                 extra_args=["--processing-factor", str(PROCESSING_FACTOR)]) for _ in range(n)]
         try:
             with tempfile.TemporaryDirectory() as journal_dir:
-                out = measure([w.url for w in workers], waves, chunk_seconds, routing, journal_dir)
+                out = measure([w.url for w in workers], waves, chunk_seconds, routing, journal_dir, last_engines)
             refusals = sum(w.admin.stats()["requests"].get("POST /v2/jobs", {}).get("503", 0) for w in workers)
         finally:
             for w in workers:
                 w.stop()
         case = f"{n} worker{'s' if n > 1 else ''} x {ENGINES} engines, {routing.replace('_', ' ')}"
+        if last_engines > 1:
+            case += f", last chunk up to {last_engines} engines"
         p50, p95, p99 = percentiles(out["latencies"])
         table.add("fleet", case, "chunks/s", f"{out['done'] / out['elapsed']:.1f}",
                   f"{out['done']}/{out['total']} chunks, {out['done'] * chunk_seconds / out['elapsed']:.1f} audio s/s")
@@ -159,9 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunks", type=int, default=6, help="chunks per call")
     parser.add_argument("--chunk-seconds", type=float, default=2.0)
     parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
+    parser.add_argument("--last-chunk-engines", type=int, default=1,
+                        help="also run with BWSM_FLEET_LAST_CHUNK_ENGINES at this value (> 1) to compare")
     args = parser.parse_args(argv)
     table = Table()
-    run(table, args.calls, args.chunks, args.chunk_seconds, [int(x) for x in args.workers.split(",")])
+    run(table, args.calls, args.chunks, args.chunk_seconds, [int(x) for x in args.workers.split(",")],
+        args.last_chunk_engines)
     print(table.render())
 
 

@@ -337,6 +337,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_POLL_MIN", "submission", "poll_min", _number(float, low=0.01)),
     _v("BWSM_FLEET_REFRESH_SECONDS", "submission", "fleet_refresh", _number(float, low=0.01)),
     _v("BWSM_FLEET_FAILOVER_SECONDS", "submission", "fleet_failover", _number(float, low=0.1)),
+    _v("BWSM_FLEET_LAST_CHUNK_ENGINES", "submission", "fleet_last_chunk_engines", _COUNT),
     _v("BWSM_POLL_MAX", "submission", "poll_max", _number(float, low=0.01)),
     _v("BWSM_COLLECT_INTERVAL", "submission", "collect_interval", _number(float, low=0.001)),
     _v("BWSM_SKIP_SILENCE", "submission", "skip_silence", _flag),

@@ -13,6 +13,8 @@ idle and every refusal costs a round trip. Each submitting process keeps this vi
 - processes of a cluster share the fleet through the workers' counts: two processes may both see the last free
   engine between two reports, and one is refused (`refused`: that worker counts as full until its next report).
   Refusals are counted per worker (bwsm_fleet_refusals) and rare: at most one per worker per refresh per process.
+- a call's last chunk gates its completion: with BWSM_FLEET_LAST_CHUNK_ENGINES > 1 it may ask for more engines
+  (`engines_for`), only those its worker has free, and only while no other job waits for an engine.
 - a worker whose report fails `down_after` times in a row leaves rotation (`failed`); its next report brings it
   back (`report` says so).
 
@@ -27,6 +29,16 @@ from urllib.parse import urlsplit
 
 #: Failed reports in a row that take a worker out of rotation.
 DOWN_AFTER = 2
+
+
+def engines_for(base: int, last_chunk_engines: int, last: bool, free: int, waiting: int) -> int:
+    """Engines to ask for a chunk at a worker with `free` engines while `waiting` other jobs wait for one.
+
+    Why: the call's last chunk gates `call_completed`, and k engines do it about k times as fast; but engines
+    taken from jobs that wait would delay other calls, so a waiting job means the usual `base`."""
+    if not last or waiting > 0 or last_chunk_engines <= base:
+        return base
+    return max(base, min(last_chunk_engines, free))
 
 
 def worker_name(url: str) -> str:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from bytewax.speechmatics.connectors import metrics
-from bytewax.speechmatics.connectors.speechmatics.fleet import Fleet, worker_name
+from bytewax.speechmatics.connectors.speechmatics.fleet import Fleet, engines_for, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +97,19 @@ class FleetWatch:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def take(self, engines: int, deadline: float) -> str | None:
-        """A worker with `engines` free engines, reserved; waits (counted) while every worker is full or down.
-        None when the monotonic `deadline` passes first."""
+    async def take(self, engines: int, deadline: float, wanted: int | None = None) -> tuple[str, int] | None:
+        """A worker with `engines` free engines and how many are reserved there: `engines`, or up to `wanted` (a
+        call's last chunk, fleet.engines_for) when no other job waits; waits (counted) while every worker is full
+        or down. None when the monotonic `deadline` passes first."""
         waited = False
         try:
             while True:
                 url = self.fleet.pick(engines)
                 if url is not None:
-                    self.fleet.reserve(url, engines)
-                    return url
+                    others = self._waiting - (1 if waited else 0)
+                    n = engines_for(engines, wanted or engines, wanted is not None, self.fleet.free(url), others)
+                    self.fleet.reserve(url, n)
+                    return url, n
                 if not waited:
                     waited = True
                     self._waiting += 1

@@ -151,6 +151,7 @@ class SubmitService:
         self._clients: dict[str, AsyncClient] = {}  # a fleet's: one client per worker URL
         self._watch: FleetWatch | None = None
         self._engines = settings.parallel_engines or 1
+        self._job_engines: dict[str, int] = {}  # a fleet's jobs posted with other than `_engines` (last chunks)
         self._orphans: dict[str, list[str]] = {}  # worker URL -> its job ids to cancel when it rejoins
         self._post_404: dict[str, int] = {}  # endpoint -> POSTs answered 404 in a row
         self._limiter_link: Any = None  # connectors.kafka.limiter.LimiterLink when lending
@@ -510,7 +511,7 @@ class SubmitService:
             with contextlib.suppress(_Gone):
                 raw, url = self._locate(job_id)
                 if url is not None:
-                    self._watch.release(url, self._engines, raw)
+                    self._watch.release(url, self._job_engines.pop(job_id, self._engines), raw)
 
     async def _rejoined(self, url: str) -> None:
         """A fleet worker is back: cancel the jobs posted elsewhere meanwhile, so no live worker does them twice."""
@@ -553,26 +554,29 @@ class SubmitService:
             await self._journal.intend_async(ref, digest)
 
         async def post() -> JobDetails:
-            worker = await self._take_engine(budget)
+            worker, engines = await self._take_engine(budget, request.chunk.span.last)
             progress.worker = worker
             if progress.first_post_at is None:
                 progress.first_post_at = time.time()
             progress.posts += 1
             endpoint = worker or s.batch_url or ""
+            asked = s.parallel_engines if engines == self._engines else engines  # no header when left unset
             try:
                 job = await self._client_at(worker).submit_job(io.BytesIO(wav), config=config,
-                                                               parallel_engines=s.parallel_engines, user_id=s.user_id)
+                                                               parallel_engines=asked, user_id=s.user_id)
             except Exception as exc:
                 status = http_status(exc)
                 self._post_404[endpoint] = self._post_404.get(endpoint, 0) + 1 if status in (404, 405) else 0
                 if worker is not None and self._watch is not None:
-                    self._watch.posted(worker, self._engines, None)
+                    self._watch.posted(worker, engines, None)
                     if status == 503:
                         self._watch.refused(worker)
                 raise
             self._post_404[endpoint] = 0
             if worker is not None and self._watch is not None:
-                self._watch.posted(worker, self._engines, job.id)
+                self._watch.posted(worker, engines, job.id)
+                if engines != self._engines:
+                    self._job_engines[qualify(job.id, worker)] = engines
             return job
 
         while True:
@@ -603,16 +607,18 @@ class SubmitService:
             log.info("job posted", extra=fields(reference=ref, job_id=job_id, attempts=progress.posts))
             return job_id
 
-    async def _take_engine(self, budget: RetryBudget) -> str | None:
-        """A fleet worker with a free engine, reserved (waiting in the flow while all are full or down); None with
-        one endpoint."""
+    async def _take_engine(self, budget: RetryBudget, last: bool) -> tuple[str | None, int]:
+        """A fleet worker with a free engine and the engines reserved there (more for a call's last chunk with
+        BWSM_FLEET_LAST_CHUNK_ENGINES, fleet.engines_for), waiting in the flow while all are full or down; None
+        with one endpoint."""
         if self._watch is None:
-            return None
-        worker = await self._watch.take(self._engines, budget.deadline)
-        if worker is None:
+            return None, self._engines
+        wanted = self.settings.fleet_last_chunk_engines if last else None
+        taken = await self._watch.take(self._engines, budget.deadline, wanted)
+        if taken is None:
             raise ChunkFailure("timeout", f"no worker of the fleet had a free engine within "
                                           f"{self.settings.max_chunk_seconds:.0f} s (BWSM_MAX_CHUNK_SECONDS)")
-        return worker
+        return taken
 
     async def _find_settled(self, ref: str, digest: str, since: float, budget: RetryBudget,
                             worker: str | None = None) -> str | None:

@@ -234,6 +234,8 @@ class SubmitSettings:
     worker_urls: tuple[str, ...] = ()
     fleet_refresh: float = 0.5  # seconds between GET /jobs of each fleet worker (fleet.py)
     fleet_failover: float = 10.0  # seconds a job waits for its silent worker before it is posted to another
+    #: A fleet: engines a call's last chunk may ask for when they are free and no job waits (1: off; fleet.py).
+    fleet_last_chunk_engines: int = 1
     #: What the engine behind `batch_url` honours, when it is a local worker's (learnt when the flow is built,
     #: connectors/speechmatics/endpoint.py); None: the real API's, which honours every option.
     capabilities: EngineCapabilities | None = None
@@ -261,6 +263,8 @@ class SubmitSettings:
             object.__setattr__(self, "worker_urls", ())
         if self.fleet_refresh <= 0 or self.fleet_failover <= 0:
             raise SettingsError("BWSM_FLEET_REFRESH_SECONDS and BWSM_FLEET_FAILOVER_SECONDS must be > 0")
+        if self.fleet_last_chunk_engines < 1:
+            raise SettingsError(f"BWSM_FLEET_LAST_CHUNK_ENGINES must be >= 1, got {self.fleet_last_chunk_engines}")
         if self.diarization not in (None, *DIARIZATIONS):
             raise SettingsError(f"BWSM_DIARIZATION must be {in_words(DIARIZATIONS)}, got {self.diarization!r}")
         try:

@@ -125,7 +125,8 @@ class WorkerState:
         processing_factor: float = 0.0,
     ) -> None:
         self.engine = engine
-        #: Seconds a job holds its engines per second of audio at least (`--processing-factor`): the reference
+        #: Seconds a job holds its engines per second of audio at least (`--processing-factor`; divided by the
+        #: job's parallel_engines, as a parallel job is that much faster): the reference
         #: engine answers at once, a real one takes a fraction of real time; fleet tests need engines kept busy.
         self.processing_factor = processing_factor
         self.webhook_deadline = webhook_deadline
@@ -361,7 +362,9 @@ async def _run_job(state: WorkerState, job: Job, audio: bytes, reject: bool) -> 
             return
         job.note(f"engine {state.engine.name} started")
         out = await state.engine.transcribe(job, audio)
-        await asyncio.sleep(max(0.0, job.duration * state.processing_factor - (time.monotonic() - started)))
+        # k engines share the work, as a real parallel job roughly does: F x audio / k, holding all k meanwhile.
+        busy = job.duration * state.processing_factor / max(1, job.parallel_engines)
+        await asyncio.sleep(max(0.0, busy - (time.monotonic() - started)))
         await state.hold(state.faults.job_seconds())
         if out.get("located") is not None:
             state.stats.located[job.id] = out["located"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bytewax.speechmatics.connectors.speechmatics.fleet import Fleet, qualify, unqualify, worker_name
+from bytewax.speechmatics.connectors.speechmatics.fleet import Fleet, engines_for, qualify, unqualify, worker_name
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings, parse_batch_urls
 from bytewax.speechmatics.schemas.errors import SettingsError
 
@@ -138,3 +138,37 @@ def test_a_value_that_is_not_a_url_list_is_one_line(raw: str, says: str) -> None
     with pytest.raises(SettingsError, match=says) as caught:
         parse_batch_urls(raw)
     assert "\n" not in str(caught.value) and str(caught.value).startswith("SPEECHMATICS_BATCH_URL")
+
+
+@given(base=st.integers(1, 4), wanted=st.integers(1, 8), last=st.booleans(), free=st.integers(0, 8),
+       waiting=st.integers(0, 3))
+def test_a_last_chunk_asks_for_free_engines_only_while_no_job_waits(base, wanted, last, free, waiting) -> None:
+    """BWSM_FLEET_LAST_CHUNK_ENGINES: a call's last chunk asks for up to `wanted` engines, never more than are free
+    (a free engine a job waits for is never taken) and never fewer than usual; other chunks, or any job waiting
+    for an engine, keep the usual `base`."""
+    n = engines_for(base, wanted, last, max(free, base), waiting)
+    assert base <= n <= max(base, wanted)
+    assert n <= max(free, base)
+    if not last or waiting:
+        assert n == base
+    else:
+        assert n == max(base, min(wanted, free))
+
+
+def test_a_last_chunk_takes_the_free_engines_of_the_worker_it_is_sent_to() -> None:
+    fleet = Fleet((A, B))
+    fleet.report(A, 4, 3)
+    fleet.report(B, 4, 1)
+    url = fleet.pick(1)
+    assert url == A and engines_for(1, 2, True, fleet.free(url), waiting=0) == 2
+    assert engines_for(1, 8, True, fleet.free(url), waiting=0) == 3
+    assert engines_for(1, 8, True, fleet.free(url), waiting=1) == 1
+
+
+def test_the_last_chunk_engines_setting_is_read_and_checked() -> None:
+    from bytewax.speechmatics.flows.settings import Settings
+
+    assert Settings.from_env({"BWSM_FLEET_LAST_CHUNK_ENGINES": "3"}, []
+                             ).submission.fleet_last_chunk_engines == 3
+    with pytest.raises(SettingsError, match="BWSM_FLEET_LAST_CHUNK_ENGINES"):
+        Settings.from_env({"BWSM_FLEET_LAST_CHUNK_ENGINES": "0"}, [])

@@ -132,3 +132,31 @@ def test_a_fleet_of_three_workers_one_killed_and_restarted(local_worker, tmp_pat
     assert stats[2]["jobs_by_reference"], "the restarted worker rejoined the rotation"
     refusals = sum(s["requests"].get("POST /v2/jobs", {}).get("503", 0) for s in stats)
     assert refusals == 0  # one process, its view of the engines: never a job to a full worker
+
+
+def test_a_last_chunk_asks_for_more_engines_when_they_are_free(local_worker, tmp_path) -> None:
+    """BWSM_FLEET_LAST_CHUNK_ENGINES=2, a worker of 3 free engines: the call's last chunk holds 2 engines at the
+    worker, its other chunk 1, and both are transcribed."""
+    worker = local_worker(engine="reference", parallel=3, extra_args=["--processing-factor", "1"])
+    audio, words = synthetic_call(2 * CHUNK_SECONDS, seed=29)
+    worker.admin.register_call("engines-0", audio, words)
+    settings = SubmitSettings(api_key="k", batch_url=worker.url, worker_urls=(worker.url,), journal_dir=str(tmp_path),
+                              poll_min=0.05, poll_max=0.2, fleet_refresh=0.2, fleet_last_chunk_engines=2)
+    chunks = _chunks("engines-0", audio, 2)
+    service = SubmitService(settings, place=ClusterPlace(1, 0), journal=JobJournal(tmp_path)).start()
+    held: dict[str, int] = {}
+    try:
+        for chunk in chunks:
+            service.submit(SubmitRequest(chunk))
+        deadline = time.monotonic() + 20
+        while len(held) < 2 and time.monotonic() < deadline:  # each job holds its engines 1 s at least
+            held |= {j["job_id"]: j["parallel_engines"] for j in worker.admin.engines()["active_jobs"]}
+            time.sleep(0.02)
+        done = 0
+        while done < 2 and time.monotonic() < deadline and service.fatal is None:
+            done += sum(type(e).__name__ == "ChunkDone" for e in service.take("engines-0"))
+            time.sleep(0.05)
+    finally:
+        service.close()
+    assert sorted(held.values()) == [1, 2]
+    assert done == 2

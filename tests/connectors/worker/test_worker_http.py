@@ -104,6 +104,10 @@ async def _idle(session: aiohttp.ClientSession, base: str) -> bool:
     return engines["unused_engines"] == engines["max_engines"]
 
 
+async def _done(session: aiohttp.ClientSession, base: str, job_id: str) -> bool:
+    return (await get(session, f"{base}/v2/jobs/{job_id}"))[1]["job"]["status"] == "done"
+
+
 async def _ready(session: aiohttp.ClientSession, base: str) -> bool:
     status, _ = await get(session, f"{base}/ready")
     return status == 200
@@ -220,5 +224,28 @@ def test_a_processing_factor_keeps_the_engine_busy_for_the_audio(local_worker):
             assert (await post(s, worker.base, wav))[0] == 503  # its one engine is still busy
             await until(lambda: _idle(s, worker.base), deadline=30)
             assert (await get(s, f"{worker.base}/v2/jobs/{body['id']}"))[1]["job"]["status"] == "done"
+
+    asyncio.run(go())
+
+
+def test_a_job_with_more_engines_holds_them_all_and_finishes_sooner(local_worker):
+    """`--processing-factor 3`, 3 engines: a 2-engine job and a 1-engine job of the same 1 s audio posted together
+    hold all three engines, and the 2-engine job (3 / 2 s) ends before the 1-engine job (3 s)."""
+    worker = local_worker(engine="reference", parallel=3, extra_args=["--processing-factor", "3"])
+    audio, _ = synthetic_call(1, seed=13)
+    wav = encode_wav(audio, 16000, "pcm_s16le", 1)
+
+    async def status(s, job_id):
+        return (await get(s, f"{worker.base}/v2/jobs/{job_id}"))[1]["job"]["status"]
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            (one_status, one), (two_status, two) = await asyncio.gather(
+                post(s, worker.base, wav), post(s, worker.base, wav, processing={"parallel_engines": 2}))
+            assert (one_status, two_status) == (201, 201)
+            assert (await get(s, f"{worker.base}/jobs"))[1]["unused_engines"] == 0
+            await until(lambda: _done(s, worker.base, two["id"]), deadline=30)
+            assert await status(s, one["id"]) == "running"  # the 1-engine job still has half its time to go
+            await until(lambda: _idle(s, worker.base), deadline=30)
 
     asyncio.run(go())
