@@ -16,6 +16,7 @@ under skew, never above it. Issue 25: 1,000 concurrent 8 kHz two-track streams p
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import platform
@@ -76,20 +77,13 @@ def main() -> None:
     if "ingress" in only:
         for streams in size["ingress_streams"].split(","):
             ingress.run(bootstrap, int(streams), size["ingress_seconds"], table)
-    if "accuracy" in only:
+    for name in ("accuracy", "cost"):  # the whisper benches: only with the [worker] extra
+        if name not in only:
+            continue
         if importlib.util.find_spec("faster_whisper") is None:
-            table.add("accuracy", "-", "skipped", "-", "needs the [worker] extra (faster-whisper)")
+            table.add(name, "-", "skipped", "-", "needs the [worker] extra (faster-whisper)")
         else:
-            from bench import accuracy
-
-            accuracy.run(table, bootstrap, quick=args.quick)
-    if "cost" in only:
-        if importlib.util.find_spec("faster_whisper") is None:
-            table.add("cost", "-", "skipped", "-", "needs the [worker] extra (faster-whisper)")
-        else:
-            from bench import cost
-
-            cost.run(table, bootstrap, quick=args.quick)
+            importlib.import_module(f"bench.{name}").run(table, bootstrap, quick=args.quick)
     minutes = (time.monotonic() - started) / 60
     print()
     print(f"bytewax-speechmatics benchmarks: one run, {minutes:.1f} min{', quick sizes' if args.quick else ''}; "

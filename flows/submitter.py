@@ -58,17 +58,16 @@ from bytewax.operators import KeyedStream, StatefulLogic
 from bytewax.speechmatics.connectors.health import HEALTH
 from bytewax.speechmatics.connectors.metrics import CHUNKS_SILENT
 from bytewax.speechmatics.connectors.speechmatics.endpoint import settle
-from bytewax.speechmatics.connectors.speechmatics.service import (
+from bytewax.speechmatics.connectors.speechmatics.service import SubmitService, get_service
+from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
+from bytewax.speechmatics.connectors.speechmatics.submit_events import (
     ChunkDone,
     ChunkFailed,
     FatalSubmitError,
     JobKnown,
     SubmitEvent,
     SubmitRequest,
-    SubmitService,
-    get_service,
 )
-from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.connectors.status import BOARD
 from bytewax.speechmatics.flows.compaction import TimeMap, cut, keep_plan, map_transcript
 from bytewax.speechmatics.flows.speakers import SpeakerBook, speaker_config
