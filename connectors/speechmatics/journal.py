@@ -93,6 +93,10 @@ _WRITES = {"intend": _INTEND, "record": _RECORD, "done": _DONE, "forget": _FORGE
 _LOOKUP = "SELECT job_id, audio_hash, written_at, done_at, attempts FROM jobs WHERE reference = ?"
 
 
+class JournalClosed(RuntimeError):
+    """A write after close: the process is ending (the journal closes at exit), so the write's chunk is recovery's."""
+
+
 class JournalLocked(BytewaxSpeechmaticsError, RuntimeError):
     """Another live process holds this process index's journal: two processes claim one index."""
 
@@ -174,7 +178,7 @@ class JobJournal:
 
     def _put(self, kind: str, args: tuple, wait: bool) -> Future | None:
         if self._closed:
-            raise RuntimeError("journal closed")
+            raise JournalClosed("journal closed")
         done: Future | None = Future() if wait else None
         self._queue.put((kind, args, done))
         return done

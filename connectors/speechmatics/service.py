@@ -43,7 +43,7 @@ from bytewax.speechmatics.connectors import metrics
 from bytewax.speechmatics.connectors.logs import fields
 from bytewax.speechmatics.connectors.speechmatics.fleet import Fleet, qualify, unqualify, worker_name
 from bytewax.speechmatics.connectors.speechmatics.fleet_watch import FleetWatch
-from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, shared_journal
+from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, JournalClosed, shared_journal
 from bytewax.speechmatics.connectors.speechmatics.lookup import HASH_TAG_PREFIX, find_by_reference
 from bytewax.speechmatics.connectors.speechmatics.retry import (
     Backoff,
@@ -368,6 +368,8 @@ class SubmitService:
             self._emit(span.call_id, ChunkFailed(span.index, reason, progress.job_id, progress.posts))
         except asyncio.CancelledError:
             raise
+        except JournalClosed:  # the process is ending: the chunk resumes from recovery (its job found by reference)
+            log.info("chunk %s left to recovery: the process is ending", span.reference)
         except Exception as exc:  # a bug must not strand the chunk: dead-letter it and say what broke
             log.exception("chunk %s: unexpected error", span.reference)
             self._emit(span.call_id, ChunkFailed(span.index, f"internal error: {type(exc).__name__}",
