@@ -7,6 +7,8 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.10 python3; do \
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/bytewax-speechmatics
+# The suite waits on brokers, workers and flows more than it computes: two processes halve its time on 2 cores.
+TEST_PROCESSES ?= 2
 
 .PHONY: install kafka-up kafka-down tools test test-fast demo bench lint clean
 
@@ -32,7 +34,7 @@ tools:
 	bash deploy/tools/build.sh helm promtool prometheus kubecheck >/dev/null
 
 test: install kafka-up tools
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_PROCESSES)
 
 test-fast: install
 	$(BIN)/pytest -q -m "not kafka and not slow and not tools"

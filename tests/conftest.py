@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -15,6 +16,17 @@ import pytest
 
 # Fixtures that live in their own modules (tests/ is on sys.path under pytest).
 pytest_plugins = ["worker_fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process gets its own default journal directory.
+
+    `make test` runs the suite in two processes (pytest-xdist); a flow built without a journal or recovery
+    directory of its own would otherwise take the default journal's lock for process index 0 in both at once, and
+    a test session would write into the user's own journal.
+    """
+    if not os.environ.get("BWSM_JOURNAL_DIR"):
+        os.environ["BWSM_JOURNAL_DIR"] = tempfile.mkdtemp(prefix="bwsm-test-journal-")
 
 
 def _docker_answers() -> bool:

@@ -11,6 +11,7 @@ BWSM_KAFKA_PORT, BWSM_KAFKA_CONTROLLER_PORT, BWSM_CACHE_DIR, BWSM_KAFKA_HEAP and
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -197,21 +198,45 @@ def _read_pid(kafka: LocalKafka) -> int | None:
         pid = int(kafka.pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    """The process runs. A broker this process started and that has ended stays a zombie until reaped (which
+    `os.kill(pid, 0)` cannot tell from a live one): reap it here."""
     try:
         os.kill(pid, 0)
     except OSError:
-        return None
-    return pid
+        return False
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != pid
+    except ChildProcessError:  # not our child: its parent (init) reaps it
+        return True
 
 
 def up(kafka: LocalKafka, timeout: float = 180.0) -> str:
-    """Start the broker unless one answers already; return its bootstrap address."""
+    """Start the broker unless one answers already; return its bootstrap address.
+
+    Two `up` at once (two shells, two test processes) start one broker: the second waits on a lock in the run
+    directory until the first's broker answers, then finds it answering.
+    """
     if broker_answers(kafka.bootstrap):
         print(f"kafka: a broker already answers on {kafka.bootstrap}", flush=True)
         return kafka.bootstrap
     if shutil.which("java") is None:
         raise BrokerError("Java 17+ is not on PATH: it is needed to run the Kafka broker")
     started = time.monotonic()
+    kafka.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(kafka.run_dir / "up.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when this process dies
+        if broker_answers(kafka.bootstrap):
+            print(f"kafka: a broker already answers on {kafka.bootstrap}", flush=True)
+            return kafka.bootstrap
+        return _start(kafka, started, timeout)
+
+
+def _start(kafka: LocalKafka, started: float, timeout: float) -> str:
+    """Start the broker (unless its process already runs) and wait until it answers."""
     resolve_jars(kafka)
     config = prepare_storage(kafka)
     if _read_pid(kafka) is None:

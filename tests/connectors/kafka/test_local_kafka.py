@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import shutil
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,15 +33,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def brokers_running(kafka: local_kafka.LocalKafka) -> int:
+    """How many processes run a broker with this port's configuration (read from /proc, whoever started them)."""
+    config = str(kafka.run_dir / "server.properties").encode()
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # the process ended meanwhile
+            count += config in cmdline.read_bytes().split(b"\0")
+    return count
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_up_is_idempotent_and_down_stops_it() -> None:
+    """Two `up` at once start one broker; a third finds it; `down` stops it."""
     port = free_port()
     kafka = dataclasses.replace(kafka_from_env(), port=port, controller_port=free_port())
     assert not broker_answers(kafka.bootstrap)
     try:
-        assert up(kafka) == f"127.0.0.1:{port}"
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(lambda _: up(kafka), range(2))) == [f"127.0.0.1:{port}"] * 2
         assert broker_answers(kafka.bootstrap)
+        assert brokers_running(kafka) == 1
         pid = _read_pid(kafka)
         assert pid is not None
         up(kafka)  # a broker already answers: nothing new is started
@@ -49,7 +64,9 @@ def test_up_is_idempotent_and_down_stops_it() -> None:
         assert down(kafka)
     assert _read_pid(kafka) is None
     assert not broker_answers(kafka.bootstrap)
+    assert brokers_running(kafka) == 0
     assert not down(kafka)
+    shutil.rmtree(kafka.run_dir)
 
 
 def kafka_storage_parser() -> argparse.ArgumentParser:
