@@ -12,7 +12,8 @@ How it fits Bytewax 0.21.1 without ever blocking the dataflow:
   snapshot are in the durable journal that the loop consults before any POST.
 - Bytewax ends a run at EOF without firing pending notifications, so `on_eof` drains: it blocks until the
   call's chunks are done (only ever at the end of a bounded input, or on resume before EOF).
-- A 401/403 is raised from the operator (FatalSubmitError), which aborts the Bytewax run with that message.
+- A wrong key is found while the flow is built (connectors/speechmatics/endpoint.py); a 401/403 later (a key revoked
+  while running) is raised from the operator (FatalSubmitError), which aborts the Bytewax run with that message.
 - One submission service per process and per distinct settings (connectors/speechmatics/service.get_service).
 
 Silence compaction (`skip_silence`, BWSM_SKIP_SILENCE): when a chunk arrives, a fresh webrtcvad (speech on either
@@ -337,8 +338,10 @@ def transcribe_chunks(step_id: str, up: KeyedStream[Chunk | CallStarted], config
 
     Raises:
         SettingsError: at once, while the flow is built, when the Speechmatics SaaS would be called without a key
-            (a self-hosted endpoint, such as `bytewax-speechmatics worker`, needs none).
-        FatalSubmitError: from the running dataflow when the API refuses the key (401/403): the flow stops.
+            (a self-hosted endpoint, such as `bytewax-speechmatics worker`, needs none), or when the endpoint
+            refuses the key (401/403 to one `GET /jobs`).
+        FatalSubmitError: from the running dataflow when the API refuses the key later (revoked while running):
+            the flow stops.
 
     Example:
         >>> from bytewax.speechmatics.flows import Settings, transcribe_chunks

@@ -6,6 +6,9 @@ settles the endpoint first:
 - a key: the one given, else the SDK's own SPEECHMATICS_API_KEY; a self-hosted endpoint (any host but the
   Speechmatics SaaS: the local worker, an on-prem container) needs none, and the SDK, which insists on one, is given
   a placeholder; the SaaS without a key is a SettingsError saying both ways out;
+- the key, when there is a real one: one `GET /jobs?limit=1` through the SDK's own client; a refusal (401/403) is a
+  SettingsError. Any other answer, or none (the API or the network down while the flow is built), leaves the
+  running flow to find out as it always does (retries, then FatalSubmitError on a refusal);
 - what the engine behind a self-hosted endpoint can do: read once from its feature discovery document
   (`GET /v1/discovery/features`); a local worker's declares its engine (capabilities.py), anything else's (or none)
   means the real API's, which honours every option.
@@ -19,9 +22,10 @@ import urllib.request
 from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
-from speechmatics.batch import StaticKeyAuth
+from speechmatics.batch import Client, ConnectionConfig, StaticKeyAuth
 
 from bytewax.speechmatics.connectors.speechmatics.capabilities import DISCOVERY_PATH, EngineCapabilities
+from bytewax.speechmatics.connectors.speechmatics.retry import ErrorClass, classify
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.schemas.errors import SettingsError
 
@@ -33,6 +37,7 @@ PLACEHOLDER_KEY = "self-hosted-no-key"
 NO_KEY = ("no Speechmatics API key: set SPEECHMATICS_API_KEY, or set SPEECHMATICS_BATCH_URL to a self-hosted worker "
           "(`bytewax-speechmatics worker`, an on-prem container), which needs no key")
 DISCOVERY_TIMEOUT = 5.0
+KEY_CHECK_TIMEOUT = 10.0
 
 
 def is_self_hosted(url: str | None) -> bool:
@@ -71,9 +76,27 @@ def discover(batch_url: str, timeout: float = DISCOVERY_TIMEOUT) -> EngineCapabi
     return caps
 
 
+def check_key(settings: SubmitSettings, timeout: float = KEY_CHECK_TIMEOUT) -> None:
+    """SettingsError when the endpoint refuses the key (401/403); nothing for any other answer or none at all."""
+    if settings.api_key == PLACEHOLDER_KEY:
+        return
+    where = urlsplit(settings.batch_url).netloc if settings.batch_url else "the Speechmatics SaaS"
+    try:
+        with Client(api_key=settings.api_key, url=settings.batch_url,
+                    conn_config=ConnectionConfig(connect_timeout=timeout, operation_timeout=timeout)) as client:
+            client.list_jobs(limit=1)
+    except Exception as exc:  # noqa: BLE001 - classified: only a refusal is settled here
+        classified = classify(exc, posting=False)
+        if classified.kind is ErrorClass.FATAL:
+            raise SettingsError(f"{where} refused the API key: {classified.description}") from None
+        log.info("key check at %s got no verdict (%s): the running flow will retry", where, classified.description)
+
+
 def settle(settings: SubmitSettings) -> SubmitSettings:
-    """The settings a flow submits with: a key where one is needed, and the engine's capabilities when local."""
+    """The settings a flow submits with: a key where one is needed (and not refused), and the engine's capabilities
+    when local."""
     settings = with_key(settings)
+    check_key(settings)
     if settings.capabilities is None and is_self_hosted(settings.batch_url):
         assert settings.batch_url is not None
         caps = discover(settings.batch_url)

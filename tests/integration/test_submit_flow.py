@@ -22,6 +22,7 @@ from bytewax.speechmatics.connectors.speechmatics.webhooks import AUTH_HEADER
 from bytewax.speechmatics.flows.submitter import transcribe_chunks
 from bytewax.speechmatics.schemas.chunks import Chunk, ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter
+from bytewax.speechmatics.schemas.errors import SettingsError
 
 API_KEY = "test-key-5f1e"
 
@@ -114,14 +115,28 @@ def test_rejected_job_becomes_a_dead_letter_and_a_failed_result(api, tmp_path) -
     assert API_KEY not in repr(letter) and API_KEY not in repr(failed[0])
 
 
-def test_wrong_api_key_stops_the_flow_naming_the_cause(api, tmp_path, monkeypatch) -> None:
+def test_a_wrong_api_key_is_one_settings_error_where_the_flow_is_built(api, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SPEECHMATICS_API_KEY", "wrong-key-77aa")
-    chunks = bench.bench_chunks(5, 4, 0.25, prefix="badkey")
+    flow = Dataflow("badkey")
+    chunks = op.key_on("by_call", op.input("in", flow, TestingSource(bench.bench_chunks(1, 2, 0.25, "badkey"))),
+                       lambda c: c.span.call_id)
+    with pytest.raises(SettingsError) as caught:
+        transcribe_chunks("submit", chunks, fast_settings(tmp_path))
+    text = str(caught.value)
+    assert "refused the API key" in text and "SPEECHMATICS_API_KEY" in text and "authentication" in text
+    assert "wrong-key-77aa" not in text
+    requests = api.admin.stats()["requests"]
+    assert not requests.get("POST /v2/jobs") and sum(requests["GET /v2/jobs"].values()) == 1, requests
+
+
+def test_a_key_refused_while_the_flow_runs_stops_it_naming_the_cause(api, tmp_path) -> None:
+    api.admin.set_faults({"schedule": {"post": ["401"]}})  # accepted when the flow was built, refused at the POST
+    chunks = bench.bench_chunks(5, 4, 0.25, prefix="revoked")
     with pytest.raises(Exception) as caught:  # noqa: PT011 - Bytewax re-raises the operator's error
         run_submit(chunks, fast_settings(tmp_path))
     text = "".join(str(e) for e in [caught.value, caught.value.__cause__, caught.value.__context__] if e)
     assert "SPEECHMATICS_API_KEY" in text and "authentication" in text
-    assert "wrong-key-77aa" not in text
+    assert API_KEY not in text
     posts = api.admin.stats()["requests"].get("POST /v2/jobs", {})
     assert sum(posts.values()) <= 3, f"retry storm after 401: {posts}"
 

@@ -111,10 +111,10 @@ def test_wrong_api_key_stops_the_flow_process_with_the_cause(worker, tmp_path) -
     elapsed = time.monotonic() - started
     print(f"\nwrong API key: flow process exited {proc.returncode} after {elapsed:.2f} s (including start-up)")
     assert proc.returncode != 0
-    assert "authentication failed" in proc.stderr and "SPEECHMATICS_API_KEY" in proc.stderr
+    assert "refused the API key: authentication failed" in proc.stderr and "SPEECHMATICS_API_KEY" in proc.stderr
+    assert "panicked" not in proc.stderr  # found while the flow was built: no Bytewax worker ran
     assert "not-the-key-3d2" not in proc.stderr + proc.stdout
-    posts = worker.admin.stats()["requests"].get("POST /v2/jobs", {})
-    assert sum(posts.values()) <= 3, f"retry storm after 401: {posts}"
+    assert not worker.admin.stats()["requests"].get("POST /v2/jobs")
 
 
 @pytest.mark.slow

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities, unsupported
-from bytewax.speechmatics.connectors.speechmatics.endpoint import PLACEHOLDER_KEY, is_self_hosted, settle, with_key
+from bytewax.speechmatics.connectors.speechmatics.endpoint import (
+    PLACEHOLDER_KEY,
+    check_key,
+    is_self_hosted,
+    settle,
+    with_key,
+)
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.connectors.worker.engines.reference import CAPABILITIES as REFERENCE
 from bytewax.speechmatics.connectors.worker.engines.whisper import capabilities as whisper_capabilities
@@ -85,6 +91,10 @@ def test_a_self_hosted_endpoint_needs_no_key_and_the_saas_does(monkeypatch: pyte
 def test_an_endpoint_without_discovery_is_taken_to_honour_everything() -> None:
     settled = settle(SubmitSettings(batch_url="http://127.0.0.1:9/v2"))  # nothing listens on the discard port
     assert settled.capabilities is None and settled.api_key == PLACEHOLDER_KEY
+
+
+def test_a_key_check_without_an_answer_leaves_the_key_to_the_running_flow() -> None:
+    assert check_key(SubmitSettings(api_key="k", batch_url="http://127.0.0.1:9/v2"), timeout=2) is None
 
 
 def test_a_local_worker_is_discovered_when_the_flow_is_built(reference_worker) -> None:  # noqa: ANN001
