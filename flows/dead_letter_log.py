@@ -7,9 +7,10 @@ transcript text (reasons name fields, never their content; see schemas/call_star
 
 Rate limit: letters are grouped by stage and reason *shape* (the reason with its numbers and quoted ids blanked,
 so a thousand copies of one producer bug are one kind). The first letter of a kind in an interval is logged in
-full; the others are counted, and the next letter after the interval ends logs one line per kind with its count.
-At most `kinds_per_interval` kinds are logged per interval; letters of further kinds are counted together. The
-`dlq` command lists every letter, and `bwsm_dead_letters_total` counts them per stage.
+full; the others are counted, and when the interval ends one line per kind gives its count (a timer armed by the
+first counted letter, so a flood that stops is still reported). At most `kinds_per_interval` kinds are logged per
+interval; letters of further kinds are counted together. The `dlq` command lists every letter, and
+`bwsm_dead_letters_total` counts them per stage.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def reason_shape(reason: str) -> str:
     return _NUMBER.sub("#", _QUOTED.sub("'...'", reason))
 
 
+def _later(delay: float, action: Callable[[], None]) -> None:
+    """Run `action` on a daemon thread after `delay` seconds (a stopping process does not wait for it)."""
+    timer = threading.Timer(delay, action)
+    timer.daemon = True
+    timer.start()
+
+
 @dataclass
 class _Kind:
     stage: str
@@ -51,15 +59,19 @@ class DeadLetterLog:
     """
 
     def __init__(self, interval: float = 60.0, kinds_per_interval: int = 20,
-                 clock: Callable[[], float] = time.monotonic, logger: logging.Logger = log) -> None:
+                 clock: Callable[[], float] = time.monotonic, logger: logging.Logger = log,
+                 schedule: Callable[[float, Callable[[], None]], None] = _later) -> None:
         self.interval = interval
         self.kinds_per_interval = kinds_per_interval
         self._clock = clock
         self._log = logger
+        self._schedule = schedule
         self._lock = threading.Lock()
         self._started: float | None = None
         self._kinds: dict[tuple[str, str], _Kind] = {}
         self._overflow = 0
+        self._interval_no = 0  # which interval is open: a timer of an interval already rolled does nothing
+        self._armed = False  # a timer will report this interval's counts
 
     def __call__(self, letter: DeadLetter) -> DeadLetter:
         shown = view(letter)
@@ -78,6 +90,12 @@ class DeadLetterLog:
             else:
                 self._kinds[kind] = _Kind(shown.stage, reason)
                 first = True
+            arm = not first and not self._armed
+            if arm:
+                self._armed, number = True, self._interval_no
+                delay = max(0.0, (self._started or now) + self.interval - now)
+        if arm:
+            self._schedule(delay, lambda: self._interval_over(number))
         for line, args, extra in summary:
             self._log.warning(line, *args, extra=extra)
         if first:
@@ -92,6 +110,13 @@ class DeadLetterLog:
         """Log the counts of the current interval now (for a flow that stops)."""
         with self._lock:
             summary = self._roll(None)
+        for line, args, extra in summary:
+            self._log.warning(line, *args, extra=extra)
+
+    def _interval_over(self, number: int) -> None:
+        """The timer of interval `number`: its counts, unless a later letter already reported them."""
+        with self._lock:
+            summary = self._roll(None) if number == self._interval_no else []
         for line, args, extra in summary:
             self._log.warning(line, *args, extra=extra)
 
@@ -111,6 +136,8 @@ class DeadLetterLog:
             out.append(("%d more dead letter(s) of other kinds in the last %.0f s (not logged: more than %d kinds)",
                         (self._overflow, elapsed, self.kinds_per_interval), fields(count=self._overflow)))
         self._started, self._kinds, self._overflow = now, {}, 0
+        self._interval_no += 1
+        self._armed = False
         return out
 
 

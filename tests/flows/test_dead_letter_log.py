@@ -4,6 +4,8 @@ or metadata; a flood of one kind is one line plus a count per interval."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -82,6 +84,62 @@ def test_a_flood_of_one_kind_is_one_line_then_a_count_per_interval(caplog: pytes
                               "call 'call-0': frame seq 0 has 1 bytes")
     assert records[1].count == 999
     assert records[2].getMessage().startswith("dead letter from stage decode: calls.audio[2]@5000 call 'call-late'")
+
+
+class Timers:
+    """The log's timers, fired by hand: (delay, action) in the order they were set."""
+
+    def __init__(self) -> None:
+        self.set: list[tuple[float, Callable[[], None]]] = []
+
+    def __call__(self, delay: float, action: Callable[[], None]) -> None:
+        self.set.append((delay, action))
+
+
+def test_a_flood_that_stops_is_counted_when_its_interval_ends(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    clock, timers = Clock(), Timers()
+    logged = DeadLetterLog(interval=60.0, clock=clock, schedule=timers)
+    for i in range(50):
+        logged(refused(f"call-{i}".encode(), b"\x00", [("seq", b"0")], i))
+        clock.now += 0.5
+    assert len(warnings(caplog)) == 1 and [delay for delay, _ in timers.set] == [59.5]  # armed once, at the 2nd
+    clock.now = 1060.0
+    timers.set[0][1]()  # no letter after the flood: the timer reports it
+    assert [r.getMessage().split(" like:")[0] for r in warnings(caplog)[1:]] == [
+        "49 more dead letter(s) from stage decode in the last 60 s"]
+    timers.set[0][1]()  # fired again (or late): nothing more
+    logged(refused(b"call-new", b"\x00", [("seq", b"0")], 99))
+    assert len(warnings(caplog)) == 3 and len(timers.set) == 1  # a new interval: logged in full, nothing to arm
+
+
+def test_a_timer_of_an_interval_a_letter_already_reported_does_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    clock, timers = Clock(), Timers()
+    logged = DeadLetterLog(interval=10.0, clock=clock, schedule=timers)
+    for _ in range(3):
+        logged(DeadLetter(reason="same", stage="collect", key=b"c"))
+    clock.now += 11
+    logged(DeadLetter(reason="same", stage="collect", key=b"c"))  # reports the 2, starts a new interval
+    logged(DeadLetter(reason="same", stage="collect", key=b"c"))  # counted: arms the new interval's timer
+    assert len(warnings(caplog)) == 3 and len(timers.set) == 2
+    timers.set[0][1]()  # the old interval's timer
+    assert len(warnings(caplog)) == 3
+    clock.now += 10
+    timers.set[1][1]()
+    assert warnings(caplog)[-1].getMessage().startswith("1 more dead letter(s) from stage collect in the last 10 s")
+
+
+@pytest.mark.timeout(30)
+def test_the_default_timer_reports_without_a_later_letter(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    logged = DeadLetterLog(interval=0.2)
+    for _ in range(5):
+        logged(DeadLetter(reason="same", stage="collect", key=b"c"))
+    deadline = time.monotonic() + 20
+    while len(warnings(caplog)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert warnings(caplog)[-1].getMessage().startswith("4 more dead letter(s) from stage collect")
 
 
 def test_many_kinds_are_capped_per_interval_and_counted(caplog: pytest.LogCaptureFixture) -> None:
