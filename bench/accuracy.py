@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.common import Table, create_topic, delete_topics, kafka_bootstrap
+from bench.common import Table, consume, create_topic, delete_topics, kafka_bootstrap
 
 FLOW = "bytewax.speechmatics.flows.microbatch:flow(tune=True)"  # as `run` tunes its flow process
 SEAM_RADIUS = 2.0
@@ -232,7 +232,6 @@ def whole_file_words(pcm: bytes, worker_url: str, engine_tag: str) -> list[tuple
 def run_flow(bootstrap: str, worker_url: str, recordings: Sequence, settings: dict[str, str],
              log_dir: Path, deadline_s: float = 1800) -> dict[str, list[dict]]:
     """Publish the recordings as calls through the real flow; each call's transcript events, in order."""
-    from confluent_kafka import Consumer
 
     from bytewax.speechmatics.connectors.cli.publish import CallAudio, publish_calls
 
@@ -246,9 +245,6 @@ def run_flow(bootstrap: str, worker_url: str, recordings: Sequence, settings: di
            "BWSM_JOURNAL_DIR": tempfile.mkdtemp(prefix="acc-journal-"), "PYTHONUNBUFFERED": "1"}
     log_path = log_dir / f"accuracy-flow-{tag}.log"
     ids = {f"{r.name}-{tag}": r.name for r in recordings}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"acc-{tag}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
-    consumer.subscribe([topics["BWSM_TRANSCRIPT_TOPIC"]])
     with open(log_path, "ab") as log:
         flow = subprocess.Popen([sys.executable, "-m", "bytewax.run", FLOW, "-w", "1"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
@@ -258,22 +254,22 @@ def run_flow(bootstrap: str, worker_url: str, recordings: Sequence, settings: di
         publish_calls([CallAudio(cid, rec.pcm, 16000, getattr(rec, "channels", 1))
                        for cid, rec in zip(ids, recordings, strict=True)],
                       topics["BWSM_AUDIO_TOPIC"], speed=0.0, producer_config={"bootstrap.servers": bootstrap})
-        deadline = time.monotonic() + deadline_s
-        while done != set(ids):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"calls {sorted(set(ids) - done)} not completed in {deadline_s:.0f} s")
+
+        def alive() -> None:
             if flow.poll() is not None:
                 raise RuntimeError(f"flow exited with {flow.returncode}; log in {log_path}")
-            for msg in consumer.consume(100, 0.5):
-                if msg.error():
-                    continue
-                event = json.loads(msg.value())
-                if event["call_id"] in events:
-                    events[event["call_id"]].append(event)
-                    if event["type"] == "call_completed":
-                        done.add(event["call_id"])
+
+        for msg in consume(bootstrap, topics["BWSM_TRANSCRIPT_TOPIC"], deadline_s, alive):
+            event = json.loads(msg.value())
+            if event["call_id"] in events:
+                events[event["call_id"]].append(event)
+                if event["type"] == "call_completed":
+                    done.add(event["call_id"])
+                    if done == set(ids):
+                        break
+        if done != set(ids):
+            raise TimeoutError(f"calls {sorted(set(ids) - done)} not completed in {deadline_s:.0f} s")
     finally:
-        consumer.close()
         if flow.poll() is None:
             flow.terminate()
             try:

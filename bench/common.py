@@ -54,6 +54,24 @@ def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
             future.result(30)
 
 
+def consume(bootstrap: str, topic: str, deadline_s: float, alive: Callable[[], None] | None = None) -> Iterator:
+    """The messages of `topic` from its start, until the caller stops iterating or `deadline_s` passes (the caller
+    checks whether it saw enough). `alive` is called between polls and raises when what feeds the topic died."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + deadline_s
+    try:
+        while time.monotonic() < deadline:
+            if alive is not None:
+                alive()
+            yield from (msg for msg in consumer.consume(1000, 0.2) if msg.error() is None)
+    finally:
+        consumer.close()
+
+
 def fast_producer(bootstrap: str):  # noqa: ANN201 - confluent_kafka.Producer
     """A producer tuned for bulk loading (big batches, no compression: audio does not compress)."""
     from confluent_kafka import Producer

@@ -39,6 +39,7 @@ from bench.common import (
     ProcSampler,
     Table,
     child_result,
+    consume,
     create_topic,
     delete_topics,
     emit_result,
@@ -134,26 +135,16 @@ def scrape_histogram(port: int, name: str) -> list[tuple[float, float]]:
 def read_events(bootstrap: str, topic: str, calls: int, deadline_s: float, alive) -> list[tuple[dict, float]]:  # noqa: ANN001
     """(event, Kafka timestamp in seconds) of the transcript topic until every call completed or the deadline."""
     import orjson
-    from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
     out: list[tuple[dict, float]] = []
     completed: set[str] = set()
-    deadline = time.monotonic() + deadline_s
-    try:
-        while len(completed) < calls and time.monotonic() < deadline:
-            alive()
-            for msg in consumer.consume(1000, 0.2):
-                if msg.error():
-                    continue
-                event = orjson.loads(msg.value())
-                out.append((event, msg.timestamp()[1] / 1000))
-                if event["type"] == "call_completed":
-                    completed.add(event["call_id"])
-    finally:
-        consumer.close()
+    for msg in consume(bootstrap, topic, deadline_s, alive):
+        event = orjson.loads(msg.value())
+        out.append((event, msg.timestamp()[1] / 1000))
+        if event["type"] == "call_completed":
+            completed.add(event["call_id"])
+            if len(completed) >= calls:
+                break
     return out
 
 

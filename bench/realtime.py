@@ -25,10 +25,9 @@ import uuid
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer
 
 from bench.chunker_bench import kafka_bootstrap
-from bench.common import create_topic, delete_topics, free_port, percentiles, proc_cpu_seconds
+from bench.common import consume, create_topic, delete_topics, free_port, percentiles, proc_cpu_seconds
 from bytewax.speechmatics.connectors.cli.publish import CallAudio, publish_calls
 from bytewax.speechmatics.connectors.worker.control import start_worker
 
@@ -48,16 +47,12 @@ def synthetic(seconds: float, seed: int) -> tuple[bytes, list[dict]]:
 
 
 def _read(bootstrap: str, topic: str, until, deadline_s: float) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
+    """The messages of `topic` until `until(messages)` holds or the deadline passes."""
     out: list = []
-    deadline = time.monotonic() + deadline_s
-    try:
-        while not until(out) and time.monotonic() < deadline:
-            out += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
-    finally:
-        consumer.close()
+    for msg in consume(bootstrap, topic, deadline_s):
+        out.append(msg)
+        if until(out):
+            break
     return out
 
 
