@@ -6,9 +6,10 @@ settles the endpoint first:
 - a key: the one given, else the SDK's own SPEECHMATICS_API_KEY; a self-hosted endpoint (any host but the
   Speechmatics SaaS: the local worker, an on-prem container) needs none, and the SDK, which insists on one, is given
   a placeholder; the SaaS without a key is a SettingsError saying both ways out;
-- the key, when there is a real one: one `GET /jobs?limit=1` through the SDK's own client; a refusal (401/403) is a
-  SettingsError. Any other answer, or none (the API or the network down while the flow is built), leaves the
-  running flow to find out as it always does (retries, then FatalSubmitError on a refusal);
+- the key and the URL: one `GET /jobs?limit=1` through the SDK's own client (the SaaS and an on-prem worker both
+  list jobs there); a refusal (401/403) or a 404 (the URL names no batch API) is a SettingsError. Any other answer,
+  or none (the API or the network down while the flow is built), leaves the running flow to find out as it always
+  does (retries, then FatalSubmitError on a refusal or on repeated 404s);
 - what the engine behind a self-hosted endpoint can do: read once from its feature discovery document
   (`GET /v1/discovery/features`); a local worker's declares its engine (capabilities.py), anything else's (or none)
   means the real API's, which honours every option.
@@ -76,27 +77,34 @@ def discover(batch_url: str, timeout: float = DISCOVERY_TIMEOUT) -> EngineCapabi
     return caps
 
 
-def check_key(settings: SubmitSettings, timeout: float = KEY_CHECK_TIMEOUT) -> None:
-    """SettingsError when the endpoint refuses the key (401/403); nothing for any other answer or none at all."""
-    if settings.api_key == PLACEHOLDER_KEY:
-        return
-    where = urlsplit(settings.batch_url).netloc if settings.batch_url else "the Speechmatics SaaS"
+def check_endpoint(settings: SubmitSettings, timeout: float = KEY_CHECK_TIMEOUT) -> None:
+    """SettingsError when the endpoint refuses the key (401/403) or has no batch API at that URL (404); nothing
+    for any other answer or none at all."""
+    where = urlsplit(settings.batch_url).netloc if settings.batch_url else "the Speechmatics batch API"
     try:
         with Client(api_key=settings.api_key, url=settings.batch_url,
                     conn_config=ConnectionConfig(connect_timeout=timeout, operation_timeout=timeout)) as client:
             client.list_jobs(limit=1)
-    except Exception as exc:  # noqa: BLE001 - classified: only a refusal is settled here
+    except Exception as exc:  # noqa: BLE001 - classified: only a refusal or a wrong URL is settled here
         classified = classify(exc, posting=False)
+        if classified.kind is ErrorClass.FATAL and settings.api_key == PLACEHOLDER_KEY:
+            raise SettingsError(f"{where} requires an API key ({classified.description.split(':')[0]}): set "
+                                "SPEECHMATICS_API_KEY to the key it was started with") from None
         if classified.kind is ErrorClass.FATAL:
             raise SettingsError(f"{where} refused the API key: {classified.description}") from None
-        log.info("key check at %s got no verdict (%s): the running flow will retry", where, classified.description)
+        if classified.status == 404:
+            raise SettingsError(f"GET /jobs at {where} answered 404: SPEECHMATICS_BATCH_URL does not name a "
+                                "Speechmatics batch API (it ends in /v2, for example http://127.0.0.1:18000/v2)") \
+                from None
+        log.info("endpoint check at %s got no verdict (%s): the running flow will retry", where,
+                 classified.description)
 
 
 def settle(settings: SubmitSettings) -> SubmitSettings:
     """The settings a flow submits with: a key where one is needed (and not refused), and the engine's capabilities
     when local."""
     settings = with_key(settings)
-    check_key(settings)
+    check_endpoint(settings)
     if settings.capabilities is None and is_self_hosted(settings.batch_url):
         assert settings.batch_url is not None
         caps = discover(settings.batch_url)

@@ -7,7 +7,7 @@ import pytest
 from bytewax.speechmatics.connectors.speechmatics.capabilities import EngineCapabilities, unsupported
 from bytewax.speechmatics.connectors.speechmatics.endpoint import (
     PLACEHOLDER_KEY,
-    check_key,
+    check_endpoint,
     is_self_hosted,
     settle,
     with_key,
@@ -93,8 +93,24 @@ def test_an_endpoint_without_discovery_is_taken_to_honour_everything() -> None:
     assert settled.capabilities is None and settled.api_key == PLACEHOLDER_KEY
 
 
-def test_a_key_check_without_an_answer_leaves_the_key_to_the_running_flow() -> None:
-    assert check_key(SubmitSettings(api_key="k", batch_url="http://127.0.0.1:9/v2"), timeout=2) is None
+def test_an_endpoint_check_without_an_answer_leaves_it_to_the_running_flow() -> None:
+    assert check_endpoint(SubmitSettings(api_key="k", batch_url="http://127.0.0.1:9/v2"), timeout=2) is None
+
+
+def test_a_url_that_names_no_batch_api_is_one_settings_error(reference_worker) -> None:  # noqa: ANN001
+    with pytest.raises(SettingsError, match=r"GET /jobs at 127.0.0.1:\d+ answered 404: SPEECHMATICS_BATCH_URL does"):
+        settle(SubmitSettings(batch_url=reference_worker.url.removesuffix("/v2") + "/v1"))
+    settle(SubmitSettings(batch_url=reference_worker.url))  # the right path: no error
+
+
+def test_a_self_hosted_worker_that_wants_a_key_says_so_when_none_is_given(local_worker, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("SPEECHMATICS_API_KEY", raising=False)
+    worker = local_worker(engine="reference", parallel=1, api_key="its-key")
+    with pytest.raises(SettingsError, match="requires an API key .* set SPEECHMATICS_API_KEY"):
+        settle(SubmitSettings(batch_url=worker.url))
+    with pytest.raises(SettingsError, match="refused the API key: authentication failed"):
+        settle(SubmitSettings(batch_url=worker.url, api_key="not-its-key"))
+    assert settle(SubmitSettings(batch_url=worker.url, api_key="its-key")).api_key == "its-key"
 
 
 def test_a_local_worker_is_discovered_when_the_flow_is_built(reference_worker) -> None:  # noqa: ANN001
