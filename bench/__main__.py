@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, then ONE table with all the figures that run measured.
 
 Each bench is also runnable alone (`python -m bench.ingest`, `bench.baseline`, `bench.latency`, `bench.scaling`,
-`bench.cluster_rate`, `bench.fleet`, `bench.accuracy`, `bench.cost`, `bench.profile_ingest`, `bench.ingress`).
+`bench.cluster_rate`, `bench.fleet`, `bench.accuracy`, `bench.cost`, `bench.profile_ingest`, `bench.ingress`,
+`bench.realtime`, `bench.realtime_accuracy`).
 The broker is KAFKA_BOOTSTRAP_SERVERS, else the project's local broker (started if needed). Publishers always run
 in their own processes. Options narrow the run: `python -m bench --only ingest,latency --latency-calls 100`;
 `--quick` is a short check of every figure (about two minutes plus the accuracy bench's first download) with
@@ -22,10 +23,11 @@ import os
 import platform
 import time
 
-from bench import cluster_rate, fleet, ingest, ingress, latency, scaling
+from bench import cluster_rate, fleet, ingest, ingress, latency, realtime, scaling
 from bench.common import Table, kafka_bootstrap
 
-BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "fleet", "ingress", "accuracy", "cost")
+BENCHES = ("ingest", "latency", "scaling", "cluster_rate", "fleet", "ingress", "realtime", "accuracy", "cost",
+           "realtime_accuracy")
 #: (full, quick) sizes of each bench
 SIZES = {
     "ingest_calls": (60, 60), "ingest_seconds": (60.0, 30.0), "ingest_repeat": (2, 1),
@@ -34,6 +36,7 @@ SIZES = {
     "memory_calls": (100, 40),
     "fleet_calls": (30, 12),
     "ingress_streams": ("300,1000", "300"), "ingress_seconds": (30.0, 10.0),
+    "realtime_calls": ("1,10,100", "1,10"), "realtime_seconds": (8.0, 4.0),
 }
 
 
@@ -77,7 +80,9 @@ def main() -> None:
     if "ingress" in only:
         for streams in size["ingress_streams"].split(","):
             ingress.run(bootstrap, int(streams), size["ingress_seconds"], table)
-    for name in ("accuracy", "cost"):  # the whisper benches: only with the [worker] extra
+    if "realtime" in only:
+        realtime.run(table, bootstrap, [int(x) for x in size["realtime_calls"].split(",")], size["realtime_seconds"])
+    for name in ("accuracy", "cost", "realtime_accuracy"):  # the whisper benches: only with the [worker] extra
         if name not in only:
             continue
         if importlib.util.find_spec("faster_whisper") is None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 
 from bench.chunker_bench import kafka_bootstrap
-from bench.common import consume, create_topic, delete_topics, free_port, percentiles, proc_cpu_seconds
+from bench.common import Table, consume, create_topic, delete_topics, free_port, percentiles, proc_cpu_seconds
 from bytewax.speechmatics.connectors.cli.publish import CallAudio, publish_calls
 from bytewax.speechmatics.connectors.worker.control import start_worker
 
@@ -133,15 +133,30 @@ def level(bootstrap: str, worker, calls: int, seconds: float, frame_ms: int = 20
             "bridge_cores": round(cpu / wall, 2), "worker_cores": round(wcpu / wall, 2), "wall_s": round(wall, 1)}
 
 
+def levels(bootstrap: str, calls: list[int], seconds: float, frame_ms: int = 20) -> list[dict]:
+    """`level` at each number of calls, against one reference worker."""
+    with start_worker(engine="reference", parallel=1) as worker:
+        return [level(bootstrap, worker, n, seconds, frame_ms) for n in calls]
+
+
+def run(table: Table, bootstrap: str, calls: list[int], seconds: float, frame_ms: int = 20) -> None:
+    """The rows of `make bench`."""
+    for r in levels(bootstrap, calls, seconds, frame_ms):
+        case = f"{r['calls']} calls, {frame_ms} ms frames"
+        table.add("realtime", case, "first final p50/p95 s", f"{r['first_final_p50_s']}/{r['first_final_p95_s']}",
+                  f"{r['completed']}/{r['calls']} sessions completed, peak {r['peak_sessions_open']} open; reference "
+                  f"engine; audio's frame published -> its first final on the rt topic")
+        table.add("realtime", case, "bridge cpu per audio s", f"{r['bridge_cpu_s_per_audio_s']}",
+                  f"bridge {r['bridge_cores']} cores, worker {r['worker_cores']} cores over {r['wall_s']} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="1,10,100")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--frame-ms", type=int, default=20)
     args = parser.parse_args()
-    bootstrap = kafka_bootstrap()
-    with start_worker(engine="reference", parallel=1) as worker:
-        rows = [level(bootstrap, worker, int(n), args.seconds, args.frame_ms) for n in args.calls.split(",")]
+    rows = levels(kafka_bootstrap(), [int(n) for n in args.calls.split(",")], args.seconds, args.frame_ms)
     print(f"{'calls':>6} {'completed':>9} {'p50 s':>7} {'p95 s':>7} {'peak open':>9} {'bridge cpu/audio s':>18} "
           f"{'bridge cores':>12} {'worker cores':>12}")
     for r in rows:

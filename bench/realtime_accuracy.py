@@ -52,11 +52,8 @@ async def _realtime(url: str, pcm: bytes, max_delay: float, speed: float) -> tup
     return " ".join(words), time.monotonic() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-delay", type=float, default=2.0)
-    parser.add_argument("--speed", type=float, default=1.0)
-    args = parser.parse_args()
+def measure(max_delay: float = 2.0, speed: float = 1.0) -> dict:
+    """Batch and real-time WER of the pyannote sample through one whisper worker."""
     sample = pyannote_sample()
     reference = stm_text(sample.stm)
     samples, rate = soundfile.read(str(sample.wav), dtype="int16")
@@ -64,10 +61,29 @@ def main() -> None:
     with start_worker(engine="whisper", parallel=1, ready_timeout=600) as worker:
         batch = asyncio.run(_batch(worker.url, str(sample.wav)))
         rt_url = worker.base.replace("http://", "ws://", 1) + "/v2"
-        realtime, seconds = asyncio.run(_realtime(rt_url, samples.tobytes(), args.max_delay, args.speed))
-    print(f"pyannote sample ({len(samples) / rate:.0f} s), whisper base: batch WER {_wer(reference, batch):.3f}, "
-          f"real-time WER {_wer(reference, realtime):.3f} (max_delay {args.max_delay:g} s, fed at {args.speed:g}x, "
-          f"session {seconds:.1f} s)")
+        realtime, seconds = asyncio.run(_realtime(rt_url, samples.tobytes(), max_delay, speed))
+    return {"audio_s": len(samples) / rate, "batch_wer": _wer(reference, batch), "rt_wer": _wer(reference, realtime),
+            "max_delay": max_delay, "speed": speed, "session_s": seconds}
+
+
+def run(table, bootstrap: str, quick: bool = False) -> None:  # noqa: ANN001 - bench.common.Table
+    """The row of `make bench` (the broker is not used: the SDKs talk to the worker)."""
+    r = measure()
+    table.add("realtime_accuracy", f"pyannote ({r['audio_s']:.0f} s), whisper base", "WER batch / real time",
+              f"{r['batch_wer']:.3f} / {r['rt_wer']:.3f}",
+              f"real time: max_delay {r['max_delay']:g} s, fed at {r['speed']:g}x, finals only, session "
+              f"{r['session_s']:.1f} s; depends on the CPU (fewer decoding passes on a slower one)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-delay", type=float, default=2.0)
+    parser.add_argument("--speed", type=float, default=1.0)
+    args = parser.parse_args()
+    r = measure(args.max_delay, args.speed)
+    print(f"pyannote sample ({r['audio_s']:.0f} s), whisper base: batch WER {r['batch_wer']:.3f}, "
+          f"real-time WER {r['rt_wer']:.3f} (max_delay {r['max_delay']:g} s, fed at {r['speed']:g}x, "
+          f"session {r['session_s']:.1f} s)")
 
 
 if __name__ == "__main__":
