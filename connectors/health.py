@@ -1,6 +1,9 @@
 """Liveness and readiness of a flow process, for Kubernetes probes (served by connectors/admin.py).
 
-- live: the process is running its dataflow (it ends when the dataflow ends, so serving at all says most of it).
+- live: the process is running its dataflow (it ends when the dataflow ends, so serving at all says most of it),
+  and, with `stall_seconds`, no source partition has gone unpolled for longer: a Bytewax worker polls its input
+  between steps, so a step that never returns (a deadlock, a call that hangs) stops its partitions' polls while
+  the process still answers. A partition that reached its end is no longer watched.
 - ready: the dataflow has built its input partitions (Bytewax hands them their recovery state then: recovery is
   loaded), the broker answered the last probe, the submission API's host accepted a connection at the last probe
   (or the embedded local worker is in use), and no fatal submit error (401/403) has happened.
@@ -16,6 +19,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,12 +43,24 @@ class Check:
 class Health:
     """What the probes answer from (thread-safe: plain attribute writes of immutable values)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stall_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.started_at = time.time()
         self.recovery_loaded = False
         self.fatal: str | None = None
         self.broker = Check(False, "not probed yet")
         self.api = Check(False, "not probed yet")
+        #: Seconds a partition may go unpolled before live() fails; 0: not watched (set by the flow's entry point).
+        self.stall_seconds = stall_seconds
+        self._clock = clock
+        self._polled: dict[str, float] = {}  # partition -> when its worker last polled it
+
+    def polled(self, partition: str) -> None:
+        """A worker polled `partition` (called on every poll: one dict store)."""
+        self._polled[partition] = self._clock()
+
+    def finished(self, partition: str) -> None:
+        """`partition` reached its end or was closed: its polls stop for a good reason."""
+        self._polled.pop(partition, None)
 
     def partitions_built(self) -> None:
         """The source built a partition: Bytewax has loaded the recovery state it resumes from."""
@@ -57,7 +73,18 @@ class Health:
             metrics.SUBMIT_FATAL.set(1)
 
     def live(self) -> tuple[bool, dict]:
-        return True, {"uptime_seconds": round(time.time() - self.started_at, 1)}
+        body: dict = {"uptime_seconds": round(time.time() - self.started_at, 1)}
+        polled = list(self._polled.items())  # one C-level copy: safe while workers store
+        if not self.stall_seconds or not polled:
+            return True, body
+        partition, last = min(polled, key=lambda item: item[1])
+        idle = self._clock() - last
+        body["longest_unpolled_seconds"] = round(idle, 1)
+        if idle <= self.stall_seconds:
+            return True, body
+        body["stalled"] = (f"input partition {partition} not polled for {idle:.0f} s (over "
+                           f"BWSM_LIVE_STALL_SECONDS={self.stall_seconds:g}): a step of its worker does not return")
+        return False, body
 
     def ready(self) -> tuple[bool, dict]:
         checks = {

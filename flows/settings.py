@@ -92,6 +92,10 @@ class RunSettings:
     switch_interval: float = 0.001
     #: Port of the flow process's admin endpoint (/live, /ready, /status, /metrics; BWSM_ADMIN_PORT); 0 = none.
     admin_port: int = 0
+    #: Seconds a source partition may go unpolled before /live fails (BWSM_LIVE_STALL_SECONDS; 0 = never): a
+    #: worker polls its partitions between steps, so a step that never returns stops the polls, and a liveness
+    #: probe that fails is what gets the process restarted from its last snapshot.
+    live_stall_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -387,4 +391,5 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BWSM_GC_THRESHOLD", "run", "gc_threshold", _INT),
     _v("BWSM_GIL_SWITCH_SECONDS", "run", "switch_interval", _NONNEG),
     _v("BWSM_ADMIN_PORT", "run", "admin_port", _INT),
+    _v("BWSM_LIVE_STALL_SECONDS", "run", "live_stall_seconds", _NONNEG),
 )

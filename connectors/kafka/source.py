@@ -187,7 +187,9 @@ class _BatchPartition(StatefulSourcePartition[X, int], Generic[X]):
 
     def next_batch(self) -> list[X]:
         if self._eof:
+            HEALTH.finished(self._where)
             raise StopIteration()
+        HEALTH.polled(self._where)
         reading = self._reading
         if self._reset_from is not None:
             self._reset(self._reset_from)
