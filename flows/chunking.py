@@ -57,6 +57,7 @@ from bytewax.speechmatics.schemas.call_start import NO_SETTINGS, CallSettings, C
 from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk, ChunkSpan
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message
 from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE, AudioFrame, encode_frame
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 POLICIES = ("fixed", "vad")
 STAGE = "chunker"
@@ -210,6 +211,7 @@ class ReorderBuffer:
         return out
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class CallSnapshot:
     """Everything a call's chunker needs to resume: plain values and bytes (small, picklable)."""

@@ -38,6 +38,7 @@ from bytewax.speechmatics.schemas.call_transcript import CallTranscript
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, fit
 from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.events import Event
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class CollectSettings:
                              f"{self.forget_seconds} <= {self.idle_seconds}")
 
 
+@evolvable
 @dataclass(slots=True)
 class CollectState:
     """What is snapshotted per call: its kept events (one per event_id; none once the final document is out)."""

@@ -23,10 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bytewax.speechmatics.schemas.snapshots import evolvable
+
 #: Digits kept of a mapped time (a microsecond: far below the 1 ms the stitcher rounds to).
 MAPPED_DECIMALS = 6
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class TimeMap:
     """The pieces of a chunk that are sent: (first sample in the chunk, length in samples), in chunk order."""

@@ -14,11 +14,13 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from bytewax.speechmatics.schemas.chunks import SourceRange
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 #: origin of a frame the chunker filled with silence (no Kafka message behind it)
 FILLED = -1
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class MarksState:
     """A snapshot of FrameMarks (picklable copies)."""

@@ -60,6 +60,7 @@ from bytewax.speechmatics.flows.stitching import UNDETERMINED_LANGUAGE, group_un
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, bad_message, fit
 from bytewax.speechmatics.schemas.errors import ContractError
 from bytewax.speechmatics.schemas.events import Event, load_json_object
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ OFFSET_HEADER = "rt_offset"
 DEFAULT_IDLE_SECONDS = 3600.0
 
 
+@evolvable
 @dataclass(slots=True)
 class RealtimeState:
     """Per call: finals seen per channel (the open segment's number) and whether it has shown text."""

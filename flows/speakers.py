@@ -30,6 +30,7 @@ from typing import Any
 
 from bytewax.speechmatics.connectors.speechmatics.settings import channel_config, is_reserved
 from bytewax.speechmatics.schemas.chunks import ChunkSpan
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 __all__ = ["SpeakerBook", "channel_config", "is_reserved", "speaker_config"]
 
@@ -42,6 +43,7 @@ UNKNOWN = "UU"
 _MATCH_EPS = 1e-3
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class _Heard:
     """A word near the end of the previous chunk, in call time, under its call label."""
@@ -52,6 +54,7 @@ class _Heard:
     label: str
 
 
+@evolvable
 @dataclass(slots=True)
 class SpeakerBook:
     """One call's speakers: our labels, their identifiers (oldest first), and the last chunk's closing words.

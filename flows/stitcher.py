@@ -33,11 +33,13 @@ from bytewax.speechmatics.flows.speakers import SpeakerBook
 from bytewax.speechmatics.flows.stages import StageOut, split_letters
 from bytewax.speechmatics.flows.stitching import CallTimeline, Completion, Release, StitchSettings
 from bytewax.speechmatics.schemas.chunks import CallStarted, ChunkResult
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 log = logging.getLogger(__name__)
 
 
 
+@evolvable
 @dataclass(slots=True)
 class StitchState:
     """What is snapshotted per call: the timeline, the optional book, when the call completed (wall clock)."""

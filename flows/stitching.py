@@ -67,6 +67,7 @@ from bytewax.speechmatics.schemas import punctuation
 from bytewax.speechmatics.schemas.call_start import NO_SETTINGS, CallSettings
 from bytewax.speechmatics.schemas.chunks import ChunkResult, ChunkSpan
 from bytewax.speechmatics.schemas.errors import ContractError
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 #: Minimum intersection (seconds) of two copies' intervals for them to be one word.
 MATCH_EPS = 1e-3
@@ -105,6 +106,7 @@ class StitchSettings:
                              f"{self.context_seconds} < {self.hold_seconds}")
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class Token:
     """One json-v2 result (word or punctuation), times in seconds from the call's start."""
@@ -125,6 +127,7 @@ class Token:
         return (self.start + self.end) / 2
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class Unit:
     """A word with the punctuation attached to it: the unit that is kept, merged or dropped as a whole."""
@@ -251,6 +254,7 @@ def sort_units(units: Iterable[Unit]) -> list[Unit]:
 # --------------------------------------------------------------------------------------------- the seam
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class Tail:
     """What a chunk leaves for the next one: its end, units held back, recently released units (context)."""
@@ -612,6 +616,7 @@ def _word_count(units: Iterable[Unit]) -> int:
     return sum(1 for u in units if u.host.kind == "word")
 
 
+@evolvable
 @dataclass(slots=True)
 class CallTimeline:
     """One call's stitching state: results wait here until every earlier chunk has been released.

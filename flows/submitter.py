@@ -78,6 +78,7 @@ from bytewax.speechmatics.schemas.call_start import CallSettings
 from bytewax.speechmatics.schemas.chunks import CallStarted, Chunk, ChunkResult
 from bytewax.speechmatics.schemas.dead_letters import DeadLetter, failed_chunk
 from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ COMPACTION_VAD_MODE = 2
 COMPACTION_VAD_FRAME_MS = 30
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class PendingChunk:
     """A chunk without a result yet, and its job once known."""
@@ -122,6 +124,7 @@ def compaction_plan(chunk: Chunk, keep_seconds: float) -> TimeMap | None:
                      span.sample_rate)
 
 
+@evolvable
 @dataclass
 class SubmitState:
     """One call's submit state (pickled in snapshots)."""

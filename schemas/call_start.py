@@ -25,6 +25,7 @@ import fastjsonschema
 import orjson
 
 from bytewax.speechmatics.schemas.errors import ContractError, in_words
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 SCHEMA_FILE = "call_start.schema.json"
 #: The header that tells a start message from a frame, and its value.
@@ -49,6 +50,7 @@ def _validator() -> Callable[[Any], Any]:
     return fastjsonschema.compile(start_schema())
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class Vocab:
     """One custom vocabulary entry: the word as it must be written, and how it may sound."""
@@ -63,6 +65,7 @@ class Vocab:
         return out
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class Punctuation:
     """punctuation_overrides: the marks allowed, and how readily they are placed (0..1)."""
@@ -79,6 +82,7 @@ class Punctuation:
         return out
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class CallConfig:
     """A call's own transcription settings; None = the flow's default. Hashable and picklable.
@@ -164,6 +168,7 @@ def _vocab(entry: Any) -> Vocab | None:
     return None
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class CallSettings:
     """What a call carries through the flow: its config and its metadata (compact JSON bytes, or None)."""

@@ -13,11 +13,13 @@ from typing import Any
 
 from bytewax.speechmatics.schemas.call_start import NO_SETTINGS, CallSettings
 from bytewax.speechmatics.schemas.frames import BYTES_PER_SAMPLE
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 #: (topic, partition, first offset, last offset) of the frames a chunk was cut from: enough to replay it.
 SourceRange = tuple[str, int, int, int]
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class ChunkSpan:
     """Where a chunk lies in its call (samples are per channel, counted from the call's first sample).
@@ -61,6 +63,7 @@ class ChunkSpan:
         return f"{self.call_id}/{self.index}"
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """A chunk's span plus its audio, in the frames' own encoding (WAV-encoded only at submission)."""
@@ -78,6 +81,7 @@ class Chunk:
         return self.audio[self.span.overlap_samples * width :]
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class ChunkResult:
     """The outcome of one chunk's job: a json-v2 transcript, or the reason it failed (never both).

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bytewax.speechmatics.schemas.call_start import FRAME, KIND_HEADER, START
 from bytewax.speechmatics.schemas.errors import ContractError, in_words
+from bytewax.speechmatics.schemas.snapshots import evolvable
 
 #: At most 18 digits: every seq fits a signed 64-bit integer (and Python never parses a megabyte of digits).
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -28,6 +29,7 @@ _QUOTED_ID_CHARS = 120
 Headers = Sequence[tuple[str, bytes | str | None]]
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class AudioFrame:
     """One decoded frame of one call, with where it came from (for dead-lettering and replay)."""
