@@ -2,15 +2,16 @@
 
 A recovery store outlives the code: after an upgrade the flow resumes from state pickled by the version before it.
 Pickle restores a dataclass's fields as they were written, so a field added since is simply missing (an
-`AttributeError` on first use, or a resume that crashes on every restart), and a frozen slotted dataclass, which
-pickles as a bare list of values, would shift every value after a field inserted before them.
+`AttributeError` on first use, or a resume that crashes on every restart).
 
-`@evolvable` (under `@dataclass`) makes a class's snapshots name-keyed and its reading tolerant:
-- written: a dict of field name -> value (the plain and non-frozen slotted classes already write one);
-- read: any form an earlier version wrote (a dict, slots as `(dict | None, dict)`, or a frozen slotted class's
-  list of values, matched by position); a field the snapshot lacks takes its default; a field it has that the class
-  no longer has is dropped; a missing field without a default is a SnapshotError naming the class and the field.
-So a field may be added (with a default) or removed between versions; renaming one means a default for the new name.
+`@evolvable` (under `@dataclass`) makes reading tolerant, and leaves what is written as it was (snapshots stay as
+small as before: a frozen slotted dataclass pickles a bare list of its values, others a dict of them):
+- read: any of those forms (a dict, slots as `(dict | None, dict)`, or a list matched by position); a field the
+  snapshot lacks takes its default; a field it has that the class no longer has is dropped; a missing field without
+  a default is a SnapshotError naming the class and the field.
+- the rule that keeps lists right: the fields of a frozen slotted evolvable class are only ever appended to (with
+  defaults), never reordered, renamed or removed. tests/schemas/test_snapshots.py holds their field lists and fails
+  on any other change.
 """
 
 from __future__ import annotations
@@ -52,14 +53,10 @@ def evolvable(cls: T) -> T:
     declared = fields(cls)
     names = tuple(f.name for f in declared)
 
-    def __getstate__(self: Any) -> dict[str, Any]:  # noqa: N807 - the pickle protocol's name
-        return {name: getattr(self, name) for name in names}
-
-    def __setstate__(self: Any, state: Any) -> None:  # noqa: N807
+    def __setstate__(self: Any, state: Any) -> None:  # noqa: N807 - the pickle protocol's name
         values = _as_dict(cls, names, state)
         for f in declared:
             object.__setattr__(self, f.name, values[f.name] if f.name in values else _default(cls, f))
 
-    cls.__getstate__ = __getstate__  # type: ignore[attr-defined]
     cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
     return cls

@@ -1,15 +1,17 @@
 """Snapshot values stay readable by the next version: a field added since the snapshot takes its default, a field
-removed is dropped, old forms (a frozen slotted class's list of values, a slotted class's (dict, slots)) are read,
-and every class reachable from an operator's state is evolvable."""
+removed from a dict-pickled class is dropped, every form pickle writes is read, every class reachable from an
+operator's state is evolvable, and the frozen slotted ones (pickled as lists of values) only ever append fields."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,8 @@ from bytewax.speechmatics.schemas.snapshots import SnapshotError, evolvable
 #: The state types of the flow's stateful operators (chunker, submitter, stitcher, real-time, collector).
 STATE_ROOTS = (CallSnapshot, SubmitState, StitchState, RealtimeState, CollectState)
 SHAPES = [{"frozen": True, "slots": True}, {"slots": True}, {}]
+#: The fields of each frozen slotted state class as released: pickled as a list of values, read by position.
+RELEASED_FIELDS = Path(__file__).with_name("snapshot_fields.json")
 
 
 def reachable(root: type, seen: dict[type, str], path: str = "") -> None:
@@ -49,12 +53,32 @@ def is_evolvable(cls: type) -> bool:
     return setstate is not None and setstate.__module__ == "bytewax.speechmatics.schemas.snapshots"
 
 
-def test_every_class_an_operators_state_can_hold_is_evolvable() -> None:
+def state_classes() -> dict[type, str]:
     seen: dict[type, str] = {}
     for root in STATE_ROOTS:
         reachable(root, seen)
+    return seen
+
+
+def test_every_class_an_operators_state_can_hold_is_evolvable() -> None:
+    seen = state_classes()
     assert len(seen) >= 20  # the walk really descends (chunks, settings, timeline units, speakers ...)
     assert {f"{cls.__qualname__} ({path})" for cls, path in seen.items() if not is_evolvable(cls)} == set()
+
+
+def test_frozen_slotted_state_classes_only_ever_append_fields() -> None:
+    """Their snapshots are lists of values read by position: a field reordered, renamed or removed would hand an
+    old snapshot's values to the wrong fields. A new field goes last, with a default; a new class goes in the file."""
+    released = json.loads(RELEASED_FIELDS.read_text())
+    wrong = {}
+    for cls in state_classes():
+        if not (cls.__dataclass_params__.frozen and hasattr(cls, "__slots__")):
+            continue
+        name, now = f"{cls.__module__}.{cls.__qualname__}", [f.name for f in dataclasses.fields(cls)]
+        before = released.get(name)
+        if before is None or now[:len(before)] != before:
+            wrong[name] = {"released": before, "now": now}
+    assert wrong == {}, f"append-only fields broken, or a class missing from {RELEASED_FIELDS.name}: {wrong}"
 
 
 def versions(shape: dict, v2_fields: str) -> tuple[type, type]:
@@ -78,18 +102,27 @@ def versions(shape: dict, v2_fields: str) -> tuple[type, type]:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["frozen-slots", "slots", "plain"])
-def test_a_field_added_with_a_default_is_filled_and_a_removed_one_dropped(shape: dict) -> None:
-    v1, v2 = versions(shape, "    a: int\n    c: list = field(default_factory=list)\n    d: float = 2.5\n")
+def test_a_field_added_with_a_default_is_filled(shape: dict) -> None:
+    v1, v2 = versions(shape, "    a: int\n    b: str = 'x'\n    c: list = field(default_factory=list)\n"
+                             "    d: float = 2.5\n")
     blob = pickle.dumps(v1(7, "y"))
     sys.modules["bwsm_snapshot_test_rec"].Rec = v2  # the upgrade
     restored = pickle.loads(blob)  # noqa: S301 - the test's own bytes
-    assert (restored.a, restored.c, restored.d) == (7, [], 2.5)
-    assert not hasattr(restored, "b") or "b" not in {f.name for f in dataclasses.fields(v2)}
+    assert (restored.a, restored.b, restored.c, restored.d) == (7, "y", [], 2.5)
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=["slots", "plain"])
+def test_a_field_removed_from_a_class_pickled_by_name_is_dropped(shape: dict) -> None:
+    v1, v2 = versions(shape, "    a: int\n    d: float = 2.5\n")
+    blob = pickle.dumps(v1(7, "y"))
+    sys.modules["bwsm_snapshot_test_rec"].Rec = v2
+    restored = pickle.loads(blob)  # noqa: S301
+    assert (restored.a, restored.d) == (7, 2.5) and not hasattr(restored, "b")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["frozen-slots", "slots", "plain"])
 def test_a_field_added_without_a_default_is_an_error_naming_it(shape: dict) -> None:
-    v1, v2 = versions(shape, "    a: int\n    e: int\n")
+    v1, v2 = versions(shape, "    a: int\n    b: str\n    e: int\n")
     blob = pickle.dumps(v1(1))
     sys.modules["bwsm_snapshot_test_rec"].Rec = v2
     with pytest.raises(SnapshotError, match="a snapshot of Rec has no 'e'"):
@@ -121,9 +154,9 @@ def test_the_forms_earlier_versions_wrote_are_read() -> None:
     assert old_state == RealtimeState(language="de", words=4) == state
 
 
-def test_state_values_round_trip_unchanged_and_are_written_by_name() -> None:
+def test_state_values_round_trip_and_are_written_as_before() -> None:
     chunk = Chunk(span(), b"\x01\x02" * 8, CallSettings(CallConfig(language="de"), {"team": "a"}))
     state = SubmitState(done={1, 2}, last_seen=True)
     for value in (chunk, state):
         assert pickle.loads(pickle.dumps(value)) == value  # noqa: S301
-    assert chunk.__getstate__() == {f.name: getattr(chunk, f.name) for f in dataclasses.fields(Chunk)}
+    assert chunk.__getstate__() == [getattr(chunk, f.name) for f in dataclasses.fields(Chunk)]  # dataclasses' form
