@@ -68,7 +68,7 @@ def start_ingress(bootstrap: str, topic: str, log_path: Path, **env: str) -> Ing
     port = free_port()
     args = env.pop("_ARGS", "").split()
     full = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1", **env}
-    for name in ("BWSM_INGRESS_TOKEN", "TWILIO_AUTH_TOKEN", "BWSM_AUDIOHOOK_API_KEY"):
+    for name in ("BWSM_INGRESS_TOKEN", "TWILIO_AUTH_TOKEN", "BWSM_AUDIOHOOK_API_KEY", "BWSM_AUDIOHOOK_CLIENT_SECRET"):
         if name not in env:
             full.pop(name, None)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
