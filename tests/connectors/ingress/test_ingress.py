@@ -236,16 +236,18 @@ def test_audiohook_upgrades_need_a_good_signature_when_the_client_secret_is_set(
                                    "created": now, "expires": now + 30,
                                    "nonce": base64.b64encode(secrets.token_bytes(18)).decode(), **change})
 
-    async def upgrade(headers: dict) -> int:
+    async def upgrade(headers: dict, path: str = "/audiohook") -> int:
         async with aiohttp.ClientSession() as http:
             try:
-                async with http.ws_connect(run.url("/audiohook"), headers=headers) as ws:
+                async with http.ws_connect(run.url(path), headers=headers) as ws:
                     await ws.close()
                     return 101
             except aiohttp.WSServerHandshakeError as exc:
                 return exc.status
 
     try:
+        query = "/audiohook?tenant=acme%20corp"  # signed as sent: the path and query, still percent-encoded
+        assert asyncio.run(upgrade(signed(path=query), query)) == 101
         good = signed()
         assert asyncio.run(upgrade(good)) == 101
         assert asyncio.run(upgrade(good)) == 401  # the same request again: its nonce was used
@@ -265,6 +267,15 @@ def test_audiohook_upgrades_need_a_good_signature_when_the_client_secret_is_set(
         lines = audiohook_session(AH + "a1", mulaw_noise(0.5, 15), mulaw_noise(0.5, 16))
         played = asyncio.run(play(run.url("/audiohook"), lines, speed=0, headers=signed()))
         assert [m["type"] for m in played.received][-1] == "closed"
+    finally:
+        run.stop()
+    # behind a proxy that rewrites Host, @authority is the host the client asked for: BWSM_INGRESS_PUBLIC_URL's
+    run = start_ingress(kafka_bootstrap, topic, tmp_path / "proxied.log", BWSM_AUDIOHOOK_API_KEY=key,
+                        BWSM_AUDIOHOOK_CLIENT_SECRET=base64.b64encode(secret).decode(),
+                        BWSM_INGRESS_PUBLIC_URL="wss://Ingress.Example.com:443")
+    try:
+        assert asyncio.run(upgrade(signed(host="ingress.example.com") | {"Host": f"127.0.0.1:{run.port}"})) == 101
+        assert asyncio.run(upgrade(signed())) == 401  # signed for the address the proxy used
     finally:
         run.stop()
 
