@@ -178,17 +178,22 @@ def test_a_socket_that_drops_sends_its_audio_without_an_end_frame(kafka_bootstra
     assert ingress.metric("bwsm_ingress_sessions_ended_total", protocol="twilio", reason="dropped") >= 1
 
 
+async def upgrade_status(url: str, headers: dict) -> int:
+    """101 when the websocket upgrade is accepted, else the server's HTTP status."""
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.ws_connect(url, headers=headers) as ws:
+                await ws.close()
+                return 101
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+
+
 def test_credentials_are_checked_on_the_upgrade(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
     from twilio.request_validator import RequestValidator
 
     async def upgrade(path: str, headers: dict) -> int:
-        async with aiohttp.ClientSession() as http:
-            try:
-                async with http.ws_connect(run.url(path), headers=headers) as ws:
-                    await ws.close()
-                    return 101
-            except aiohttp.WSServerHandshakeError as exc:
-                return exc.status
+        return await upgrade_status(run.url(path), headers)
 
     run = start_ingress(kafka_bootstrap, topic, tmp_path / "auth.log", BWSM_INGRESS_TOKEN="tok-1",
                         TWILIO_AUTH_TOKEN="twilio-secret", BWSM_AUDIOHOOK_API_KEY="ah-key")
@@ -237,13 +242,7 @@ def test_audiohook_upgrades_need_a_good_signature_when_the_client_secret_is_set(
                                    "nonce": base64.b64encode(secrets.token_bytes(18)).decode(), **change})
 
     async def upgrade(headers: dict, path: str = "/audiohook") -> int:
-        async with aiohttp.ClientSession() as http:
-            try:
-                async with http.ws_connect(run.url(path), headers=headers) as ws:
-                    await ws.close()
-                    return 101
-            except aiohttp.WSServerHandshakeError as exc:
-                return exc.status
+        return await upgrade_status(run.url(path), headers)
 
     try:
         query = "/audiohook?tenant=acme%20corp"  # signed as sent: the path and query, still percent-encoded
