@@ -3,6 +3,9 @@ websockets; read what it produced from the real broker."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
@@ -68,7 +71,7 @@ def start_ingress(bootstrap: str, topic: str, log_path: Path, **env: str) -> Ing
     port = free_port()
     args = env.pop("_ARGS", "").split()
     full = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1", **env}
-    for name in ("BWSM_INGRESS_TOKEN", "TWILIO_AUTH_TOKEN", "BWSM_AUDIOHOOK_API_KEY"):
+    for name in ("BWSM_INGRESS_TOKEN", "TWILIO_AUTH_TOKEN", "BWSM_AUDIOHOOK_API_KEY", "BWSM_AUDIOHOOK_CLIENT_SECRET"):
         if name not in env:
             full.pop(name, None)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -124,3 +127,25 @@ def mulaw_noise(seconds: float, seed: int, silent: float = 0.0) -> bytes:
 
 def audio_of(frames: list) -> bytes:
     return b"".join(f.audio for f in frames if hasattr(f, "audio"))
+
+
+#: What Genesys covers in an AudioHook request signature, in its order.
+AUDIOHOOK_COVERED = ("@request-target", "@authority", "audiohook-organization-id", "audiohook-session-id",
+                     "audiohook-correlation-id", "x-api-key")
+
+
+def audiohook_signed(*, path: str, host: str, org: str, session: str, correlation: str, key: str, secret: bytes,
+                     created: int, expires: int, nonce: str, keyid: str | None = None) -> dict:
+    """An AudioHook upgrade's headers signed as Genesys signs them. Written from RFC 9421 section 2.5 and the
+    protocol's example, apart from the ingress's verifier (so a test with it can catch the verifier's mistakes): one
+    `"name": value` line per covered component, then `"@signature-params": ` and the Signature-Input member, joined
+    by LF; HMAC-SHA256 keyed by the secret; the label sig1."""
+    values = {"@request-target": path, "@authority": host, "audiohook-organization-id": org,
+              "audiohook-session-id": session, "audiohook-correlation-id": correlation, "x-api-key": key}
+    params = ("(" + " ".join(f'"{name}"' for name in AUDIOHOOK_COVERED) + ")"
+              f';keyid="{keyid or key}";nonce="{nonce}";alg="hmac-sha256";created={created};expires={expires}')
+    base = "".join(f'"{name}": {values[name]}\n' for name in AUDIOHOOK_COVERED) + f'"@signature-params": {params}'
+    mac = base64.b64encode(hmac.new(secret, base.encode("ascii"), hashlib.sha256).digest()).decode()
+    return {"Host": host, "Audiohook-Organization-Id": org, "Audiohook-Session-Id": session,
+            "Audiohook-Correlation-Id": correlation, "X-API-KEY": key,
+            "Signature-Input": f"sig1={params}", "Signature": f"sig1=:{mac}:"}

@@ -3,8 +3,8 @@ recorded session against one.
 
 Settings (the environment is read here, as everywhere in the command line): Kafka and the audio topic as for every
 command (KAFKA_BOOTSTRAP_SERVERS, KAFKA_*, BWSM_AUDIO_TOPIC, BWSM_MAX_FRAME_SECONDS); BWSM_INGRESS_PORT (8080);
-credentials TWILIO_AUTH_TOKEN, BWSM_AUDIOHOOK_API_KEY, BWSM_INGRESS_TOKEN, and BWSM_INGRESS_PUBLIC_URL (see
-connectors/ingress/auth.py); BWSM_INGRESS_MAX_IN_FLIGHT_BYTES (the producer's cap).
+credentials TWILIO_AUTH_TOKEN, BWSM_AUDIOHOOK_API_KEY, BWSM_AUDIOHOOK_CLIENT_SECRET, BWSM_INGRESS_TOKEN, and
+BWSM_INGRESS_PUBLIC_URL (see connectors/ingress/auth.py); BWSM_INGRESS_MAX_IN_FLIGHT_BYTES (the producer's cap).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ INGRESS_FRAME_SECONDS = 0.5
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from bytewax.speechmatics.connectors.ingress import signatures
     from bytewax.speechmatics.connectors.ingress.auth import AuthSettings, twilio_validator_available
     from bytewax.speechmatics.connectors.ingress.server import Ingress
     from bytewax.speechmatics.connectors.ingress.session import SessionSettings
@@ -41,9 +42,20 @@ def _serve(args: argparse.Namespace) -> int:
     from bytewax.speechmatics.connectors.metrics import INGRESS_ACK, INGRESS_IN_FLIGHT
 
     env = os.environ
+    try:
+        secret = signatures.decode_secret(env["BWSM_AUDIOHOOK_CLIENT_SECRET"]) if env.get(
+            "BWSM_AUDIOHOOK_CLIENT_SECRET") else None
+    except ValueError as exc:
+        print(f"ingress: BWSM_AUDIOHOOK_CLIENT_SECRET {exc}", file=sys.stderr)
+        return 2
+    if secret and not env.get("BWSM_AUDIOHOOK_API_KEY"):
+        print("ingress: BWSM_AUDIOHOOK_CLIENT_SECRET needs BWSM_AUDIOHOOK_API_KEY (the signature's keyid)",
+              file=sys.stderr)
+        return 2
     auth = AuthSettings(token=env.get("BWSM_INGRESS_TOKEN") or None,
                         twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
                         audiohook_api_key=env.get("BWSM_AUDIOHOOK_API_KEY") or None,
+                        audiohook_client_secret=secret,
                         public_url=env.get("BWSM_INGRESS_PUBLIC_URL") or None)
     if auth.twilio_auth_token and not twilio_validator_available():
         print("ingress: TWILIO_AUTH_TOKEN is set but the twilio package is missing: "

@@ -12,7 +12,15 @@ import aiohttp
 import numpy as np
 import orjson
 import pytest
-from ingress_harness import IngressRun, audio_of, ended, mulaw_noise, read_calls, start_ingress
+from ingress_harness import (
+    IngressRun,
+    audio_of,
+    audiohook_signed,
+    ended,
+    mulaw_noise,
+    read_calls,
+    start_ingress,
+)
 
 from bytewax.speechmatics.connectors.ingress.replay import audiohook_session, play, text_line, twilio_session
 
@@ -170,17 +178,22 @@ def test_a_socket_that_drops_sends_its_audio_without_an_end_frame(kafka_bootstra
     assert ingress.metric("bwsm_ingress_sessions_ended_total", protocol="twilio", reason="dropped") >= 1
 
 
+async def upgrade_status(url: str, headers: dict) -> int:
+    """101 when the websocket upgrade is accepted, else the server's HTTP status."""
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.ws_connect(url, headers=headers) as ws:
+                await ws.close()
+                return 101
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+
+
 def test_credentials_are_checked_on_the_upgrade(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
     from twilio.request_validator import RequestValidator
 
     async def upgrade(path: str, headers: dict) -> int:
-        async with aiohttp.ClientSession() as http:
-            try:
-                async with http.ws_connect(run.url(path), headers=headers) as ws:
-                    await ws.close()
-                    return 101
-            except aiohttp.WSServerHandshakeError as exc:
-                return exc.status
+        return await upgrade_status(run.url(path), headers)
 
     run = start_ingress(kafka_bootstrap, topic, tmp_path / "auth.log", BWSM_INGRESS_TOKEN="tok-1",
                         TWILIO_AUTH_TOKEN="twilio-secret", BWSM_AUDIOHOOK_API_KEY="ah-key")
@@ -205,6 +218,63 @@ def test_credentials_are_checked_on_the_upgrade(kafka_bootstrap: str, topic: str
         assert asyncio.run(upgrade("/twilio", {"Authorization": "Bearer tok-1"})) == 101
         assert asyncio.run(upgrade("/twilio?token=tok-1", {})) == 101
         assert asyncio.run(upgrade("/audiohook", {})) == 401
+    finally:
+        run.stop()
+
+
+def test_audiohook_upgrades_need_a_good_signature_when_the_client_secret_is_set(kafka_bootstrap: str, topic: str,
+                                                                                 tmp_path: Path) -> None:
+    import secrets
+    import time
+
+    with pytest.raises(RuntimeError, match="BWSM_AUDIOHOOK_CLIENT_SECRET is not base64"):
+        start_ingress(kafka_bootstrap, topic, tmp_path / "bad.log", BWSM_AUDIOHOOK_API_KEY="k",
+                      BWSM_AUDIOHOOK_CLIENT_SECRET="not base64!")
+    secret, key = secrets.token_bytes(32), "ah-key-" + secrets.token_hex(8)
+    run = start_ingress(kafka_bootstrap, topic, tmp_path / "signed.log", BWSM_AUDIOHOOK_API_KEY=key,
+                        BWSM_AUDIOHOOK_CLIENT_SECRET=base64.b64encode(secret).decode())
+
+    def signed(**change: object) -> dict:
+        now = int(time.time())
+        return audiohook_signed(**{"path": "/audiohook", "host": f"127.0.0.1:{run.port}", "org": AH + "a0",
+                                   "session": AH + "a1", "correlation": AH + "a2", "key": key, "secret": secret,
+                                   "created": now, "expires": now + 30,
+                                   "nonce": base64.b64encode(secrets.token_bytes(18)).decode(), **change})
+
+    async def upgrade(headers: dict, path: str = "/audiohook") -> int:
+        return await upgrade_status(run.url(path), headers)
+
+    try:
+        query = "/audiohook?tenant=acme%20corp"  # signed as sent: the path and query, still percent-encoded
+        assert asyncio.run(upgrade(signed(path=query), query)) == 101
+        good = signed()
+        assert asyncio.run(upgrade(good)) == 101
+        assert asyncio.run(upgrade(good)) == 401  # the same request again: its nonce was used
+        assert asyncio.run(upgrade({"X-API-KEY": key})) == 401  # the key alone is not enough any more
+        assert asyncio.run(upgrade(signed(secret=b"another secret"))) == 401
+        assert asyncio.run(upgrade(signed(path="/audiohook?other=1"))) == 401  # signed for another target
+        assert asyncio.run(upgrade(signed(created=int(time.time()) - 60))) == 401
+        assert asyncio.run(upgrade(signed() | {"X-API-KEY": "nope"})) == 401
+        for reason, count in [("no signature", 1), ("bad signature", 2), ("replayed signature nonce", 1),
+                              ("signature too old", 1), ("bad X-API-KEY", 1)]:
+            assert run.metric("bwsm_ingress_refused_upgrades_total", protocol="audiohook", reason=reason) == count
+        log = run.log()
+        assert "refused audiohook upgrade from 127.0.0.1: bad signature" in log
+        assert key not in log and base64.b64encode(secret).decode() not in log
+        assert good["Signature"][6:-1] not in log
+        # and a whole session over a signed upgrade goes through as before
+        lines = audiohook_session(AH + "a1", mulaw_noise(0.5, 15), mulaw_noise(0.5, 16))
+        played = asyncio.run(play(run.url("/audiohook"), lines, speed=0, headers=signed()))
+        assert [m["type"] for m in played.received][-1] == "closed"
+    finally:
+        run.stop()
+    # behind a proxy that rewrites Host, @authority is the host the client asked for: BWSM_INGRESS_PUBLIC_URL's
+    run = start_ingress(kafka_bootstrap, topic, tmp_path / "proxied.log", BWSM_AUDIOHOOK_API_KEY=key,
+                        BWSM_AUDIOHOOK_CLIENT_SECRET=base64.b64encode(secret).decode(),
+                        BWSM_INGRESS_PUBLIC_URL="wss://Ingress.Example.com:443")
+    try:
+        assert asyncio.run(upgrade(signed(host="ingress.example.com") | {"Host": f"127.0.0.1:{run.port}"})) == 101
+        assert asyncio.run(upgrade(signed())) == 401  # signed for the address the proxy used
     finally:
         run.stop()
 
