@@ -33,12 +33,17 @@ def refused(allowed: str, text: str) -> OptionValueError:
     return OptionValueError(f"must be {allowed}, got {text[:SHOWN_CHARS]!r}")
 
 
+def _said(number: float) -> str:
+    """A bound as a person writes it: 65535, 33554432, 0.5 (never 3.35544e+07)."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
 def _bounds(low: float | None, high: float | None, above: bool = False) -> str:
     """` from 0 to 65535`, `, at least 1`, `, more than 0`, `, at most 10` or nothing."""
     if low is not None and high is not None and not above:
-        return f" from {low:g} to {high:g}"
-    parts = [] if low is None else [f"{'more than' if above else 'at least'} {low:g}"]
-    parts += [] if high is None else [f"at most {high:g}"]
+        return f" from {_said(low)} to {_said(high)}"
+    parts = [] if low is None else [f"{'more than' if above else 'at least'} {_said(low)}"]
+    parts += [] if high is None else [f"at most {_said(high)}"]
     return f", {' and '.join(parts)}" if parts else ""
 
 
@@ -83,9 +88,8 @@ class Number:
             value = float(text)
         except ValueError:
             raise refused(self.allowed, text) from None
-        if not math.isfinite(value) or (self.low is not None and (value <= self.low if self.above
-                                                                  else value < self.low)) \
-                or (self.high is not None and value > self.high):
+        too_low = self.low is not None and (value <= self.low if self.above else value < self.low)
+        if not math.isfinite(value) or too_low or (self.high is not None and value > self.high):
             raise refused(self.allowed, text)
         return value
 

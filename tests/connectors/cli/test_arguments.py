@@ -45,6 +45,8 @@ TYPES: list[tuple[Callable[[str], Any], str]] = [
     (a.FRACTION, "-inf", "must be a fraction from 0 to 1, got '-inf'"),
     (a.Number(0, 1, above=True), "0", "must be a number, more than 0 and at most 1, got '0'"),
     (a.Number(high=10), "11", "must be a number, at most 10, got '11'"),
+    (a.Number(0.5, 33554432.0), "0.25", "must be a number from 0.5 to 33554432, got '0.25'"),
+    (a.WholeNumber(high=10**9), "2e9", "must be a whole number, at most 1000000000, got '2e9'"),
     (a.WholeNumber(), "one", "must be a whole number, got 'one'"),
     (SAMPLE_RATE, "44100", "must be 8000, 16000, 32000 or 48000 (Hz), got '44100'"),
     (SAMPLE_RATE, "16k", "must be 8000, 16000, 32000 or 48000 (Hz), got '16k'"),
