@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bytewax.speechmatics.connectors.cli.arguments import COUNT, SECONDS, TIMES_REAL_TIME, from_env
 from bytewax.speechmatics.connectors.cli.kafka import cache_dir, local_kafka
 from bytewax.speechmatics.connectors.cli.publish import read_call
 from bytewax.speechmatics.connectors.cli.recordings import RATE, two_voice_call
@@ -241,11 +242,11 @@ def _command(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the whole pipeline locally on two real recorded calls")
-    parser.add_argument("--speed", type=float,
-                        default=float(os.environ["BWSM_DEMO_SPEED"]) if os.environ.get("BWSM_DEMO_SPEED") else None,
+    parser.add_argument("--speed", type=TIMES_REAL_TIME,
+                        default=from_env(os.environ, "BWSM_DEMO_SPEED", TIMES_REAL_TIME, None),
                         help="publishing speed, times real time (default 8, 1 with --realtime; BWSM_DEMO_SPEED)")
     parser.add_argument("--realtime", action="store_true",
                         help="also run the real-time bridge: live words first, replaced by the batch results")
-    parser.add_argument("--deadline", type=float, default=600.0, help="give up after this many seconds")
-    parser.add_argument("--parallel", type=int, default=2, help="engines of the local worker (default 2)")
+    parser.add_argument("--deadline", type=SECONDS, default=600.0, help="give up after this many seconds")
+    parser.add_argument("--parallel", type=COUNT, default=2, help="engines of the local worker (default 2)")
     parser.set_defaults(func=_command)

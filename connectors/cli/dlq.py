@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 import orjson
 
+from bytewax.speechmatics.connectors.cli.arguments import COUNT
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, TopicMissing, probe_brokers, watermarks
 from bytewax.speechmatics.flows.settings import Settings
@@ -136,17 +137,11 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1, got {text[:40]!r}")
-    return int(text)
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("dlq", help="print the dead letters: what the flow refused, and why")
     parser.add_argument("--json", action="store_true", help="one JSON object per letter")
     parser.add_argument("--from-beginning", action="store_true", help="every letter since the topic's first")
-    parser.add_argument("--last", type=_count, default=DEFAULT_LAST,
+    parser.add_argument("--last", type=COUNT, default=DEFAULT_LAST,
                         help=f"how many of the most recent letters to show (default {DEFAULT_LAST})")
     parser.add_argument("--follow", action="store_true", help="keep printing new letters as they come (Ctrl-C stops)")
     parser.add_argument("--call", metavar="CALL_ID", help="only this call's letters (reads the whole topic)")

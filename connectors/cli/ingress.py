@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-from bytewax.speechmatics.connectors.cli.publish import parse_speed
+from bytewax.speechmatics.connectors.cli.arguments import COUNT, PORT, SECONDS, from_env, speed
 from bytewax.speechmatics.connectors.kafka.producer import DEFAULT_MAX_IN_FLIGHT_BYTES
 from bytewax.speechmatics.flows.settings import Settings
 from bytewax.speechmatics.schemas.errors import ContractError
@@ -113,16 +113,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                                    "-> calls on the audio topic")
     settings = Settings.from_env()
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("BWSM_INGRESS_PORT", "8080")),
+    parser.add_argument("--port", type=PORT, default=from_env(os.environ, "BWSM_INGRESS_PORT", PORT, 8080),
                         help="port (BWSM_INGRESS_PORT, default 8080)")
     parser.add_argument("--topic", default=settings.topics.audio, help="the audio topic (BWSM_AUDIO_TOPIC)")
-    parser.add_argument("--start-timeout", type=float, default=10.0,
+    parser.add_argument("--start-timeout", type=SECONDS, default=10.0,
                         help="seconds a session may take to start (default 10)")
-    parser.add_argument("--max-in-flight-bytes", type=int,
-                        default=int(os.environ.get("BWSM_INGRESS_MAX_IN_FLIGHT_BYTES", DEFAULT_MAX_IN_FLIGHT_BYTES)),
+    parser.add_argument("--max-in-flight-bytes", type=COUNT,
+                        default=from_env(os.environ, "BWSM_INGRESS_MAX_IN_FLIGHT_BYTES", COUNT,
+                                         DEFAULT_MAX_IN_FLIGHT_BYTES),
                         help="audio bytes produced but not acknowledged before sessions stop reading "
                              "(BWSM_INGRESS_MAX_IN_FLIGHT_BYTES, default 32 MiB)")
-    parser.add_argument("--frame-seconds", type=float, default=INGRESS_FRAME_SECONDS,
+    parser.add_argument("--frame-seconds", type=SECONDS, default=INGRESS_FRAME_SECONDS,
                         help=f"audio per frame on the audio topic (default {INGRESS_FRAME_SECONDS:g}; at most "
                              "BWSM_MAX_FRAME_SECONDS): longer frames cost the ingress and the flow less per second "
                              "of audio, and add their length to the time before audio reaches Kafka")
@@ -131,7 +132,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     replay = sub.add_parser("replay", help="play a recorded session file (JSONL) against an ingress")
     replay.add_argument("file", help="session file: one {t, text|binary} object per line")
     replay.add_argument("--url", required=True, help="e.g. ws://127.0.0.1:8080/twilio")
-    replay.add_argument("--speed", type=parse_speed, default=1.0, help="realtime (default), max, or N x real time")
+    replay.add_argument("--speed", type=speed, default=1.0, help="realtime (default), max, or N x real time")
     replay.add_argument("--header", action="append", default=[], metavar="NAME: VALUE",
                         help="a header for the upgrade request (repeatable); BWSM_INGRESS_TOKEN adds a bearer token")
     replay.set_defaults(func=_replay)

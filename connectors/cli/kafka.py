@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from bytewax.speechmatics.connectors.cli.arguments import TCP_PORT, from_env
 from bytewax.speechmatics.connectors.kafka.local_broker import (
     DEFAULT_VERSION,
     BrokerError,
@@ -16,20 +17,10 @@ from bytewax.speechmatics.connectors.kafka.local_broker import (
     down,
     up,
 )
-from bytewax.speechmatics.schemas.errors import SettingsError
 
 #: The variables this command reads (listed in the README's table with the flow's own).
 VARIABLES = ("BWSM_KAFKA_VERSION", "BWSM_KAFKA_PORT", "BWSM_KAFKA_CONTROLLER_PORT", "BWSM_CACHE_DIR",
              "BWSM_KAFKA_HEAP", "BWSM_MAVEN_REPO")
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise SettingsError(f"{name} must be a TCP port (1-65535), got {raw[:40]!r}")
-    return int(raw)
 
 
 def cache_dir(env: Mapping[str, str]) -> Path:
@@ -41,11 +32,11 @@ def cache_dir(env: Mapping[str, str]) -> Path:
 def local_kafka(env: Mapping[str, str] | None = None) -> LocalKafka:
     """The local broker these variables describe (the environment unless `env` is given)."""
     env = os.environ if env is None else env
-    port = _port(env, "BWSM_KAFKA_PORT", 9092)
+    port = from_env(env, "BWSM_KAFKA_PORT", TCP_PORT, 9092)
     return LocalKafka(
         version=env.get("BWSM_KAFKA_VERSION", "").strip() or DEFAULT_VERSION,
         port=port,
-        controller_port=_port(env, "BWSM_KAFKA_CONTROLLER_PORT", port + 1),
+        controller_port=from_env(env, "BWSM_KAFKA_CONTROLLER_PORT", TCP_PORT, port + 1),
         cache=cache_dir(env),
         heap=env.get("BWSM_KAFKA_HEAP", "").strip() or "1g",
         maven_repo=env.get("BWSM_MAVEN_REPO", "").strip() or None,

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bytewax.speechmatics.connectors.cli.arguments import OneOf, WholeNumber, speed
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.frame_cutter import AudioFormat, FrameCutter
 from bytewax.speechmatics.connectors.kafka.producer import CallPublisher, DeliveryError
@@ -171,35 +172,10 @@ def _in_time_order(streams: list[Iterator[AudioFrame]]) -> Iterator[tuple[float,
             heapq.heappush(heap, (at + frame.samples / frame.sample_rate, i, nxt))
 
 
-def parse_speed(text: str) -> float:
-    """'realtime' -> 1, 'max' -> 0 (no pacing), N -> N x real time."""
-    if text == "realtime":
-        return 1.0
-    if text == "max":
-        return 0.0
-    try:
-        speed = float(text)
-    except ValueError:
-        speed = 0.0
-    if not speed > 0 or speed == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be realtime, max, or a positive number (times real time), "
-                                         f"got {text[:40]!r}")
-    return speed
-
-
-def parse_frame_ms(text: str) -> int:
-    """A frame length: a positive whole number of milliseconds (the upper bound is checked against the flow's)."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of milliseconds, at least 1, got {text[:40]!r}")
-    return int(text)
-
-
-def parse_sample_rate(text: str) -> int:
-    """One of the contract's sample rates, in Hz."""
-    allowed = ", ".join(map(str, SAMPLE_RATES[:-1])) + f" or {SAMPLE_RATES[-1]}"
-    if not text.strip().isdigit() or int(text) not in SAMPLE_RATES:
-        raise argparse.ArgumentTypeError(f"must be {allowed} (Hz), got {text[:40]!r}")
-    return int(text)
+#: A frame's length (the upper bound is the flow's, checked against BWSM_MAX_FRAME_SECONDS before sending).
+FRAME_MS = WholeNumber(1, noun="a whole number of milliseconds")
+#: One of the contract's sample rates.
+SAMPLE_RATE = OneOf(SAMPLE_RATES, int, "Hz")
 
 
 class Progress:
@@ -365,13 +341,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="also publish a real two-speaker call (the pyannote sample, fetched once into the cache)")
     parser.add_argument("--call-id", help="call id (numbered -0, -1, ... when several files)")
     settings = Settings.from_env()
-    parser.add_argument("--frame-ms", type=parse_frame_ms, default=20,
+    parser.add_argument("--frame-ms", type=FRAME_MS, default=20,
                         help=f"frame length in milliseconds (default 20; at most the flow's frame limit, "
                              f"BWSM_MAX_FRAME_SECONDS, here {settings.decoding.max_frame_seconds * 1000:g})")
-    parser.add_argument("--sample-rate", type=parse_sample_rate, default=None,
+    parser.add_argument("--sample-rate", type=SAMPLE_RATE, default=None,
                         help="resample every file to this rate: 8000, 16000, 32000 or 48000 Hz (default: keep the "
                              "file's rate when it is one of those, else 16000)")
-    parser.add_argument("--speed", type=parse_speed, default=1.0,
+    parser.add_argument("--speed", type=speed, default=1.0,
                         help="realtime (default), max, or N times real time")
     parser.add_argument("--config", metavar="JSON",
                         help="per-call transcription settings, sent in a start message before each call's frames: "

@@ -12,6 +12,7 @@ import asyncio
 import signal
 import sys
 
+from bytewax.speechmatics.connectors.cli.arguments import PORT
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
 from bytewax.speechmatics.flows.settings import Settings
 
@@ -54,6 +55,6 @@ def _command(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("realtime", help="stream each call to a Speechmatics real-time session "
                                                     "(calls.audio -> calls.rt)")
-    parser.add_argument("--metrics-port", type=int, default=None,
+    parser.add_argument("--metrics-port", type=PORT, default=None,
                         help="serve Prometheus metrics (bwsm_rt_*) on this port")
     parser.set_defaults(func=_command)

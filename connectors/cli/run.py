@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bytewax.speechmatics.connectors.cli.arguments import COUNT, INDEX, WholeNumber
 from bytewax.speechmatics.connectors.cli.flow_process import PEER_LOST_EXIT, STOPPED_EXIT, SUPERVISOR_ENV
 from bytewax.speechmatics.connectors.kafka.topics import TopicError, ensure_topics, probe_brokers
 from bytewax.speechmatics.flows.settings import Settings
@@ -35,6 +36,9 @@ FLOW_IMPORT = "bytewax.speechmatics.flows.microbatch:flow"
 FLOW_PROCESS = "bytewax.speechmatics.connectors.cli.flow_process"
 STOP_GRACE_SECONDS = 30.0  # Kubernetes' default grace period: a stuck stop is ended before SIGKILL comes anyway
 RECOVERY_LOCK = ".bwsm-init.lock"  # in the recovery directory: held while one process creates the partitions
+#: Bytewax takes its intervals in whole seconds; an epoch needs at least one (BWSM_SNAPSHOT_SECONDS alike).
+WHOLE_SECONDS = WholeNumber(1, noun="a whole number of seconds")
+WHOLE_SECONDS_OR_ZERO = WholeNumber(0, noun="a whole number of seconds")
 
 
 def prepare_recovery(directory: Path, partitions: int) -> bool:
@@ -212,19 +216,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     settings = Settings.from_env()  # a bad BWSM_* value is one line from the command line (SettingsError)
     defaults = settings.run
     parser = subparsers.add_parser("run", help="run the micro-batch flow (prepares topics and recovery first)")
-    parser.add_argument("-w", "--workers", type=int, default=defaults.workers,
+    parser.add_argument("-w", "--workers", type=COUNT, default=defaults.workers,
                         help="workers in this process (BWSM_WORKERS; default 1)")
-    parser.add_argument("-i", "--process-id", type=int, default=None, help="this process's id in a cluster")
+    parser.add_argument("-i", "--process-id", type=INDEX, default=None, help="this process's id in a cluster")
     parser.add_argument("-a", "--addresses", default=None, help='cluster addresses, "host1:2101;host2:2101"')
     parser.add_argument("--create-topics", action="store_true",
                         default=settings.topics.create,
                         help="create missing topics (BWSM_CREATE_TOPICS=1) instead of failing")
     parser.add_argument("--recovery-dir", default=defaults.recovery_dir,
                         help="run with recovery, state kept here (BWSM_RECOVERY_DIR); created when missing")
-    parser.add_argument("--recovery-partitions", type=int, default=defaults.recovery_partitions,
+    parser.add_argument("--recovery-partitions", type=COUNT, default=defaults.recovery_partitions,
                         help="recovery partitions to create: fixed forever, >= the most workers you will run")
-    parser.add_argument("--snapshot-interval", type=int, default=defaults.snapshot_seconds,
+    parser.add_argument("--snapshot-interval", type=WHOLE_SECONDS, default=defaults.snapshot_seconds,
                         help="seconds between state snapshots (BWSM_SNAPSHOT_SECONDS)")
-    parser.add_argument("--backup-interval", type=int, default=defaults.backup_seconds,
+    parser.add_argument("--backup-interval", type=WHOLE_SECONDS_OR_ZERO, default=defaults.backup_seconds,
                         help="seconds of extra snapshots to keep for backups (BWSM_BACKUP_SECONDS)")
     parser.set_defaults(func=_command)

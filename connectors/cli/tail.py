@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
+from bytewax.speechmatics.connectors.cli.arguments import NON_NEGATIVE_SECONDS
 from bytewax.speechmatics.connectors.kafka.config import KafkaSettings
 from bytewax.speechmatics.connectors.kafka.topics import KafkaUnavailable, probe_brokers
 from bytewax.speechmatics.flows.settings import Settings
@@ -165,7 +166,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--final", action="store_true",
                         help="print each call's whole transcript once, when the call completes")
     parser.add_argument("--from-beginning", action="store_true", help="start at the topic's first message")
-    parser.add_argument("--idle-timeout", type=float, default=None,
+    parser.add_argument("--idle-timeout", type=NON_NEGATIVE_SECONDS, default=None,
                         help="exit after this many seconds without a message (default: follow forever)")
     settings = Settings.from_env()
     parser.add_argument("--topic", default=settings.topics.transcripts,

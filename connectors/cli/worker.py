@@ -19,12 +19,25 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
+from bytewax.speechmatics.connectors.cli.arguments import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE_SECONDS,
+    PORT,
+    SECONDS,
+    Number,
+    OneOf,
+    OptionValueError,
+    WholeNumber,
+    from_env,
+    refused,
+)
 from bytewax.speechmatics.connectors.worker.control import LISTENING_PREFIX
 from bytewax.speechmatics.connectors.worker.faults import FaultConfigError, FaultPlan
 from bytewax.speechmatics.schemas.errors import SettingsError
@@ -35,12 +48,22 @@ ENGINES = ("whisper", "reference")
 NOT_INSTALLED = ("the whisper engine needs faster-whisper, which is not installed: "
                  "pip install 'bytewax-speechmatics[worker]' (or use --engine reference)")
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+#: Seconds a job keeps its engines per second of audio, at least.
+PROCESSING_FACTOR = Number(0, noun="a number of seconds per second of audio")
+#: A fault's duration, as --fault-latency and the like take it.
+SECONDS_RANGE = f"{NON_NEGATIVE_SECONDS.allowed}, or MIN:MAX (two such numbers, MIN at most MAX)"
 
 
-def _range(text: str) -> dict[str, Any]:
+def seconds_range(text: str) -> dict[str, Any]:
+    """A fault's duration: `S` (fixed) or `MIN:MAX` (uniform), seconds >= 0, as a fault document's distribution."""
     low, sep, high = text.partition(":")
-    return {"dist": "uniform", "min": float(low), "max": float(high)} if sep else {"dist": "fixed", "value": float(low)}
+    try:
+        values = [NON_NEGATIVE_SECONDS(part) for part in ((low, high) if sep else (low,))]
+    except OptionValueError:
+        raise refused(SECONDS_RANGE, text) from None
+    if sep and values[0] > values[1]:
+        raise refused(SECONDS_RANGE, text)
+    return {"dist": "uniform", "min": values[0], "max": values[1]} if sep else {"dist": "fixed", "value": values[0]}
 
 
 def fault_document(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,11 +80,11 @@ def fault_document(args: argparse.Namespace) -> dict[str, Any]:
         if prob:
             rates.setdefault(route, {})[outcome] = prob
     if args.fault_latency:
-        doc["latency"] = {"post": _range(args.fault_latency), "get": _range(args.fault_latency)}
+        doc["latency"] = {"post": args.fault_latency, "get": dict(args.fault_latency)}
     if args.fault_job_duration:
-        doc["job_duration"] = _range(args.fault_job_duration)
+        doc["job_duration"] = args.fault_job_duration
     if args.fault_webhook_delay:
-        doc["webhook_delay"] = _range(args.fault_webhook_delay)
+        doc["webhook_delay"] = args.fault_webhook_delay
     if args.fault_seed is not None:
         doc["seed"] = args.fault_seed
     if not rates:
@@ -117,51 +140,6 @@ async def serve(args: argparse.Namespace, engine: Any, faults: dict[str, Any]) -
         raise SystemExit(f"worker engine {args.engine} failed to start: {state.failure}")
 
 
-def _from_env(environ: Mapping[str, str], name: str, default: T, parse: Callable[[str], T], what: str) -> T:
-    """A flag's default from variable `name` (unset or empty: `default`); SettingsError naming it when unusable."""
-    raw = environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        return parse(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be {what}, got {raw[:40]!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(text)
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(text)
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(text)
-    return value
-
-
-def _engine(text: str) -> str:
-    if text not in ENGINES:
-        raise ValueError(text)
-    return text
-
-
 def default_cache_dir(environ: Mapping[str, str]) -> str:
     """BWSM_CACHE_DIR, else ~/.cache/bytewax-speechmatics (the same place `kafka up` and the samples use)."""
     return environ.get("BWSM_CACHE_DIR") or str(Path.home() / ".cache" / "bytewax-speechmatics")
@@ -172,26 +150,23 @@ def _configure(parser: argparse.ArgumentParser, environ: Mapping[str, str] | Non
     env = os.environ if environ is None else environ
     parser.add_argument("--host", default=env.get("BWSM_WORKER_HOST") or "127.0.0.1",
                         help="address to listen on (BWSM_WORKER_HOST)")
-    parser.add_argument("--port", type=_port, default=_from_env(env, "BWSM_WORKER_PORT", 18000, _port, "a port"),
+    parser.add_argument("--port", type=PORT, default=from_env(env, "BWSM_WORKER_PORT", PORT, 18000),
                         help="0 = any free port (BWSM_WORKER_PORT, default 18000)")
-    parser.add_argument("--parallel", type=_positive_int,
-                        default=_from_env(env, "BWSM_WORKER_PARALLEL", 1, _positive_int, "an integer >= 1"),
+    parser.add_argument("--parallel", type=COUNT, default=from_env(env, "BWSM_WORKER_PARALLEL", COUNT, 1),
                         help="engines, i.e. jobs run at once (BWSM_WORKER_PARALLEL, default 1)")
-    parser.add_argument("--processing-factor", type=_non_negative_float,
-                        default=_from_env(env, "BWSM_WORKER_PROCESSING_FACTOR", 0.0, _non_negative_float,
-                                          "a number >= 0"),
+    parser.add_argument("--processing-factor", type=PROCESSING_FACTOR,
+                        default=from_env(env, "BWSM_WORKER_PROCESSING_FACTOR", PROCESSING_FACTOR, 0.0),
                         help="seconds a job keeps its engine per second of audio, at least (simulated processing "
                              "time, so engines stay busy as real ones do; BWSM_WORKER_PROCESSING_FACTOR, default 0)")
     parser.add_argument("--engine", choices=ENGINES,
-                        default=_from_env(env, "BWSM_WORKER_ENGINE", "whisper", _engine, " or ".join(ENGINES)),
+                        default=from_env(env, "BWSM_WORKER_ENGINE", OneOf(ENGINES), "whisper"),
                         help="whisper needs the [worker] extra (BWSM_WORKER_ENGINE, default whisper)")
     parser.add_argument("--api-key", default=env.get("BWSM_WORKER_API_KEY"),
                         help="require Authorization: Bearer KEY; empty = none (BWSM_WORKER_API_KEY)")
     parser.add_argument("--faults", default=env.get("BWSM_WORKER_FAULTS"),
                         help="fault document, JSON (BWSM_WORKER_FAULTS)")
-    parser.add_argument("--webhook-deadline", type=_positive_float,
-                        default=_from_env(env, "BWSM_WORKER_WEBHOOK_DEADLINE", 60.0, _positive_float,
-                                          "a number of seconds > 0"),
+    parser.add_argument("--webhook-deadline", type=SECONDS,
+                        default=from_env(env, "BWSM_WORKER_WEBHOOK_DEADLINE", SECONDS, 60.0),
                         help="seconds a job notification is retried for (BWSM_WORKER_WEBHOOK_DEADLINE, default 60)")
     whisper = parser.add_argument_group("whisper engine")
     whisper.add_argument("--model-dir", default=env.get("BWSM_WHISPER_MODEL_DIR") or None,
@@ -199,23 +174,25 @@ def _configure(parser: argparse.ArgumentParser, environ: Mapping[str, str] | Non
     whisper.add_argument("--model", default=env.get("BWSM_WHISPER_MODEL") or "base",
                          help="faster-whisper model name, downloaded when no directory or weight wheel is there "
                               "(BWSM_WHISPER_MODEL, default base)")
-    whisper.add_argument("--threads", type=_positive_int,
-                         default=_from_env(env, "BWSM_WHISPER_THREADS", None, _positive_int, "an integer >= 1"),
+    whisper.add_argument("--threads", type=COUNT, default=from_env(env, "BWSM_WHISPER_THREADS", COUNT, None),
                          help="CPU threads per engine (BWSM_WHISPER_THREADS, default cores / parallel)")
     whisper.add_argument("--cache-dir", default=default_cache_dir(env),
                          help="where the wheels' model is assembled "
                               "(BWSM_CACHE_DIR, default ~/.cache/bytewax-speechmatics)")
     faults = parser.add_argument_group("fault injection")
-    faults.add_argument("--fault-post-429", type=float, default=0.0, help="fraction of POST /v2/jobs answered 429")
-    faults.add_argument("--fault-get-429", type=float, default=0.0, help="fraction of GETs answered 429")
-    faults.add_argument("--fault-503", type=float, default=0.0, help="fraction of POSTs and GETs answered 503")
-    faults.add_argument("--fault-500", type=float, default=0.0, help="fraction of POSTs and GETs answered 500")
-    faults.add_argument("--fault-drop", type=float, default=0.0, help="fraction of POSTs dropped after accepting")
-    faults.add_argument("--fault-reject", type=float, default=0.0, help="fraction of jobs that end rejected")
-    faults.add_argument("--fault-latency", help="added latency in seconds: S or MIN:MAX (uniform)")
-    faults.add_argument("--fault-job-duration", help="extra seconds each job holds its engines: S or MIN:MAX")
-    faults.add_argument("--fault-webhook-delay", help="seconds before each webhook attempt: S or MIN:MAX")
-    faults.add_argument("--fault-seed", type=int, default=None, help="seed of the fault dice")
+    faults.add_argument("--fault-post-429", type=FRACTION, default=0.0, help="fraction of POST /v2/jobs answered 429")
+    faults.add_argument("--fault-get-429", type=FRACTION, default=0.0, help="fraction of GETs answered 429")
+    faults.add_argument("--fault-503", type=FRACTION, default=0.0, help="fraction of POSTs and GETs answered 503")
+    faults.add_argument("--fault-500", type=FRACTION, default=0.0, help="fraction of POSTs and GETs answered 500")
+    faults.add_argument("--fault-drop", type=FRACTION, default=0.0, help="fraction of POSTs dropped after accepting")
+    faults.add_argument("--fault-reject", type=FRACTION, default=0.0, help="fraction of jobs that end rejected")
+    faults.add_argument("--fault-latency", type=seconds_range,
+                        help="added latency in seconds: S or MIN:MAX (uniform)")
+    faults.add_argument("--fault-job-duration", type=seconds_range,
+                        help="extra seconds each job holds its engines: S or MIN:MAX")
+    faults.add_argument("--fault-webhook-delay", type=seconds_range,
+                        help="seconds before each webhook attempt: S or MIN:MAX")
+    faults.add_argument("--fault-seed", type=WholeNumber(), default=None, help="seed of the fault dice")
     parser.set_defaults(func=run)
 
 

@@ -6,6 +6,9 @@ Every check runs the real command in its own process, as a user would.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import os
 import signal
 import socket
@@ -20,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 CLI = [sys.executable, "-m", "bytewax.speechmatics.connectors.cli"]
 # An unreachable broker must be reported, not waited for forever: the CLI gives up after 5 s; the bound here leaves
@@ -233,3 +238,164 @@ def test_a_bad_option_value_says_what_is_allowed_in_words(argv: list[str], says:
     assert info.value.code == 2
     assert err.strip().splitlines()[-1] == f"bytewax-speechmatics {argv[0]}: error: {says}"
     assert "invalid" not in err and "parse_" not in err and "_count" not in err
+
+
+# ---------------------------------------------------------------- every numeric option: refused in words
+
+#: (command, option, a value it refuses, the allowed values its refusal names): one row per typed option of every
+#: command (the test below checks the list is complete).
+NUMERIC_OPTIONS = [
+    ("run", "--workers", "0", "a whole number, at least 1"),
+    ("run", "--process-id", "-1", "a whole number, at least 0"),
+    ("run", "--recovery-partitions", "0", "a whole number, at least 1"),
+    ("run", "--snapshot-interval", "0", "a whole number of seconds, at least 1"),
+    ("run", "--backup-interval", "-1", "a whole number of seconds, at least 0"),
+    ("tail", "--idle-timeout", "nan", "a number of seconds, at least 0"),
+    ("dlq", "--last", "0", "a whole number, at least 1"),
+    ("publish", "--frame-ms", "1.5", "a whole number of milliseconds, at least 1"),
+    ("publish", "--sample-rate", "44100", "8000, 16000, 32000 or 48000 (Hz)"),
+    ("publish", "--speed", "-1", "realtime, max, or a positive number (times real time)"),
+    ("worker", "--port", "65536", "a port number from 0 to 65535"),
+    ("worker", "--parallel", "0", "a whole number, at least 1"),
+    ("worker", "--processing-factor", "-1", "a number of seconds per second of audio, at least 0"),
+    ("worker", "--webhook-deadline", "0", "a number of seconds, more than 0"),
+    ("worker", "--threads", "0", "a whole number, at least 1"),
+    *(("worker", f"--fault-{name}", "1.5", "a fraction from 0 to 1")
+      for name in ("post-429", "get-429", "503", "500", "drop", "reject")),
+    *(("worker", f"--fault-{name}", "2:1",
+       "a number of seconds, at least 0, or MIN:MAX (two such numbers, MIN at most MAX)")
+      for name in ("latency", "job-duration", "webhook-delay")),
+    ("worker", "--fault-seed", "1.5", "a whole number"),
+    ("demo", "--speed", "1e999", "a number of times real time, more than 0"),
+    ("demo", "--deadline", "0", "a number of seconds, more than 0"),
+    ("demo", "--parallel", "0", "a whole number, at least 1"),
+    ("ingress", "--port", "-1", "a port number from 0 to 65535"),
+    ("ingress", "--start-timeout", "0", "a number of seconds, more than 0"),
+    ("ingress", "--max-in-flight-bytes", "0", "a whole number, at least 1"),
+    ("ingress", "--frame-seconds", "-0.5", "a number of seconds, more than 0"),
+    ("ingress replay", "--speed", "0", "realtime, max, or a positive number (times real time)"),
+    ("realtime", "--metrics-port", "x", "a port number from 0 to 65535"),
+]
+#: The positional arguments a command needs before its options are read.
+POSITIONALS = {"ingress replay": ["session.jsonl", "--url", "ws://127.0.0.1:1/twilio"]}
+#: How argparse names an option that has a short form too.
+SHORT_FORMS = {("run", "--workers"): "-w/--workers", ("run", "--process-id"): "-i/--process-id"}
+#: What a refusal must never show: argparse's words for a type it cannot name, our functions' names, a traceback.
+INTERNALS = ("invalid", "_positive", "_port", "_engine", "_count", "_from_env", "parse_", "Traceback", "ValueError")
+
+
+def _typed_options() -> set[tuple[str, str]]:
+    """(command, its long option) for every option of every command whose value is converted by a type."""
+    from bytewax.speechmatics.connectors.cli import build_parser
+
+    found: set[tuple[str, str]] = set()
+
+    def walk(parser: argparse.ArgumentParser, command: str) -> None:
+        for action in parser._actions:  # noqa: SLF001 - argparse lists its options nowhere else
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                for name, sub in action.choices.items():
+                    walk(sub, f"{command} {name}".strip())
+            elif action.type is not None and action.option_strings:
+                found.add((command, action.option_strings[-1]))
+
+    walk(build_parser(), "")
+    return found
+
+
+def _refusal(command: str, option: str, value: str) -> tuple[int | str | None, str]:
+    """Parse `command option=value` in this process as the command line does: (exit code, stderr)."""
+    from bytewax.speechmatics.connectors.cli import build_parser
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        build_parser().parse_args([*command.split(), *POSITIONALS.get(command, []), f"{option}={value}"])
+    return info.value.code, err.getvalue()
+
+
+def test_every_typed_option_of_every_command_is_in_the_list() -> None:
+    assert _typed_options() == {(command, option) for command, option, _, _ in NUMERIC_OPTIONS}
+
+
+@pytest.mark.parametrize(("command", "option", "value", "allowed"), NUMERIC_OPTIONS,
+                         ids=[f"{c} {o}" for c, o, _, _ in NUMERIC_OPTIONS])
+def test_a_bad_number_is_one_line_naming_the_option_and_the_allowed_values(
+    command: str, option: str, value: str, allowed: str,
+) -> None:
+    for bad in (value, "x"):
+        code, err = _refusal(command, option, bad)
+        assert code == 2, err
+        errors = [line for line in stderr_lines(err) if "error:" in line]
+        shown = SHORT_FORMS.get((command, option), option)
+        assert errors == [f"bytewax-speechmatics {command}: error: argument {shown}: must be {allowed}, "
+                          f"got {bad!r}"], err
+        assert all(line.startswith(("usage:", " ")) for line in stderr_lines(err) if "error:" not in line), err
+        assert not any(word in err for word in INTERNALS), err
+
+
+@given(st.sampled_from(NUMERIC_OPTIONS), st.text(max_size=50))
+@settings(max_examples=60, deadline=None)
+def test_no_refusal_of_any_value_shows_internals(case: tuple[str, str, str, str], value: str) -> None:
+    command, option, _, allowed = case
+    assume("\x00" not in value)
+    try:
+        code, err = _refusal(command, option, value)
+    except pytest.fail.Exception:  # no SystemExit: the value was accepted
+        return
+    assert code == 2
+    errors = [line for line in stderr_lines(err) if "error:" in line]
+    assert len(errors) == 1 and f"must be {allowed}, got " in errors[0], err
+    assert not any(word in err.replace(repr(value[:40]), "") for word in INTERNALS), err
+
+
+@pytest.mark.parametrize(("variable", "value", "allowed"), [
+    ("BWSM_INGRESS_PORT", "x", "a port number from 0 to 65535"),
+    ("BWSM_INGRESS_MAX_IN_FLIGHT_BYTES", "0", "a whole number, at least 1"),
+    ("BWSM_DEMO_SPEED", "x", "a number of times real time, more than 0"),
+    ("BWSM_DEMO_SPEED", "nan", "a number of times real time, more than 0"),
+    ("BWSM_WORKER_PORT", "x", "a port number from 0 to 65535"),
+    # (BWSM_WORKER_PARALLEL is the flow's setting too, refused by Settings.from_env first: tests/connectors/worker)
+    ("BWSM_WORKER_PROCESSING_FACTOR", "-1", "a number of seconds per second of audio, at least 0"),
+    ("BWSM_WORKER_WEBHOOK_DEADLINE", "1e999", "a number of seconds, more than 0"),
+    ("BWSM_WORKER_ENGINE", "kaldi", "whisper or reference"),
+    ("BWSM_WHISPER_THREADS", "-1", "a whole number, at least 1"),
+])
+def test_a_bad_default_from_a_variable_is_one_line_naming_it(
+    variable: str, value: str, allowed: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bytewax.speechmatics.connectors.cli import main
+
+    monkeypatch.setenv(variable, value)
+    try:  # every command's defaults are read while the command line is built, before --help
+        code = main(["tail", "--help"])
+    except SystemExit as exc:  # the command line was built: the variable was not refused
+        code = exc.code
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"bytewax-speechmatics: {variable} must be {allowed}, got {value!r}\n")
+
+
+def test_the_commands_name_a_bad_variable_in_one_line(tmp_path: Path) -> None:
+    """As a user runs them: a process each, all at once."""
+    broker = f"127.0.0.1:{unused_port()}"
+    runs = {
+        "BWSM_INGRESS_PORT": ([*CLI, "ingress"], "bytewax-speechmatics: BWSM_INGRESS_PORT must be a port number "
+                                                 "from 0 to 65535, got 'x'"),
+        "BWSM_DEMO_SPEED": ([*CLI, "demo"], "bytewax-speechmatics: BWSM_DEMO_SPEED must be a number of times real "
+                                            "time, more than 0, got 'x'"),
+        "BWSM_WORKER_PORT": ([sys.executable, "-m", "bytewax.speechmatics.connectors.cli.worker"],
+                             "worker: BWSM_WORKER_PORT must be a port number from 0 to 65535, got 'x'"),
+        "BWSM_KAFKA_PORT": ([*CLI, "kafka", "status"], "kafka: BWSM_KAFKA_PORT must be a TCP port from 1 to 65535, "
+                                                       "got 'x'"),
+    }
+    procs = {variable: subprocess.Popen(cmd, env=cli_env(broker, **{variable: "x"}), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for variable, (cmd, _) in runs.items()}
+    try:
+        for variable, proc in procs.items():
+            out, err = proc.communicate(timeout=60)
+            assert (proc.returncode, out, err) == (2, "", runs[variable][1] + "\n"), variable
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -71,4 +71,4 @@ def test_the_standalone_command_reports_a_bad_variable_in_one_line() -> None:
                           env={"PATH": "/usr/bin:/bin", "BWSM_WORKER_PARALLEL": "many"},
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
-    assert proc.stderr == "worker: BWSM_WORKER_PARALLEL must be an integer >= 1, got 'many'\n"
+    assert proc.stderr == "worker: BWSM_WORKER_PARALLEL must be a whole number, at least 1, got 'many'\n"

@@ -305,8 +305,10 @@ def test_cli_flags_merge_into_one_fault_document():
                     "get": {"dist": "uniform", "min": 0.1, "max": 0.3}},
         "seed": 4,
     }
-    bad = build_parser({}).parse_args(["--fault-post-429", "1.5"])
-    with pytest.raises(FaultConfigError, match="probability"):
+    with pytest.raises(SystemExit):  # a fraction above 1: refused by the command line (connectors/cli/arguments.py)
+        build_parser({}).parse_args(["--fault-post-429", "1.5"])
+    bad = build_parser({}).parse_args(["--fault-post-429", "0.6", "--fault-503", "0.6"])
+    with pytest.raises(FaultConfigError, match="add up to more than 1"):
         fault_document(bad)
 
 
