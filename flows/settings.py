@@ -11,6 +11,7 @@ these dataclasses by a test, and a bad value raises one SettingsError naming the
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -214,16 +215,17 @@ class Variable:
 
 
 def _number(kind: type, low: float | None = None, above: float | None = None) -> Parser:
+    noun = "a whole number" if kind is int else "a number"
+    bound = f", at least {low:g}" if low is not None else f", more than {above:g}" if above is not None else ""
+
     def parse(raw: str, name: str) -> Any:
         try:
             value = kind(raw)
         except ValueError:
-            raise SettingsError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw[:40]!r}") \
-                from None
-        if low is not None and value < low:
-            raise SettingsError(f"{name} must be >= {low}, got {value}")
-        if above is not None and value <= above:
-            raise SettingsError(f"{name} must be > {above}, got {value}")
+            value = None
+        if (value is None or (kind is float and not math.isfinite(value)) or (low is not None and value < low)
+                or (above is not None and value <= above)):
+            raise SettingsError(f"{name} must be {noun}{bound}, got {raw[:40]!r}")
         return value
     return parse
 

@@ -28,7 +28,10 @@ INTERNALS = ("[", "{", "(0,", "('", "^", "$", "__init__", "()", "<class", "keywo
     ({"BWSM_TRANSCRIPTION_CONFIG": '{"lang": "de"}'},
      "BWSM_TRANSCRIPTION_CONFIG: unknown field 'lang' (allowed: language, model, output_locale, diarization, "),
     ({"BWSM_TRANSCRIPTION_CONFIG": "[1]"}, "BWSM_TRANSCRIPTION_CONFIG must be a JSON object, got list"),
-    ({"BWSM_POST_RATE": "fast"}, "BWSM_POST_RATE must be a number, got 'fast'"),
+    ({"BWSM_POST_RATE": "fast"}, "BWSM_POST_RATE must be a number, at least 0.01, got 'fast'"),
+    ({"BWSM_POST_RATE": "nan"}, "BWSM_POST_RATE must be a number, at least 0.01, got 'nan'"),
+    ({"BWSM_CHUNK_SECONDS": "inf"}, "BWSM_CHUNK_SECONDS must be a number"),
+    ({"BWSM_WORKERS": "0"}, "BWSM_WORKERS must be a whole number, at least 1, got '0'"),
     ({"BWSM_REALTIME": "maybe"}, "BWSM_REALTIME must be a boolean (1/0, true/false, yes/no, on/off), got 'maybe'"),
 ])
 def test_a_refused_setting_says_what_is_allowed_in_words(env: dict[str, str], says: str) -> None:
