@@ -119,6 +119,10 @@ class AudioHookSession(Session):
         if len(session_id) > 64:
             raise SessionRefused("bad_message", "the session id is longer than 64 characters")
         self.session_id = session_id
+        signed = self.upgrade_headers.get("audiohook-organization-id")
+        if signed is not None and params.get("organizationId") != signed:
+            raise SessionRefused("bad_message", "organizationId is not the audiohook-organization-id the connection "
+                                 "was opened with")
         offered = params.get("media")
         chosen = None
         for media in offered if isinstance(offered, list) else ():

@@ -68,7 +68,7 @@ class Ingress:
             assert task is not None
             self.running.add(task)
             try:
-                await PROTOCOLS[protocol](self.sessions, ws, remote).run()
+                await PROTOCOLS[protocol](self.sessions, ws, remote, request.headers).run()
             finally:
                 self.running.discard(task)
                 if not ws.closed:

@@ -75,10 +75,13 @@ class Session(ABC):
     #: Message types counted by name; anything else is counted as "other" (a bounded label set).
     known_types: frozenset[str] = frozenset()
 
-    def __init__(self, settings: SessionSettings, ws: web.WebSocketResponse, remote: str) -> None:
+    def __init__(self, settings: SessionSettings, ws: web.WebSocketResponse, remote: str,
+                 upgrade_headers: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.ws = ws
         self.remote = remote
+        #: The websocket upgrade request's headers (what the connection was authorised with).
+        self.upgrade_headers: Mapping[str, str] = upgrade_headers or {}
         self.call: AsyncCall | None = None
         self.session_id = "-"
         self._counts: dict[str, int] = {}

@@ -167,6 +167,20 @@ def test_bad_audiohook_input_is_answered_with_disconnect_then_closed(reason: str
     assert ingress.metric("bwsm_ingress_sessions_ended_total", protocol="audiohook", reason=reason) == before + 1
 
 
+def test_an_audiohook_open_for_another_organization_than_the_connection_is_refused(ingress: IngressRun) -> None:
+    """The upgrade request's audiohook-organization-id (signed, with a client secret) is the session's organization:
+    an open naming another one is refused before any audio is taken."""
+    opened = audiohook_open(AH + "05")
+    org = opened["parameters"]["organizationId"]
+    other = asyncio.run(play(ingress.url("/audiohook"), [text_line(0, opened)], speed=0,
+                             headers={"audiohook-organization-id": "f" + org[1:]}))
+    (disconnect,) = [m for m in other.received if m["type"] == "disconnect"]
+    assert disconnect["parameters"]["info"].startswith("bad_message: organizationId is not the audiohook-organization")
+    same = asyncio.run(play(ingress.url("/audiohook"), [text_line(0, audiohook_open(AH + "06"))], speed=0,
+                            headers={"audiohook-organization-id": org}))
+    assert [m["type"] for m in same.received][:1] == ["opened"]
+
+
 def test_a_socket_that_drops_sends_its_audio_without_an_end_frame(kafka_bootstrap: str, topic: str,
                                                                    ingress: IngressRun) -> None:
     lines = twilio_session("CA-dropped", mulaw_noise(1.0, 6))[:-1]  # no stop: the socket just closes
@@ -264,7 +278,8 @@ def test_audiohook_upgrades_need_a_good_signature_when_the_client_secret_is_set(
         assert good["Signature"][6:-1] not in log
         # and a whole session over a signed upgrade goes through as before
         lines = audiohook_session(AH + "a1", mulaw_noise(0.5, 15), mulaw_noise(0.5, 16))
-        played = asyncio.run(play(run.url("/audiohook"), lines, speed=0, headers=signed()))
+        organization = orjson.loads(lines[0]["text"])["parameters"]["organizationId"]  # the open's own
+        played = asyncio.run(play(run.url("/audiohook"), lines, speed=0, headers=signed(org=organization)))
         assert [m["type"] for m in played.received][-1] == "closed"
     finally:
         run.stop()
