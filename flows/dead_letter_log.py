@@ -96,8 +96,7 @@ class DeadLetterLog:
                 delay = max(0.0, (self._started or now) + self.interval - now)
         if arm:
             self._schedule(delay, lambda: self._interval_over(number))
-        for line, args, extra in summary:
-            self._log.warning(line, *args, extra=extra)
+        self._log_summary(summary)
         if first:
             self._log.warning(
                 "dead letter from stage %s: %s (source %s, call %s, %s bytes); more like it in the next %g s are "
@@ -110,13 +109,15 @@ class DeadLetterLog:
         """Log the counts of the current interval now (for a flow that stops)."""
         with self._lock:
             summary = self._roll(None)
-        for line, args, extra in summary:
-            self._log.warning(line, *args, extra=extra)
+        self._log_summary(summary)
 
     def _interval_over(self, number: int) -> None:
         """The timer of interval `number`: its counts, unless a later letter already reported them."""
         with self._lock:
             summary = self._roll(None) if number == self._interval_no else []
+        self._log_summary(summary)
+
+    def _log_summary(self, summary: list[tuple[str, tuple, dict]]) -> None:
         for line, args, extra in summary:
             self._log.warning(line, *args, extra=extra)
 

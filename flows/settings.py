@@ -40,7 +40,7 @@ from bytewax.speechmatics.flows.realtime import RealtimeSettings
 from bytewax.speechmatics.flows.run_args import RunArgs, parse_run_args, process_argv
 from bytewax.speechmatics.flows.stitching import StitchSettings
 from bytewax.speechmatics.flows.vad import AGGRESSIVENESS, VAD_FRAME_MS
-from bytewax.speechmatics.schemas.errors import SettingsError, in_words
+from bytewax.speechmatics.schemas.errors import SettingsError, bounds_in_words, in_words
 
 __all__ = ["VARIABLES", "RunSettings", "Settings", "SettingsError", "TopicSettings", "Variable", "WorkerSettings"]
 
@@ -216,7 +216,7 @@ class Variable:
 
 def _number(kind: type, low: float | None = None, above: float | None = None) -> Parser:
     noun = "a whole number" if kind is int else "a number"
-    bound = f", at least {low:g}" if low is not None else f", more than {above:g}" if above is not None else ""
+    bound = bounds_in_words(low, None) if low is not None else bounds_in_words(above, None, above=True)
 
     def parse(raw: str, name: str) -> Any:
         try:

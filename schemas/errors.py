@@ -28,3 +28,18 @@ def in_words(values: object, last: str = "or") -> str:
     if len(items) < 2:
         return "".join(items)
     return f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
+def _said(number: float) -> str:
+    """A bound as a person writes it: 65535, 33554432, 0.5 (never 3.35544e+07)."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+def bounds_in_words(low: float | None, high: float | None, above: bool = False) -> str:
+    """A number's bounds as a message says them: ` from 0 to 65535`, `, at least 1`, `, more than 0`,
+    `, at most 10`, or nothing (the CLI's option types and the flow's settings word them alike)."""
+    if low is not None and high is not None and not above:
+        return f" from {_said(low)} to {_said(high)}"
+    parts = [] if low is None else [f"{'more than' if above else 'at least'} {_said(low)}"]
+    parts += [] if high is None else [f"at most {_said(high)}"]
+    return f", {' and '.join(parts)}" if parts else ""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bytewax.speechmatics.schemas.errors import SettingsError, in_words
+from bytewax.speechmatics.schemas.errors import SettingsError, bounds_in_words, in_words
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -33,20 +33,6 @@ def refused(allowed: str, text: str) -> OptionValueError:
     return OptionValueError(f"must be {allowed}, got {text[:SHOWN_CHARS]!r}")
 
 
-def _said(number: float) -> str:
-    """A bound as a person writes it: 65535, 33554432, 0.5 (never 3.35544e+07)."""
-    return str(int(number)) if float(number).is_integer() else repr(float(number))
-
-
-def _bounds(low: float | None, high: float | None, above: bool = False) -> str:
-    """` from 0 to 65535`, `, at least 1`, `, more than 0`, `, at most 10` or nothing."""
-    if low is not None and high is not None and not above:
-        return f" from {_said(low)} to {_said(high)}"
-    parts = [] if low is None else [f"{'more than' if above else 'at least'} {_said(low)}"]
-    parts += [] if high is None else [f"at most {_said(high)}"]
-    return f", {' and '.join(parts)}" if parts else ""
-
-
 @dataclass(frozen=True)
 class WholeNumber:
     """A whole number from `low` to `high` (either may be open), e.g. `a whole number, at least 1`."""
@@ -57,7 +43,7 @@ class WholeNumber:
 
     @property
     def allowed(self) -> str:
-        return self.noun + _bounds(self.low, self.high)
+        return self.noun + bounds_in_words(self.low, self.high)
 
     def __call__(self, text: str) -> int:
         try:
@@ -81,7 +67,7 @@ class Number:
 
     @property
     def allowed(self) -> str:
-        return self.noun + _bounds(self.low, self.high, self.above)
+        return self.noun + bounds_in_words(self.low, self.high, self.above)
 
     def __call__(self, text: str) -> float:
         try:

@@ -220,8 +220,7 @@ def up(kafka: LocalKafka, timeout: float = 180.0) -> str:
     Two `up` at once (two shells, two test processes) start one broker: the second waits on a lock in the run
     directory until the first's broker answers, then finds it answering.
     """
-    if broker_answers(kafka.bootstrap):
-        print(f"kafka: a broker already answers on {kafka.bootstrap}", flush=True)
+    if _already_up(kafka):
         return kafka.bootstrap
     if shutil.which("java") is None:
         raise BrokerError("Java 17+ is not on PATH: it is needed to run the Kafka broker")
@@ -229,10 +228,15 @@ def up(kafka: LocalKafka, timeout: float = 180.0) -> str:
     kafka.run_dir.mkdir(parents=True, exist_ok=True)
     with open(kafka.run_dir / "up.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when this process dies
-        if broker_answers(kafka.bootstrap):
-            print(f"kafka: a broker already answers on {kafka.bootstrap}", flush=True)
-            return kafka.bootstrap
-        return _start(kafka, started, timeout)
+        return kafka.bootstrap if _already_up(kafka) else _start(kafka, started, timeout)
+
+
+def _already_up(kafka: LocalKafka) -> bool:
+    """A broker answers on the bootstrap address (said so): nothing to start."""
+    if not broker_answers(kafka.bootstrap):
+        return False
+    print(f"kafka: a broker already answers on {kafka.bootstrap}", flush=True)
+    return True
 
 
 def _start(kafka: LocalKafka, started: float, timeout: float) -> str:

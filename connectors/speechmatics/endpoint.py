@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from speechmatics.batch import Client, ConnectionConfig, StaticKeyAuth
 
 from bytewax.speechmatics.connectors.speechmatics.capabilities import DISCOVERY_PATH, EngineCapabilities
-from bytewax.speechmatics.connectors.speechmatics.retry import ErrorClass, classify
+from bytewax.speechmatics.connectors.speechmatics.retry import NOT_A_BATCH_API, ErrorClass, classify
 from bytewax.speechmatics.connectors.speechmatics.settings import SubmitSettings
 from bytewax.speechmatics.schemas.errors import SettingsError
 
@@ -93,9 +93,7 @@ def check_endpoint(settings: SubmitSettings, timeout: float = KEY_CHECK_TIMEOUT)
         if classified.kind is ErrorClass.FATAL:
             raise SettingsError(f"{where} refused the API key: {classified.description}") from None
         if classified.status == 404:
-            raise SettingsError(f"GET /jobs at {where} answered 404: SPEECHMATICS_BATCH_URL does not name a "
-                                "Speechmatics batch API (it ends in /v2, for example http://127.0.0.1:18000/v2)") \
-                from None
+            raise SettingsError(f"GET /jobs at {where} answered 404: {NOT_A_BATCH_API}") from None
         log.info("endpoint check at %s got no verdict (%s): the running flow will retry", where,
                  classified.description)
 

@@ -49,6 +49,11 @@ class Classified:
         return self.status == 429
 
 
+#: Why a 404 to POST or GET /jobs stops the flow (said where the flow is built and by the running flow).
+NOT_A_BATCH_API = ("SPEECHMATICS_BATCH_URL does not name a Speechmatics batch API (it ends in /v2, for example "
+                   "http://127.0.0.1:18000/v2)")
+
+
 def cause_chain(exc: BaseException) -> Iterator[BaseException]:
     """The exception and everything it was raised from, outermost first (cycle-safe)."""
     seen: set[int] = set()

@@ -46,6 +46,7 @@ from bytewax.speechmatics.connectors.speechmatics.fleet_watch import FleetWatch
 from bytewax.speechmatics.connectors.speechmatics.journal import JobJournal, JournalClosed, shared_journal
 from bytewax.speechmatics.connectors.speechmatics.lookup import HASH_TAG_PREFIX, find_by_reference
 from bytewax.speechmatics.connectors.speechmatics.retry import (
+    NOT_A_BATCH_API,
     Backoff,
     Classified,
     ErrorClass,
@@ -487,9 +488,7 @@ class SubmitService:
         for url, count in self._post_404.items():
             if count >= POST_404_FATAL:
                 raise FatalSubmitError(
-                    f"POST /jobs at {worker_name(url) or url} answered 404 {count} times in a row: "
-                    f"SPEECHMATICS_BATCH_URL does not name a Speechmatics batch API (it ends in /v2, for example "
-                    f"http://127.0.0.1:18000/v2)")
+                    f"POST /jobs at {worker_name(url) or url} answered 404 {count} times in a row: {NOT_A_BATCH_API}")
 
     def _client_at(self, worker: str | None) -> AsyncClient:
         client = self._clients[worker] if worker is not None else self._client
