@@ -18,6 +18,12 @@ import pytest
 pytest_plugins = ["worker_fixtures"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (order otherwise kept): with the suite in two processes, a long test handed out last leaves
+    the other process idle while it runs."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Each test process gets its own default journal directory.
 
